@@ -1,0 +1,2 @@
+//! Configuration and service snapshots.
+pub mod snapshot;

@@ -1,0 +1,1 @@
+//! AF_XDP data plane.

@@ -1,0 +1,5 @@
+//! The per-core engine (sans-IO).
+pub mod sched;
+pub mod verdict;
+
+pub use verdict::{DropReason, Frame, Verdict};

@@ -1,0 +1,1 @@
+//! Packet header views. See module docs.
