@@ -3,3 +3,4 @@ pub mod sched;
 pub mod verdict;
 
 pub use verdict::{DropReason, Frame, Verdict};
+pub mod nexthop;
