@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system tools the lab, the demo and the tests use (never needed
+# to *build* xdpvs: that takes only the Rust toolchain). Idempotent.
+set -euo pipefail
+need=()
+for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables; do
+    cmd=${tool%%:*}; pkg=${tool##*:}
+    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "xdpvs: missing tools (${need[*]}); run as root or: apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    echo "xdpvs: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
