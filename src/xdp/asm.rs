@@ -394,75 +394,127 @@ mod tests {
     fn one(f: impl FnOnce(&mut Asm)) -> Vec<[u8; 8]> {
         let mut a = Asm::new();
         f(&mut a);
-        a.finish().unwrap().into_iter().map(Insn::to_bytes).collect()
+        a.finish()
+            .unwrap()
+            .into_iter()
+            .map(Insn::to_bytes)
+            .collect()
     }
 
     #[test]
     fn encodes_known_instructions() {
         // Reference encodings as printed by `llvm-objdump -d` for BPF.
-        assert_eq!(one(|a| { a.mov64_imm(Reg::R0, 2); }), [[0xb7, 0x00, 0, 0, 2, 0, 0, 0]]);
-        assert_eq!(one(|a| { a.mov64_reg(Reg::R6, Reg::R1); }), [[0xbf, 0x16, 0, 0, 0, 0, 0, 0]]);
-        assert_eq!(one(|a| { a.exit(); }), [[0x95, 0, 0, 0, 0, 0, 0, 0]]);
         assert_eq!(
-            one(|a| { a.ldx(Size::W, Reg::R2, Reg::R1, 4); }),
+            one(|a| {
+                a.mov64_imm(Reg::R0, 2);
+            }),
+            [[0xb7, 0x00, 0, 0, 2, 0, 0, 0]]
+        );
+        assert_eq!(
+            one(|a| {
+                a.mov64_reg(Reg::R6, Reg::R1);
+            }),
+            [[0xbf, 0x16, 0, 0, 0, 0, 0, 0]]
+        );
+        assert_eq!(
+            one(|a| {
+                a.exit();
+            }),
+            [[0x95, 0, 0, 0, 0, 0, 0, 0]]
+        );
+        assert_eq!(
+            one(|a| {
+                a.ldx(Size::W, Reg::R2, Reg::R1, 4);
+            }),
             [[0x61, 0x12, 4, 0, 0, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.ldx(Size::H, Reg::R5, Reg::R2, 12); }),
+            one(|a| {
+                a.ldx(Size::H, Reg::R5, Reg::R2, 12);
+            }),
             [[0x69, 0x25, 12, 0, 0, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.ldx(Size::B, Reg::R0, Reg::R7, 9); }),
+            one(|a| {
+                a.ldx(Size::B, Reg::R0, Reg::R7, 9);
+            }),
             [[0x71, 0x70, 9, 0, 0, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.ldx(Size::DW, Reg::R1, Reg::R7, 24); }),
+            one(|a| {
+                a.ldx(Size::DW, Reg::R1, Reg::R7, 24);
+            }),
             [[0x79, 0x71, 24, 0, 0, 0, 0, 0]]
         );
         // *(u16 *)(r10 - 6) = r1
         assert_eq!(
-            one(|a| { a.stx(Size::H, Reg::R10, -6, Reg::R1); }),
+            one(|a| {
+                a.stx(Size::H, Reg::R10, -6, Reg::R1);
+            }),
             [[0x6b, 0x1a, 0xfa, 0xff, 0, 0, 0, 0]]
         );
         // *(u64 *)(r10 - 24) = r0
         assert_eq!(
-            one(|a| { a.stx(Size::DW, Reg::R10, -24, Reg::R0); }),
+            one(|a| {
+                a.stx(Size::DW, Reg::R10, -24, Reg::R0);
+            }),
             [[0x7b, 0x0a, 0xe8, 0xff, 0, 0, 0, 0]]
         );
         // *(u32 *)(r10 - 8) = 0
         assert_eq!(
-            one(|a| { a.st_imm(Size::W, Reg::R10, -8, 0); }),
+            one(|a| {
+                a.st_imm(Size::W, Reg::R10, -8, 0);
+            }),
             [[0x62, 0x0a, 0xf8, 0xff, 0, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu64_imm(AluOp::And, Reg::R0, 0x0f); }),
+            one(|a| {
+                a.alu64_imm(AluOp::And, Reg::R0, 0x0f);
+            }),
             [[0x57, 0, 0, 0, 0x0f, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu64_imm(AluOp::Lsh, Reg::R0, 2); }),
+            one(|a| {
+                a.alu64_imm(AluOp::Lsh, Reg::R0, 2);
+            }),
             [[0x67, 0, 0, 0, 2, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu64_imm(AluOp::Rsh, Reg::R1, 16); }),
+            one(|a| {
+                a.alu64_imm(AluOp::Rsh, Reg::R1, 16);
+            }),
             [[0x77, 0x01, 0, 0, 16, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu64_imm(AluOp::Add, Reg::R2, -24); }),
+            one(|a| {
+                a.alu64_imm(AluOp::Add, Reg::R2, -24);
+            }),
             [[0x07, 0x02, 0, 0, 0xe8, 0xff, 0xff, 0xff]]
         );
         assert_eq!(
-            one(|a| { a.alu64_reg(AluOp::Add, Reg::R7, Reg::R0); }),
+            one(|a| {
+                a.alu64_reg(AluOp::Add, Reg::R7, Reg::R0);
+            }),
             [[0x0f, 0x07, 0, 0, 0, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu32_imm(AluOp::Mov, Reg::R3, 7); }),
+            one(|a| {
+                a.alu32_imm(AluOp::Mov, Reg::R3, 7);
+            }),
             [[0xb4, 0x03, 0, 0, 7, 0, 0, 0]]
         );
         assert_eq!(
-            one(|a| { a.alu32_reg(AluOp::Xor, Reg::R3, Reg::R4); }),
+            one(|a| {
+                a.alu32_reg(AluOp::Xor, Reg::R3, Reg::R4);
+            }),
             [[0xac, 0x43, 0, 0, 0, 0, 0, 0]]
         );
-        assert_eq!(one(|a| { a.call(51); }), [[0x85, 0, 0, 0, 51, 0, 0, 0]]);
+        assert_eq!(
+            one(|a| {
+                a.call(51);
+            }),
+            [[0x85, 0, 0, 0, 51, 0, 0, 0]]
+        );
     }
 
     #[test]

@@ -102,9 +102,7 @@ mod tests {
         let b = k.to_bytes();
         assert_eq!(
             b,
-            [
-                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 10, 6, 0, 0, 80
-            ]
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 10, 6, 0, 0, 80]
         );
         assert_eq!(AddrKey::from_bytes(&b), k);
     }

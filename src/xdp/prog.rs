@@ -263,7 +263,10 @@ mod tests {
             if is_jmp {
                 let to = pc as i64 + 1 + i64::from(i.off);
                 assert!((0..n).contains(&to), "jump at {pc} to {to}");
-                assert!(to > pc as i64, "backward jump at {pc}: programs must be loop-free");
+                assert!(
+                    to > pc as i64,
+                    "backward jump at {pc}: programs must be loop-free"
+                );
             }
         }
     }

@@ -436,8 +436,8 @@ pub fn link_create(
     };
     let ctx = format!("ifindex {ifindex} flags {flags:#x}");
     // SAFETY: the attribute holds no pointers.
-    let ret =
-        unsafe { bpf(BPF_LINK_CREATE, &mut attr) }.map_err(|e| XdpError::sys("BPF_LINK_CREATE", ctx.as_str(), e))?;
+    let ret = unsafe { bpf(BPF_LINK_CREATE, &mut attr) }
+        .map_err(|e| XdpError::sys("BPF_LINK_CREATE", ctx.as_str(), e))?;
     owned(ret, "BPF_LINK_CREATE", &ctx)
 }
 
