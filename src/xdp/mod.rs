@@ -7,7 +7,11 @@
 //!
 //! Attaching uses `BPF_LINK_CREATE` (works on the target kernel, 6.18; no
 //! netlink `IFLA_XDP` fallback is needed). The [`XdpLink`] detaches the
-//! program when dropped.
+//! program when dropped; it holds its own reference to the program, so it
+//! stays attached even if the [`XdpProgram`] is dropped first.
+//!
+//! The program is loaded without `BPF_F_XDP_HAS_FRAGS`: native mode on veth
+//! refuses to attach (ERANGE) when the peer's MTU exceeds 3506.
 //!
 //! Map contents are replaced, not merged, by [`XdpProgram::set_vips`] and
 //! [`XdpProgram::set_reals`]; callers serialise updates (one control thread).
