@@ -1,1 +1,311 @@
 //! XDP program and BPF maps.
+//!
+//! The program ([`prog`]) is assembled in Rust ([`asm`]) and loaded with raw
+//! `bpf()` calls ([`sys`]): no clang, libbpf or C at build or run time. It
+//! sends the packets the director handles to the AF_XDP socket of the
+//! arriving queue and passes everything else to the kernel.
+//!
+//! Attaching uses `BPF_LINK_CREATE` (works on the target kernel, 6.18; no
+//! netlink `IFLA_XDP` fallback is needed). The [`XdpLink`] detaches the
+//! program when dropped; it holds its own reference to the program, so it
+//! stays attached even if the [`XdpProgram`] is dropped first.
+//!
+//! The program is loaded without `BPF_F_XDP_HAS_FRAGS`: native mode on veth
+//! refuses to attach (ERANGE) when the peer's MTU exceeds 3506.
+//!
+//! Map contents are replaced, not merged, by [`XdpProgram::set_vips`] and
+//! [`XdpProgram::set_reals`]; callers serialise updates (one control thread).
+
+pub mod asm;
+pub mod error;
+pub mod keys;
+pub mod prog;
+pub mod sys;
+
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::CStr;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+pub use error::XdpError;
+pub use keys::AddrKey;
+pub use prog::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+
+use crate::model::Proto;
+use keys::{FLAG_PRESENT, KEY_SIZE, VALUE_SIZE};
+use sys::{BpfMap, MapType};
+
+/// Slots of the XSKMAP: one per RX queue.
+pub const MAX_QUEUES: u32 = 64;
+/// Capacity of `vip_map` (services plus address-only entries).
+pub const MAX_VIP_ENTRIES: u32 = 16_384;
+/// Capacity of `real_map`.
+pub const MAX_REAL_ENTRIES: u32 = 16_384;
+/// Largest frame [`XdpProgram::test_run`] accepts (the kernel's limit is a
+/// page minus XDP headroom and tailroom).
+pub const MAX_TEST_FRAME: usize = 3_500;
+
+const LICENSE: &CStr = c"GPL";
+const PROG_NAME: &str = "xdpvs";
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Generic (skb) mode: `XDP_FLAGS_SKB_MODE`.
+    Generic,
+    /// Native (driver) mode: `XDP_FLAGS_DRV_MODE`.
+    Native,
+}
+
+impl XdpMode {
+    /// The `XDP_FLAGS_*` value.
+    pub const fn flags(self) -> u32 {
+        match self {
+            XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
+            XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
+        }
+    }
+}
+
+/// An attachment of the program to one interface; detaches on drop.
+#[derive(Debug)]
+pub struct XdpLink {
+    fd: OwnedFd,
+    ifindex: u32,
+    mode: XdpMode,
+}
+
+impl XdpLink {
+    /// Interface index the program is attached to.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Attach mode.
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// Kernel id of the link.
+    pub fn id(&self) -> Result<u32, XdpError> {
+        sys::obj_id(self.fd.as_fd())
+    }
+
+    /// Detach now (same as dropping).
+    pub fn detach(self) {}
+}
+
+/// The loaded program and its three maps.
+#[derive(Debug)]
+pub struct XdpProgram {
+    prog: OwnedFd,
+    vip_map: BpfMap,
+    real_map: BpfMap,
+    xsk_map: BpfMap,
+    insn_count: usize,
+}
+
+impl XdpProgram {
+    /// Create the maps (`xdpvs_vips`, `xdpvs_reals`, `xdpvs_xsks`) and load
+    /// the program. Needs CAP_BPF (root).
+    pub fn load() -> Result<Self, XdpError> {
+        let vip_map = BpfMap::create(
+            MapType::Hash,
+            "xdpvs_vips",
+            KEY_SIZE as u32,
+            VALUE_SIZE as u32,
+            MAX_VIP_ENTRIES,
+        )?;
+        let real_map = BpfMap::create(
+            MapType::Hash,
+            "xdpvs_reals",
+            KEY_SIZE as u32,
+            VALUE_SIZE as u32,
+            MAX_REAL_ENTRIES,
+        )?;
+        let xsk_map = BpfMap::create(MapType::XskMap, "xdpvs_xsks", 4, 4, MAX_QUEUES)?;
+        let insns = prog::build(prog::MapFds {
+            vip: vip_map.as_fd().as_raw_fd(),
+            real: real_map.as_fd().as_raw_fd(),
+            xsk: xsk_map.as_fd().as_raw_fd(),
+        })?;
+        let prog = sys::prog_load(
+            sys::BPF_PROG_TYPE_XDP,
+            &insns,
+            LICENSE,
+            PROG_NAME,
+            sys::BPF_XDP,
+        )?;
+        Ok(XdpProgram {
+            prog,
+            vip_map,
+            real_map,
+            xsk_map,
+            insn_count: insns.len(),
+        })
+    }
+
+    /// Number of instructions loaded.
+    pub fn insn_count(&self) -> usize {
+        self.insn_count
+    }
+
+    /// Kernel id of the program (as `ip link` and `bpftool` show it).
+    pub fn prog_id(&self) -> Result<u32, XdpError> {
+        sys::obj_id(self.prog.as_fd())
+    }
+
+    /// The program fd.
+    pub fn prog_fd(&self) -> BorrowedFd<'_> {
+        self.prog.as_fd()
+    }
+
+    /// Attach to `ifindex` with `BPF_LINK_CREATE`.
+    pub fn attach(&self, ifindex: u32, mode: XdpMode) -> Result<XdpLink, XdpError> {
+        let fd = sys::link_create(self.prog.as_fd(), ifindex, sys::BPF_XDP, mode.flags())?;
+        Ok(XdpLink { fd, ifindex, mode })
+    }
+
+    fn queue_key(queue: u32) -> Result<[u8; 4], XdpError> {
+        if queue >= MAX_QUEUES {
+            return Err(XdpError::Queue {
+                queue,
+                max: MAX_QUEUES,
+            });
+        }
+        Ok(queue.to_ne_bytes())
+    }
+
+    /// Send redirected packets of RX queue `queue` to the AF_XDP socket
+    /// `xsk_fd` (the map takes its own reference to the socket).
+    pub fn register_xsk(&self, queue: u32, xsk_fd: RawFd) -> Result<(), XdpError> {
+        let key = Self::queue_key(queue)?;
+        self.xsk_map
+            .update(&key, &xsk_fd.to_ne_bytes(), sys::BPF_ANY)
+    }
+
+    /// Remove the socket of `queue`; its packets then pass to the kernel.
+    /// Removing an empty slot is not an error.
+    pub fn unregister_xsk(&self, queue: u32) -> Result<(), XdpError> {
+        let key = Self::queue_key(queue)?;
+        self.xsk_map.delete(&key).map(drop)
+    }
+
+    /// Replace `vip_map` with these services (port in host order, 0 for a
+    /// port-0 service) plus one address-only entry per distinct address.
+    /// Entries added with [`Self::add_vip_addr`] that are not among these
+    /// addresses are removed too.
+    pub fn set_vips(&self, entries: &[(Proto, IpAddr, u16)]) -> Result<(), XdpError> {
+        let mut want: HashSet<[u8; KEY_SIZE]> = HashSet::new();
+        for &(proto, addr, port) in entries {
+            want.insert(AddrKey::service(proto, addr, port).to_bytes());
+            want.insert(AddrKey::addr_only(addr).to_bytes());
+        }
+        replace(&self.vip_map, &want)
+    }
+
+    /// Replace `real_map` with these real servers (NAT replies from
+    /// `(addr, proto, port)` are redirected; port 0 matches any port).
+    pub fn set_reals(&self, entries: &[(Proto, IpAddr, u16)]) -> Result<(), XdpError> {
+        let want: HashSet<[u8; KEY_SIZE]> = entries
+            .iter()
+            .map(|&(proto, addr, port)| AddrKey::service(proto, addr, port).to_bytes())
+            .collect();
+        replace(&self.real_map, &want)
+    }
+
+    /// Add the address-only entry `(addr, 0, 0)` to `vip_map` (fragments,
+    /// extension headers and ICMP errors to `addr` are redirected).
+    pub fn add_vip_addr(&self, addr: IpAddr) -> Result<(), XdpError> {
+        self.vip_map.update(
+            &AddrKey::addr_only(addr).to_bytes(),
+            &[FLAG_PRESENT],
+            sys::BPF_ANY,
+        )
+    }
+
+    /// Remove the address-only entry of `addr`; returns whether it existed.
+    pub fn remove_vip_addr(&self, addr: IpAddr) -> Result<bool, XdpError> {
+        self.vip_map.delete(&AddrKey::addr_only(addr).to_bytes())
+    }
+
+    /// Current `vip_map` keys, sorted.
+    pub fn vips(&self) -> Result<Vec<AddrKey>, XdpError> {
+        read_keys(&self.vip_map)
+    }
+
+    /// Current `real_map` keys, sorted.
+    pub fn reals(&self) -> Result<Vec<AddrKey>, XdpError> {
+        read_keys(&self.real_map)
+    }
+
+    /// Run the program once on `frame` with `BPF_PROG_TEST_RUN` and return
+    /// the XDP action. `ifindex` 0 means the kernel's default (loopback,
+    /// queue 0, so `rx_queue` must then be 0); otherwise `ifindex` must be a
+    /// device in the caller's network namespace with more than `rx_queue`
+    /// RX queues (the kernel checks).
+    pub fn test_run(&self, frame: &[u8], ifindex: u32, rx_queue: u32) -> Result<u32, XdpError> {
+        if !(14..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(XdpError::FrameSize {
+                len: frame.len(),
+                min: 14,
+                max: MAX_TEST_FRAME,
+            });
+        }
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex }
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
+        let mut ctx = [0u8; 24];
+        for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1)?;
+        Ok(run.retval)
+    }
+}
+
+fn read_keys(map: &BpfMap) -> Result<Vec<AddrKey>, XdpError> {
+    let mut out: BTreeSet<AddrKey> = BTreeSet::new();
+    for k in map.keys()? {
+        if let Ok(b) = <[u8; KEY_SIZE]>::try_from(k.as_slice()) {
+            out.insert(AddrKey::from_bytes(&b));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Make `map` hold exactly `want`: add missing keys, delete stale ones. New
+/// keys go in before stale ones go out, unless that would overflow the map.
+fn replace(map: &BpfMap, want: &HashSet<[u8; KEY_SIZE]>) -> Result<(), XdpError> {
+    if want.len() > map.max_entries() as usize {
+        return Err(XdpError::Capacity {
+            map: map.name().to_owned(),
+            max: map.max_entries(),
+            wanted: want.len(),
+        });
+    }
+    let have: HashSet<[u8; KEY_SIZE]> = map
+        .keys()?
+        .iter()
+        .filter_map(|k| <[u8; KEY_SIZE]>::try_from(k.as_slice()).ok())
+        .collect();
+    let stale: Vec<&[u8; KEY_SIZE]> = have.difference(want).collect();
+    let fresh: Vec<&[u8; KEY_SIZE]> = want.difference(&have).collect();
+    let delete_first = have.len() + fresh.len() > map.max_entries() as usize;
+    let delete = |keys: &[&[u8; KEY_SIZE]]| -> Result<(), XdpError> {
+        for k in keys {
+            map.delete(k.as_slice())?;
+        }
+        Ok(())
+    };
+    if delete_first {
+        delete(&stale)?;
+    }
+    for k in &fresh {
+        map.update(k.as_slice(), &[FLAG_PRESENT], sys::BPF_ANY)?;
+    }
+    if !delete_first {
+        delete(&stale)?;
+    }
+    Ok(())
+}
