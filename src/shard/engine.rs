@@ -1,0 +1,760 @@
+//! The shard engine: everything the director decides about one packet.
+//!
+//! `Engine::process(now, frame, neighbors) -> Verdict` is sans-IO: it reads no
+//! clock and touches no socket, so every LVS rule is unit-tested without the
+//! kernel. One engine per core owns a shard of the connection and persistence
+//! tables; the owner of a packet is a hash of its client address masked by the
+//! snapshot's shard prefix, so both directions of a flow and every flow of a
+//! persistence group meet in one engine.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::control::snapshot::{Dest, Service, Snapshot};
+use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
+use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
+use crate::shard::forward;
+use crate::shard::nexthop::Neighbors;
+use crate::shard::sched::{DestStat, SchedKey, SchedState};
+use crate::shard::tcp_state::{Dir, TcpState};
+use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};
+use crate::shard::verdict::{DropReason, Frame, Verdict};
+use crate::wire::{self, L3Kind, PacketInfo};
+
+/// Sizes of one shard's tables.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    pub shard: u16,
+    pub shards: u16,
+    pub conn_capacity: usize,
+    pub template_capacity: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shard: 0,
+            shards: 1,
+            conn_capacity: 1 << 20,
+            template_capacity: 1 << 18,
+        }
+    }
+}
+
+/// Traffic and state counters of one real server, in one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestCounters {
+    /// Connections scheduled to it (ipvsadm "Conns").
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+    /// Live connections: established / other.
+    pub active: u32,
+    pub inactive: u32,
+    /// Live persistence templates pointing at it.
+    pub persist: u32,
+    /// Overload state (thresholds).
+    pub overloaded: bool,
+}
+
+/// Counters of the engine itself.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub packets: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Malformed frames by wire error reason.
+    pub malformed: HashMap<&'static str, u64>,
+    pub passed: u64,
+    pub handoff: u64,
+    pub new_conns: u64,
+    pub expired_conns: u64,
+    pub evicted_conns: u64,
+    pub expired_templates: u64,
+    pub template_hits: u64,
+    pub neighbor_misses: u64,
+}
+
+/// Per service, per shard state aligned with one snapshot.
+#[derive(Debug, Default)]
+struct SvcState {
+    sched: SchedState,
+    stat: Vec<DestStat>,
+}
+
+/// Flag bit kept in the connection: it counts as active in the dest counters.
+const F_ACTIVE: u8 = 0x1;
+/// Flag bit: the connection is counted in a dest's counters at all.
+const F_COUNTED: u8 = 0x2;
+
+/// Frames that grow by encapsulation get at most this much.
+pub const MAX_ENCAP: usize = 40 + 8;
+
+pub struct Engine {
+    cfg: EngineConfig,
+    snap: Arc<Snapshot>,
+    svc: Vec<SvcState>,
+    dests: HashMap<DestId, DestCounters>,
+    conns: ConnTable,
+    tpls: TemplateTable,
+    pub stats: EngineStats,
+    /// Next hops that were missing; the runtime asks the kernel to resolve them.
+    pub want_neighbors: Vec<IpAddr>,
+    last_expire: Millis,
+}
+
+/// The owner shard of a (masked) client address: a fixed hash, the same in
+/// every shard and every process.
+pub fn owner_shard(client: IpAddr, snap: &Snapshot, shards: u16) -> u16 {
+    if shards <= 1 {
+        return 0;
+    }
+    let masked = mask_addr(client, snap.shard_prefix4, snap.shard_prefix6);
+    let h = match masked {
+        IpAddr::V4(a) => (u32::from(a) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            ((v as u64) ^ ((v >> 64) as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }
+    };
+    ((h >> 32) % shards as u64) as u16
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, snap: Arc<Snapshot>) -> Engine {
+        let mut conns = ConnTable::new(cfg.conn_capacity);
+        conns.set_timeouts(snap.timeouts);
+        let mut e = Engine {
+            cfg,
+            snap: Arc::new(Snapshot::empty()),
+            svc: Vec::new(),
+            dests: HashMap::new(),
+            conns,
+            tpls: TemplateTable::new(cfg.template_capacity),
+            stats: EngineStats::default(),
+            want_neighbors: Vec::new(),
+            last_expire: 0,
+        };
+        e.set_snapshot(snap);
+        e
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snap
+    }
+
+    pub fn conns(&self) -> &ConnTable {
+        &self.conns
+    }
+
+    pub fn templates(&self) -> &TemplateTable {
+        &self.tpls
+    }
+
+    /// Per real server counters of this shard.
+    pub fn dest_counters(&self) -> &HashMap<DestId, DestCounters> {
+        &self.dests
+    }
+
+    /// Switch to a new snapshot (called once per batch when the published
+    /// one changed). Connection counts carry over by `DestId`.
+    pub fn set_snapshot(&mut self, snap: Arc<Snapshot>) {
+        if Arc::ptr_eq(&snap, &self.snap) {
+            return;
+        }
+        let mut svc = Vec::with_capacity(snap.services.len());
+        for (i, s) in snap.services.iter().enumerate() {
+            let old = self
+                .snap
+                .services
+                .iter()
+                .position(|o| o.key == s.key)
+                .and_then(|j| self.svc.get(j));
+            let sched = match old {
+                Some(o) => o.sched.clone(),
+                None => SchedState::new(
+                    0x9E37_79B9_7F4A_7C15 ^ ((self.cfg.shard as u64) << 48) ^ i as u64,
+                ),
+            };
+            let stat = s
+                .dests
+                .iter()
+                .map(|d| {
+                    let c = self.dests.entry(d.id).or_default();
+                    update_overload(c, d);
+                    DestStat {
+                        weight: d.weight,
+                        active: c.active,
+                        inactive: c.inactive,
+                        overloaded: c.overloaded,
+                    }
+                })
+                .collect();
+            svc.push(SvcState { sched, stat });
+        }
+        // Forget counters of servers that are gone and have no live state.
+        self.dests.retain(|id, c| {
+            snap.dest_index.contains_key(id) || c.active + c.inactive + c.persist > 0
+        });
+        self.conns.set_timeouts(snap.timeouts);
+        self.svc = svc;
+        self.snap = snap;
+    }
+
+    /// Decide about one frame. `now` is the caller's monotonic clock in ms.
+    pub fn process(&mut self, now: Millis, frame: &mut Frame<'_>, nh: &dyn Neighbors) -> Verdict {
+        self.stats.packets += 1;
+        let info = match wire::parse(frame.data()) {
+            Ok(i) => i,
+            Err(e) => {
+                *self.stats.malformed.entry(e.reason()).or_default() += 1;
+                return self.drop(DropReason::Malformed);
+            }
+        };
+        if !info.is_ip() {
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        }
+        if info.inner.is_some() {
+            return self.process_icmp_error(now, frame, &info, nh);
+        }
+        let proto = match Proto::from_number(info.proto) {
+            Some(p) => p,
+            None => {
+                self.stats.passed += 1;
+                return Verdict::Pass;
+            }
+        };
+        if info.is_fragment {
+            // Fragment policy: fragments of virtual-service traffic are not
+            // reassembled (as IPVS without defrag); they are counted and dropped.
+            if self.is_vip(info.dst) {
+                return self.drop(DropReason::Fragment);
+            }
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        }
+        let key = FlowKey {
+            proto,
+            src: info.src,
+            dst: info.dst,
+            sport: info.sport,
+            dport: info.dport,
+        };
+        let snap = Arc::clone(&self.snap);
+        match snap.classifier.classify(proto, info.dst, info.dport) {
+            Some(svc_idx) => {
+                let owner = owner_shard(info.src, &snap, self.cfg.shards);
+                if owner != self.cfg.shard {
+                    self.stats.handoff += 1;
+                    return Verdict::Handoff(owner);
+                }
+                self.inbound(now, frame, &info, key, svc_idx as usize, &snap, nh)
+            }
+            None => {
+                let owner = owner_shard(info.dst, &snap, self.cfg.shards);
+                if owner != self.cfg.shard {
+                    self.stats.handoff += 1;
+                    return Verdict::Handoff(owner);
+                }
+                self.outbound(now, frame, &info, key, nh)
+            }
+        }
+    }
+
+    /// Expire connections and templates whose time has come (bounded work).
+    pub fn tick(&mut self, now: Millis) {
+        if now < self.last_expire + 50 && now >= self.last_expire {
+            return;
+        }
+        self.last_expire = now;
+        let dests = &mut self.dests;
+        let tpls = &mut self.tpls;
+        let stats = &mut self.stats;
+        self.conns.expire(now, 65_536, |c| {
+            stats.expired_conns += 1;
+            release_conn(dests, tpls, c);
+        });
+        let snap = &self.snap;
+        self.tpls.expire(now, 65_536, |t| {
+            stats.expired_templates += 1;
+            if let Some(c) = dests.get_mut(&t.dest) {
+                c.persist = c.persist.saturating_sub(1);
+            }
+            let _ = snap;
+        });
+        self.refresh_stats();
+    }
+
+    fn refresh_stats(&mut self) {
+        for (si, s) in self.snap.services.iter().enumerate() {
+            if let Some(st) = self.svc.get_mut(si) {
+                for (di, d) in s.dests.iter().enumerate() {
+                    if let (Some(c), Some(ds)) = (self.dests.get_mut(&d.id), st.stat.get_mut(di)) {
+                        update_overload(c, d);
+                        ds.active = c.active;
+                        ds.inactive = c.inactive;
+                        ds.overloaded = c.overloaded;
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop(&mut self, r: DropReason) -> Verdict {
+        if let Some(c) = self.stats.dropped.get_mut(r as usize) {
+            *c += 1;
+        }
+        Verdict::Drop(r)
+    }
+
+    fn is_vip(&self, a: IpAddr) -> bool {
+        self.snap.vips.iter().any(|(_, v, _)| *v == a)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inbound(
+        &mut self,
+        now: Millis,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        key: FlowKey,
+        svc_idx: usize,
+        snap: &Snapshot,
+        nh: &dyn Neighbors,
+    ) -> Verdict {
+        let Some(svc) = snap.services.get(svc_idx) else {
+            return self.drop(DropReason::NoDest);
+        };
+        let syn = key.proto == Proto::Tcp
+            && info.tcp_flags & wire::tcp::flags::SYN != 0
+            && info.tcp_flags & wire::tcp::flags::ACK == 0;
+        let mut handle = self.conns.lookup_in(&key);
+        if let (Some(h), true) = (handle, syn) {
+            // A new SYN on a connection that is closing: IPVS conn_reuse_mode
+            // reschedules it as a new connection.
+            if let Some(c) = self.conns.get(h) {
+                if is_closing(c.state) {
+                    self.remove_conn(h);
+                    handle = None;
+                }
+            }
+        }
+        let conn = match handle {
+            Some(h) => {
+                let Some(c) = self.conns.get(h) else {
+                    return self.drop(DropReason::NoDest);
+                };
+                if !snap.dest_index.contains_key(&c.dest) && svc.expire_nodest_conn {
+                    self.remove_conn(h);
+                    return self.drop(DropReason::DestRemoved);
+                }
+                self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
+                c
+            }
+            None => {
+                if key.proto == Proto::Tcp && !syn {
+                    return self.drop(DropReason::NotSyn);
+                }
+                match self.new_conn(now, &key, svc_idx, svc, info) {
+                    Ok(c) => c,
+                    Err(v) => return v,
+                }
+            }
+        };
+        if let Some(c) = self.dests.get_mut(&conn.dest) {
+            c.inpkts += 1;
+            c.inbytes += info.l3_len as u64;
+        }
+        self.transmit_in(frame, info, &conn, snap, nh)
+    }
+
+    fn outbound(
+        &mut self,
+        now: Millis,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        key: FlowKey,
+        nh: &dyn Neighbors,
+    ) -> Verdict {
+        let Some(h) = self.conns.lookup_out(&key) else {
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        };
+        let Some(c) = self.conns.get(h) else {
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        };
+        self.touch_conn(h, &c, now, Dir::Output, info.tcp_flags);
+        if let Some(d) = self.dests.get_mut(&c.dest) {
+            d.outpkts += 1;
+            d.outbytes += info.l3_len as u64;
+        }
+        let Some(hop) = nh.lookup(c.caddr) else {
+            return self.no_neighbor(c.caddr);
+        };
+        match forward::nat_out(frame, info, c.vaddr, c.vport, &hop) {
+            Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+            Err(_) => self.drop(DropReason::NoRoom),
+        }
+    }
+
+    /// ICMP errors about a tracked connection go where the connection goes
+    /// (path MTU discovery through the director).
+    fn process_icmp_error(
+        &mut self,
+        _now: Millis,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        nh: &dyn Neighbors,
+    ) -> Verdict {
+        let Some(inner) = info.inner.and_then(|i| i.flow_key()) else {
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        };
+        // The quoted packet is one we (or a real server, DR) sent towards the
+        // client: VIP -> client. Its connection's inbound key is the reverse.
+        let snap = Arc::clone(&self.snap);
+        let owner = owner_shard(inner.dst, &snap, self.cfg.shards);
+        if owner != self.cfg.shard {
+            self.stats.handoff += 1;
+            return Verdict::Handoff(owner);
+        }
+        let in_key = inner.reversed();
+        let Some(h) = self.conns.lookup_in(&in_key) else {
+            return self.drop(DropReason::IcmpNoConn);
+        };
+        let Some(c) = self.conns.get(h) else {
+            return self.drop(DropReason::IcmpNoConn);
+        };
+        match c.fwd {
+            FwdMethod::Dr => {
+                let Some(hop) = nh.lookup(c.raddr) else {
+                    return self.no_neighbor(c.raddr);
+                };
+                match forward::dr(frame, info, &hop) {
+                    Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+                    Err(_) => self.drop(DropReason::NoRoom),
+                }
+            }
+            FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &c, &snap, nh),
+            FwdMethod::Nat => match forward::nat_icmp_in(frame, info, c.raddr, c.rport, c.vaddr, c.vport) {
+                Ok(()) => {
+                    let Some(hop) = nh.lookup(c.raddr) else {
+                        return self.no_neighbor(c.raddr);
+                    };
+                    match forward::dr(frame, info, &hop) {
+                        Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+                        Err(_) => self.drop(DropReason::NoRoom),
+                    }
+                }
+                Err(_) => self.drop(DropReason::Malformed),
+            },
+        }
+    }
+
+    fn no_neighbor(&mut self, a: IpAddr) -> Verdict {
+        self.stats.neighbor_misses += 1;
+        if self.want_neighbors.len() < 64 && !self.want_neighbors.contains(&a) {
+            self.want_neighbors.push(a);
+        }
+        self.drop(DropReason::NoNeighbor)
+    }
+
+    fn transmit_in(
+        &mut self,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        c: &Conn,
+        snap: &Snapshot,
+        nh: &dyn Neighbors,
+    ) -> Verdict {
+        let Some(hop) = nh.lookup(c.raddr) else {
+            return self.no_neighbor(c.raddr);
+        };
+        let r = match c.fwd {
+            FwdMethod::Dr => forward::dr(frame, info, &hop),
+            FwdMethod::Nat => forward::nat_in(frame, info, c.raddr, c.rport, &hop),
+            FwdMethod::Ipip | FwdMethod::Gue => {
+                let src = match c.raddr {
+                    IpAddr::V4(_) => snap.tunnel_src4.map(IpAddr::V4),
+                    IpAddr::V6(_) => snap.tunnel_src6.map(IpAddr::V6),
+                };
+                let Some(src) = src else {
+                    return self.drop(DropReason::NoRoom);
+                };
+                if c.fwd == FwdMethod::Ipip {
+                    forward::ipip(frame, info, src, c.raddr, &hop)
+                } else {
+                    let sport = forward::flow_hash_port(info);
+                    forward::gue(frame, info, src, c.raddr, sport, snap.gue_port, &hop)
+                }
+            }
+        };
+        match r {
+            Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+            Err(_) => self.drop(DropReason::NoRoom),
+        }
+    }
+
+    /// Update state/timer of an existing connection and keep the dest's
+    /// active/inactive counts in step.
+    fn touch_conn(&mut self, h: ConnHandle, c: &Conn, now: Millis, dir: Dir, flags: u8) {
+        if c.proto == Proto::Tcp {
+            let dir = if dir == Dir::Input && c.fwd != FwdMethod::Nat {
+                Dir::InputOnly
+            } else {
+                dir
+            };
+            let (old, new) = self.conns.update_tcp(h, now, dir, flags);
+            if old != new && c.flags & F_COUNTED != 0 {
+                let was = c.flags & F_ACTIVE != 0;
+                let is = new == TcpState::Established;
+                if was != is {
+                    if let Some(d) = self.dests.get_mut(&c.dest) {
+                        if is {
+                            d.active += 1;
+                            d.inactive = d.inactive.saturating_sub(1);
+                        } else {
+                            d.inactive += 1;
+                            d.active = d.active.saturating_sub(1);
+                        }
+                    }
+                    let f = if is { c.flags | F_ACTIVE } else { c.flags & !F_ACTIVE };
+                    self.conns.set_flags(h, f);
+                    self.sync_stat(c.dest);
+                }
+            }
+        } else {
+            self.conns.touch(h, now);
+        }
+    }
+
+    fn remove_conn(&mut self, h: ConnHandle) {
+        if let Some(c) = self.conns.remove(h) {
+            release_conn(&mut self.dests, &mut self.tpls, &c);
+            self.sync_stat(c.dest);
+        }
+    }
+
+    /// Mirror a dest's live counts into the scheduler's view.
+    fn sync_stat(&mut self, id: DestId) {
+        let Some(&(s, d)) = self.snap.dest_index.get(&id) else {
+            return;
+        };
+        let Some(c) = self.dests.get_mut(&id) else {
+            return;
+        };
+        if let Some(dest) = self.snap.services.get(s as usize).and_then(|x| x.dests.get(d as usize)) {
+            update_overload(c, dest);
+        }
+        if let Some(st) = self.svc.get_mut(s as usize).and_then(|x| x.stat.get_mut(d as usize)) {
+            st.active = c.active;
+            st.inactive = c.inactive;
+            st.overloaded = c.overloaded;
+        }
+    }
+
+    /// Schedule a new connection (through the persistence template when the
+    /// service is persistent) and insert it.
+    fn new_conn(
+        &mut self,
+        now: Millis,
+        key: &FlowKey,
+        svc_idx: usize,
+        svc: &Service,
+        info: &PacketInfo,
+    ) -> Result<Conn, Verdict> {
+        let _ = info;
+        let mut tpl: Option<TplHandle> = None;
+        let dest_idx = match svc.persistence {
+            Some(p) => {
+                let client = mask_addr(key.src, p.prefix4, p.prefix6);
+                let tkey = match svc.key {
+                    ServiceKey::Fwmark(mark) => TemplateKey::Fwmark {
+                        client_masked: client,
+                        mark,
+                    },
+                    ServiceKey::Addr { proto, vip, port } => TemplateKey::Addr {
+                        proto,
+                        client_masked: client,
+                        vip,
+                        vport: if port == 0 { 0 } else { key.dport },
+                    },
+                };
+                let mut chosen: Option<usize> = None;
+                if let Some(h) = self.tpls.lookup(&tkey) {
+                    if let Some(t) = self.tpls.get(h) {
+                        // IPVS ip_vs_check_template: a template is valid while
+                        // its server exists in this service and is not
+                        // quiesced with expire_quiescent_template set.
+                        let valid = svc.dest_by_id(t.dest).filter(|(_, d)| {
+                            !(d.weight == 0 && svc.expire_quiescent_template)
+                        });
+                        match valid {
+                            Some((i, _)) => {
+                                self.stats.template_hits += 1;
+                                chosen = Some(i);
+                                tpl = Some(h);
+                            }
+                            None => {
+                                // Invalid: reschedule and rebind the template.
+                                let Some(i) = self.schedule(svc_idx, svc, key) else {
+                                    return Err(self.drop(DropReason::NoDest));
+                                };
+                                let Some(d) = svc.dests.get(i) else {
+                                    return Err(self.drop(DropReason::NoDest));
+                                };
+                                if let Some(c) = self.dests.get_mut(&t.dest) {
+                                    c.persist = c.persist.saturating_sub(1);
+                                }
+                                self.tpls.rebind(h, d.id, d.addr, d.port);
+                                self.dests.entry(d.id).or_default().persist += 1;
+                                chosen = Some(i);
+                                tpl = Some(h);
+                            }
+                        }
+                    }
+                }
+                let i = match chosen {
+                    Some(i) => i,
+                    None => {
+                        let Some(i) = self.schedule(svc_idx, svc, key) else {
+                            return Err(self.drop(DropReason::NoDest));
+                        };
+                        let Some(d) = svc.dests.get(i) else {
+                            return Err(self.drop(DropReason::NoDest));
+                        };
+                        match self.tpls.insert(now, tkey, d.id, d.addr, d.port, p.timeout_ms) {
+                            Ok(h) => {
+                                tpl = Some(h);
+                                self.dests.entry(d.id).or_default().persist += 1;
+                            }
+                            Err(_) => return Err(self.drop(DropReason::TableFull)),
+                        }
+                        i
+                    }
+                };
+                if let Some(h) = tpl {
+                    // Each new connection re-arms the template to the full timeout.
+                    self.tpls.rearm(h, now, p.timeout_ms);
+                }
+                i
+            }
+            None => {
+                let Some(i) = self.schedule(svc_idx, svc, key) else {
+                    return Err(self.drop(DropReason::NoDest));
+                };
+                i
+            }
+        };
+        let Some(d) = svc.dests.get(dest_idx) else {
+            return Err(self.drop(DropReason::NoDest));
+        };
+        let rport = dest_port(d, key.dport);
+        let mut nc = NewConn::from_key(key, d.addr, rport, d.id, d.fwd);
+        nc.template = tpl;
+        nc.flags = F_COUNTED;
+        let ins = match self.conns.insert(now, nc) {
+            Ok(i) => i,
+            Err(InsertError::Exists(h)) => {
+                return self.conns.get(h).ok_or_else(|| self.drop(DropReason::TableFull));
+            }
+            Err(_) => return Err(self.drop(DropReason::TableFull)),
+        };
+        if let Some(ev) = ins.evicted {
+            self.stats.evicted_conns += 1;
+            release_conn(&mut self.dests, &mut self.tpls, &ev);
+            self.sync_stat(ev.dest);
+        }
+        if let Some(h) = tpl {
+            self.tpls.attach(h);
+        }
+        self.stats.new_conns += 1;
+        let c = self.dests.entry(d.id).or_default();
+        c.conns += 1;
+        c.inactive += 1;
+        self.sync_stat(d.id);
+        let h = ins.handle;
+        let Some(conn) = self.conns.get(h) else {
+            return Err(self.drop(DropReason::TableFull));
+        };
+        if key.proto == Proto::Tcp {
+            let dir = if d.fwd == FwdMethod::Nat { Dir::Input } else { Dir::InputOnly };
+            let conn2 = conn;
+            self.touch_conn(h, &conn2, now, dir, info.tcp_flags);
+        }
+        self.conns.get(h).ok_or_else(|| self.drop(DropReason::TableFull))
+    }
+
+    fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {
+        let st = self.svc.get_mut(svc_idx)?;
+        let k = SchedKey {
+            src: key.src,
+            dst: key.dst,
+            sport: key.sport,
+            dport: key.dport,
+        };
+        let i = svc.scheduler.schedule(&mut st.sched, &st.stat, &k)?;
+        (i < svc.dests.len()).then_some(i)
+    }
+}
+
+/// The real server port for a packet: the configured one, or the packet's own
+/// destination port when the real server has none (fwmark / port-0 services).
+fn dest_port(d: &Dest, packet_dport: u16) -> u16 {
+    match d.port {
+        Some(p) if p != 0 => p,
+        _ => packet_dport,
+    }
+}
+
+fn is_closing(s: TcpState) -> bool {
+    matches!(
+        s,
+        TcpState::FinWait | TcpState::TimeWait | TcpState::Close | TcpState::CloseWait | TcpState::LastAck
+    )
+}
+
+/// IPVS overload rule: overloaded at `u_threshold` connections, back below
+/// `l_threshold` (default 3/4 of upper).
+fn update_overload(c: &mut DestCounters, d: &Dest) {
+    if d.u_threshold == 0 {
+        c.overloaded = false;
+        return;
+    }
+    let n = c.active + c.inactive;
+    if n >= d.u_threshold {
+        c.overloaded = true;
+    } else {
+        let low = if d.l_threshold != 0 {
+            d.l_threshold
+        } else {
+            d.u_threshold * 3 / 4
+        };
+        if n < low.max(1) || (c.overloaded && n < low) {
+            c.overloaded = false;
+        }
+    }
+}
+
+/// Account for a connection leaving the table (expired, evicted or removed).
+fn release_conn(dests: &mut HashMap<DestId, DestCounters>, tpls: &mut TemplateTable, c: &Conn) {
+    if c.flags & F_COUNTED != 0 {
+        if let Some(d) = dests.get_mut(&c.dest) {
+            if c.flags & F_ACTIVE != 0 {
+                d.active = d.active.saturating_sub(1);
+            } else {
+                d.inactive = d.inactive.saturating_sub(1);
+            }
+        }
+    }
+    if let Some(t) = c.template {
+        tpls.detach(t);
+    }
+}
+
+#[allow(dead_code)]
+fn _kinds(_: L3Kind) {}
