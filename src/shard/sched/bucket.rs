@@ -40,25 +40,23 @@ impl BucketTable {
         if usable.is_empty() {
             return BucketTable { buckets };
         }
-        let mut p = 0usize;
-        let mut d_count = 0u32;
-        for b in buckets.iter_mut() {
-            let (idx, weight) = usable[p];
+        // Cycle over the servers, each repeated `weight` times (lazily, so
+        // huge weights cost nothing), and take the first 256.
+        let runs = usable
+            .iter()
+            .cycle()
+            .flat_map(|&(idx, weight)| std::iter::repeat_n(idx, weight as usize));
+        for (b, idx) in buckets.iter_mut().zip(runs) {
             *b = idx;
-            d_count += 1;
-            if d_count >= weight {
-                d_count = 0;
-                p = (p + 1) % usable.len();
-            }
         }
         BucketTable { buckets }
     }
 
     /// The destination index in bucket `i` (masked to the table).
     pub fn bucket(&self, i: u32) -> Option<usize> {
-        match self.buckets[(i & TAB_MASK) as usize] {
-            EMPTY => None,
-            d => Some(d as usize),
+        match self.buckets.get((i & TAB_MASK) as usize) {
+            None | Some(&EMPTY) => None,
+            Some(&d) => Some(d as usize),
         }
     }
 

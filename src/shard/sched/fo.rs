@@ -35,7 +35,10 @@ mod tests {
 
     #[test]
     fn highest_weight_regardless_of_load() {
-        assert_eq!(pick(&[conns(2, 0, 0), conns(9, 1000, 0), conns(5, 0, 0)]), Some(1));
+        assert_eq!(
+            pick(&[conns(2, 0, 0), conns(9, 1000, 0), conns(5, 0, 0)]),
+            Some(1)
+        );
     }
 
     #[test]

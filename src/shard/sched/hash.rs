@@ -103,13 +103,13 @@ pub fn is_prime(n: u32) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 || n % 3 == 0 {
+    if n.is_multiple_of(2) || n.is_multiple_of(3) {
         return false;
     }
     let n = u64::from(n);
     let mut i: u64 = 5;
     while i * i <= n {
-        if n % i == 0 || n % (i + 2) == 0 {
+        if n.is_multiple_of(i) || n.is_multiple_of(i + 2) {
             return false;
         }
         i += 6;
@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn addr_fold_v4_and_v6() {
-        assert_eq!(addr_fold(&IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))), 0xC612_0001);
+        assert_eq!(
+            addr_fold(&IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
+            0xC612_0001
+        );
         let a = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
         assert_eq!(addr_fold(&IpAddr::V6(a)), 0x2001_0db8 ^ 1);
     }

@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn tie_picks_first() {
-        assert_eq!(pick(&[conns(1, 3, 1), conns(1, 2, 2), conns(1, 2, 2)]), Some(1));
+        assert_eq!(
+            pick(&[conns(1, 3, 1), conns(1, 2, 2), conns(1, 2, 2)]),
+            Some(1)
+        );
     }
 
     #[test]

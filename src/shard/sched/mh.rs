@@ -181,15 +181,19 @@ fn populate(size: u32, setup: &mut [Setup]) -> Vec<u32> {
         for ds in setup.iter_mut() {
             for _ in 0..ds.turns {
                 let mut c = ds.perm as usize;
-                while used[c / 64] & (1 << (c % 64)) != 0 {
+                while used.get(c / 64).is_some_and(|w| w & (1 << (c % 64)) != 0) {
                     ds.perm += ds.skip;
                     if ds.perm >= size {
                         ds.perm -= size;
                     }
                     c = ds.perm as usize;
                 }
-                used[c / 64] |= 1 << (c % 64);
-                table[c] = ds.index;
+                if let Some(w) = used.get_mut(c / 64) {
+                    *w |= 1 << (c % 64);
+                }
+                if let Some(t) = table.get_mut(c) {
+                    *t = ds.index;
+                }
                 filled += 1;
                 if filled == n {
                     return table;
@@ -319,7 +323,10 @@ mod tests {
         );
         let (counts, empty) = m.slot_counts(300);
         assert_eq!(empty, 0);
-        assert!(counts[299] > 0 && counts.iter().all(|&c| c >= 1), "{counts:?}");
+        assert!(
+            counts[299] > 0 && counts.iter().all(|&c| c >= 1),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -398,7 +405,7 @@ mod tests {
         let frac = moved as f64 / f64::from(total);
         assert!((0.05..0.2).contains(&frac), "moved {frac}");
         let surv = survivors_moved as f64 / survivors as f64;
-        assert!(surv < 0.03, "survivors moved {surv}");
+        assert!(surv < 0.02, "survivors moved {surv}");
     }
 
     #[test]

@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn first_idle_wins() {
-        assert_eq!(pick(&[conns(1, 1, 0), conns(1, 0, 0), conns(50, 0, 0)]), Some(1));
+        assert_eq!(
+            pick(&[conns(1, 1, 0), conns(1, 0, 0), conns(50, 0, 0)]),
+            Some(1)
+        );
     }
 
     #[test]

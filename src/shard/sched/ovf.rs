@@ -55,7 +55,10 @@ mod tests {
 
     #[test]
     fn tie_picks_first_and_skips_unavailable() {
-        assert_eq!(pick(&[conns(1, 0, 0), conns(4, 1, 0), conns(4, 0, 0)]), Some(1));
+        assert_eq!(
+            pick(&[conns(1, 0, 0), conns(4, 1, 0), conns(4, 0, 0)]),
+            Some(1)
+        );
         let mut d = [conns(1, 0, 0), conns(4, 1, 0), conns(4, 0, 0)];
         d[1].overloaded = true;
         assert_eq!(pick(&d), Some(2));

@@ -25,7 +25,7 @@ impl Scheduler for Rr {
         };
         let found = (0..n)
             .map(|i| (start + i) % n)
-            .find(|&i| dests[i].available())?;
+            .find(|&i| dests.get(i).is_some_and(DestStat::available))?;
         st.last = Some(found);
         Some(found)
     }
@@ -40,7 +40,9 @@ mod tests {
     fn cycles_in_order() {
         let d = [stat(1), stat(5), stat(2)];
         let mut st = SchedState::default();
-        let picks: Vec<_> = (0..7).map(|_| Rr.schedule(&mut st, &d, &any_key())).collect();
+        let picks: Vec<_> = (0..7)
+            .map(|_| Rr.schedule(&mut st, &d, &any_key()))
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0].map(Some).to_vec());
     }
 
@@ -49,7 +51,9 @@ mod tests {
         let mut d = [stat(1), stat(0), stat(1), stat(1)];
         d[2].overloaded = true;
         let mut st = SchedState::default();
-        let picks: Vec<_> = (0..4).map(|_| Rr.schedule(&mut st, &d, &any_key())).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| Rr.schedule(&mut st, &d, &any_key()))
+            .collect();
         assert_eq!(picks, [0, 3, 0, 3].map(Some).to_vec());
     }
 

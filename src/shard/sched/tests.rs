@@ -115,7 +115,12 @@ fn every_scheduler_only_picks_available() {
     // anyone, and all schedulers find one of the others (sh/dh/mh with
     // fallback for the hashing ones).
     let specs = [spec(1, 2), spec(2, 5), spec(3, 1), spec(4, 9)];
-    let mut d = [conns(2, 1, 0), conns(0, 0, 0), conns(1, 0, 3), conns(9, 0, 0)];
+    let mut d = [
+        conns(2, 1, 0),
+        conns(0, 0, 0),
+        conns(1, 0, 3),
+        conns(9, 0, 0),
+    ];
     d[3].overloaded = true;
     let p = SchedParams {
         fallback: true,

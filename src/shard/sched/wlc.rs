@@ -12,7 +12,10 @@ pub struct Wlc;
 
 /// Index of the available server minimising `overhead(d) / weight(d)`, by
 /// IPVS's cross multiplication; the first of equals wins. Shared by wlc/sed.
-pub(crate) fn least_weighted(dests: &[DestStat], overhead: impl Fn(&DestStat) -> u64) -> Option<usize> {
+pub(crate) fn least_weighted(
+    dests: &[DestStat],
+    overhead: impl Fn(&DestStat) -> u64,
+) -> Option<usize> {
     let mut least: Option<(usize, u64, u32)> = None;
     for (i, d) in dests.iter().enumerate() {
         if !d.available() {
@@ -80,7 +83,10 @@ mod tests {
 
     #[test]
     fn huge_counts_do_not_overflow() {
-        let d = [conns(u32::MAX, u32::MAX, u32::MAX), conns(u32::MAX - 1, u32::MAX, 0)];
+        let d = [
+            conns(u32::MAX, u32::MAX, u32::MAX),
+            conns(u32::MAX - 1, u32::MAX, 0),
+        ];
         assert_eq!(pick(&d), Some(1));
     }
 }

@@ -142,7 +142,9 @@ mod tests {
         // gcd 2: weights 4,2 -> 2:1 over 3 picks.
         let (s, d) = wrr(&[4, 2]);
         let mut st = SchedState::default();
-        let picks: Vec<_> = (0..6).map(|_| s.schedule(&mut st, &d, &any_key())).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| s.schedule(&mut st, &d, &any_key()))
+            .collect();
         assert_eq!(picks, [0, 0, 1, 0, 0, 1].map(Some).to_vec());
     }
 
@@ -212,8 +214,8 @@ mod tests {
         let mut pos = last;
         let (mut stop, mut last_pass, mut restarted) = (None, false, false);
         loop {
-            for j in pos.map_or(0, |p| p + 1)..n {
-                if eligible(&dests[j], st.cw) {
+            for (j, d) in dests.iter().enumerate().skip(pos.map_or(0, |p| p + 1)) {
+                if eligible(d, st.cw) {
                     st.last = Some(j);
                     return Some(j);
                 }
@@ -254,8 +256,8 @@ mod tests {
             let mut b = SchedState::default();
             for _ in 0..60 {
                 for x in d.iter_mut() {
-                    x.overloaded = rng.next_random() % 4 == 0;
-                    if rng.next_random() % 10 == 0 {
+                    x.overloaded = rng.next_random().is_multiple_of(4);
+                    if rng.next_random().is_multiple_of(10) {
                         x.weight = (rng.next_random() % 60) as u32;
                     }
                 }
