@@ -8,6 +8,24 @@
 
 use std::net::IpAddr;
 
+mod bucket;
+pub mod dh;
+pub mod fo;
+pub mod hash;
+pub mod lc;
+pub mod mh;
+pub mod nq;
+pub mod ovf;
+pub mod rr;
+pub mod sed;
+pub mod sh;
+pub mod twos;
+pub mod wlc;
+pub mod wrr;
+
+#[cfg(test)]
+mod tests;
+
 /// What a scheduler sees of one real server at decision time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DestStat {
@@ -25,6 +43,11 @@ impl DestStat {
     /// IPVS: a destination is usable when its weight is > 0 and it is not overloaded.
     pub fn available(&self) -> bool {
         self.weight > 0 && !self.overloaded
+    }
+
+    /// IPVS `ip_vs_dest_conn_overhead`: `active * 256 + inactive`.
+    pub fn conn_overhead(&self) -> u64 {
+        (u64::from(self.active) << 8) + u64::from(self.inactive)
     }
 }
 
@@ -121,6 +144,8 @@ pub enum SchedError {
     Unknown(String),
     #[error("mh table size {0} must be a prime larger than the number of real servers")]
     BadTableSize(u32),
+    #[error("mh table size {size} is larger than the maximum {max}")]
+    TableTooLarge { size: u32, max: u32 },
 }
 
 /// Build a scheduler by name for the given real servers.
@@ -129,6 +154,19 @@ pub fn build(
     dests: &[DestSpec],
     params: &SchedParams,
 ) -> Result<Box<dyn Scheduler>, SchedError> {
-    let _ = (dests, params);
-    Err(SchedError::Unknown(name.to_string()))
+    Ok(match name {
+        "rr" => Box::new(rr::Rr),
+        "wrr" => Box::new(wrr::Wrr::new(dests)),
+        "lc" => Box::new(lc::Lc),
+        "wlc" => Box::new(wlc::Wlc),
+        "sed" => Box::new(sed::Sed),
+        "nq" => Box::new(nq::Nq),
+        "sh" => Box::new(sh::Sh::new(dests, params)),
+        "dh" => Box::new(dh::Dh::new(dests)),
+        "mh" => Box::new(mh::Mh::new(dests, params)?),
+        "fo" => Box::new(fo::Fo),
+        "ovf" => Box::new(ovf::Ovf),
+        "twos" => Box::new(twos::Twos),
+        _ => return Err(SchedError::Unknown(name.to_string())),
+    })
 }
