@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::control::config::HealthCheck;
 use crate::model::{DestId, FwdMethod, Millis, Proto, ServiceIdx, ServiceKey, Timeouts};
-use crate::shard::sched::{Scheduler, SchedKey};
+use crate::shard::sched::Scheduler;
 
 /// Persistence settings of a service (IPVS `-p timeout -M netmask`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The position and entry of a real server by id.
     pub fn dest_by_id(&self, id: DestId) -> Option<(usize, &Dest)> {
         self.dests.iter().enumerate().find(|(_, d)| d.id == id)
     }
@@ -118,6 +120,13 @@ pub struct Snapshot {
     pub gue_port: u16,
     /// DestId -> (service index, dest index) for this snapshot.
     pub dest_index: HashMap<DestId, (ServiceIdx, u32)>,
+    /// The next never-used [`DestId`]; the builder takes new ids from here,
+    /// so an id is never reused while snapshots are built from their
+    /// predecessor.
+    pub next_dest_id: u32,
+    /// Resolved health checks of the real servers that have one (for the
+    /// prober); real servers absent here are not checked.
+    pub health: HashMap<DestId, HealthCheck>,
 }
 
 impl Snapshot {
@@ -136,16 +145,15 @@ impl Snapshot {
             tunnel_src6: None,
             gue_port: 6080,
             dest_index: HashMap::new(),
+            next_dest_id: 1,
+            health: HashMap::new(),
         }
     }
 
+    /// A real server and its service by id.
     pub fn dest(&self, id: DestId) -> Option<(&Service, &Dest)> {
         let &(s, d) = self.dest_index.get(&id)?;
         let svc = self.services.get(s as usize)?;
         Some((svc, svc.dests.get(d as usize)?))
     }
 }
-
-// Silence an unused-import lint until the builder lands.
-#[allow(dead_code)]
-fn _uses(_: &dyn Fn(&SchedKey)) {}
