@@ -572,7 +572,7 @@ impl Validator<'_> {
                 }
             };
             match r.health_check(svc) {
-                Ok(Some(h)) if h.timeout > h.interval => self.err(
+                Ok(Some(h)) if h.interval > 0 && h.timeout > h.interval => self.err(
                     &format!("{}.timeout", hpath()),
                     format!(
                         "health check timeout ({} s) must not exceed its interval ({} s)",
