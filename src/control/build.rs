@@ -234,11 +234,17 @@ port = 80
     #[test]
     fn scheduler_errors_point_at_the_service() {
         let cfg = Config::parse(CFG, "t.toml").unwrap();
-        let bad = |_: &str, _: &[DestSpec], _: &SchedParams| -> Result<Box<dyn Scheduler>, SchedError> {
-            Err(SchedError::BadTableSize(7))
-        };
-        let e = build_snapshot_with(&cfg, None, &bad).unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:4:1: service[0].mh_table_size: mh table size 7"), "{e}");
+        let bad =
+            |_: &str, _: &[DestSpec], _: &SchedParams| -> Result<Box<dyn Scheduler>, SchedError> {
+                Err(SchedError::BadTableSize(7))
+            };
+        let e = build_snapshot_with(&cfg, None, &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml:4:1: service[0].mh_table_size: mh table size 7"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -366,7 +366,10 @@ pub enum HealthProbe {
     Http { path: String, expect_status: u16 },
     /// A datagram `send` gets a reply starting with `expect`, or (no
     /// `expect`) no ICMP error.
-    Udp { send: String, expect: Option<String> },
+    Udp {
+        send: String,
+        expect: Option<String>,
+    },
 }
 
 /// A fully resolved health check of one real server.
@@ -473,7 +476,13 @@ mod tests {
     fn macs() {
         assert_eq!(parse_mac("02:00:0a:0B:ff:01"), Some([2, 0, 10, 11, 255, 1]));
         assert_eq!(parse_mac("02-00-0a-0b-ff-01"), Some([2, 0, 10, 11, 255, 1]));
-        for bad in ["02:00:0a:0b:ff", "02:00:0a:0b:ff:01:02", "2:00:0a:0b:ff:01", "zz:00:0a:0b:ff:01", ""] {
+        for bad in [
+            "02:00:0a:0b:ff",
+            "02:00:0a:0b:ff:01:02",
+            "2:00:0a:0b:ff:01",
+            "zz:00:0a:0b:ff:01",
+            "",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
         assert_eq!(format_mac(&[2, 0, 10, 11, 255, 1]), "02:00:0a:0b:ff:01");

@@ -192,10 +192,7 @@ mod tests {
         o.record("service[1]", 2..3);
         let d = o.diag("service[1].real[0].weight", "bad");
         assert_eq!(d.pos, Some((2, 1)));
-        assert_eq!(
-            d.to_string(),
-            "f.toml:2:1: service[1].real[0].weight: bad"
-        );
+        assert_eq!(d.to_string(), "f.toml:2:1: service[1].real[0].weight: bad");
         let none = Origin::default().diag("director.interfaces", "empty");
         assert_eq!(none.to_string(), "<config>: director.interfaces: empty");
     }

@@ -97,8 +97,14 @@ mod tests {
 
     #[test]
     fn valid_lists() {
-        assert_eq!(PortSet::parse("80,443").unwrap().0, vec![(80, 80), (443, 443)]);
-        assert_eq!(PortSet::parse("10000-10100").unwrap().0, vec![(10000, 10100)]);
+        assert_eq!(
+            PortSet::parse("80,443").unwrap().0,
+            vec![(80, 80), (443, 443)]
+        );
+        assert_eq!(
+            PortSet::parse("10000-10100").unwrap().0,
+            vec![(10000, 10100)]
+        );
         let p = PortSet::parse("80, 443 ,8000-8100").unwrap();
         assert_eq!(p.0, vec![(80, 80), (443, 443), (8000, 8100)]);
         assert_eq!(p.to_string(), "80,443,8000-8100");
@@ -108,7 +114,9 @@ mod tests {
 
     #[test]
     fn malformed_lists() {
-        for bad in ["", "80,", ",80", "80-", "-80", "a", "0", "70000", "90-80", "1-2-3", "80;443"] {
+        for bad in [
+            "", "80,", ",80", "80-", "-80", "a", "0", "70000", "90-80", "1-2-3", "80;443",
+        ] {
             let e = PortSet::parse(bad).unwrap_err();
             assert!(e.contains("malformed port list"), "{bad}: {e}");
         }

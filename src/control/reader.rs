@@ -204,7 +204,10 @@ impl Reader {
         for (k, _) in map.iter() {
             let name: &str = k.get_ref();
             if !allowed.contains(&name) {
-                let reason = format!("unknown key `{name}` (expected one of {})", allowed.join(", "));
+                let reason = format!(
+                    "unknown key `{name}` (expected one of {})",
+                    allowed.join(", ")
+                );
                 self.err(&child(&path, name), k.span(), reason);
             }
         }
@@ -326,7 +329,10 @@ impl Reader {
             return Some(c);
         }
         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        let reason = format!("unknown {what} \"{s}\" (expected one of {})", names.join(", "));
+        let reason = format!(
+            "unknown {what} \"{s}\" (expected one of {})",
+            names.join(", ")
+        );
         self.err(&path, v.span(), reason);
         None
     }
@@ -484,9 +490,11 @@ impl Reader {
             if let Some(a) = self.ip_val(&path, v) {
                 match a {
                     IpAddr::V4(a) => d.tunnel_src4 = Some(a),
-                    IpAddr::V6(_) => {
-                        self.err(&path, v.span(), format!("expected an IPv4 address, got {a}"))
-                    }
+                    IpAddr::V6(_) => self.err(
+                        &path,
+                        v.span(),
+                        format!("expected an IPv4 address, got {a}"),
+                    ),
                 }
             }
         }
@@ -494,9 +502,11 @@ impl Reader {
             if let Some(a) = self.ip_val(&path, v) {
                 match a {
                     IpAddr::V6(a) => d.tunnel_src6 = Some(a),
-                    IpAddr::V4(_) => {
-                        self.err(&path, v.span(), format!("expected an IPv6 address, got {a}"))
-                    }
+                    IpAddr::V4(_) => self.err(
+                        &path,
+                        v.span(),
+                        format!("expected an IPv6 address, got {a}"),
+                    ),
                 }
             }
         }
@@ -696,7 +706,9 @@ impl Reader {
         scheduler: &str,
         params: &mut SchedParams,
     ) {
-        let Some((sched, what)) = flag.split_once('-').filter(|_| SCHEDULER_FLAGS.contains(&flag))
+        let Some((sched, what)) = flag
+            .split_once('-')
+            .filter(|_| SCHEDULER_FLAGS.contains(&flag))
         else {
             let reason = format!(
                 "unknown scheduler flag \"{flag}\" (expected one of {})",
@@ -767,7 +779,10 @@ impl Reader {
                 &t,
                 "on_failure",
                 "on_failure action",
-                &[("quiesce", OnFailure::Quiesce), ("remove", OnFailure::Remove)],
+                &[
+                    ("quiesce", OnFailure::Quiesce),
+                    ("remove", OnFailure::Remove),
+                ],
             ),
         })
     }
@@ -811,7 +826,8 @@ impl Reader {
             let s = self.str_val(&path, v)?;
             let m = parse_mac(&s);
             if m.is_none() {
-                let reason = format!("bad MAC address \"{s}\" (expected e.g. \"02:00:c6:12:01:0b\")");
+                let reason =
+                    format!("bad MAC address \"{s}\" (expected e.g. \"02:00:c6:12:01:0b\")");
                 self.err(&path, v.span(), reason);
             }
             m

@@ -76,7 +76,9 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
         "control_socket = {}",
         q(&d.control_socket.to_string_lossy())
     )?;
-    let metrics = d.metrics.map_or_else(|| "off".to_string(), |m| m.to_string());
+    let metrics = d
+        .metrics
+        .map_or_else(|| "off".to_string(), |m| m.to_string());
     writeln!(o, "metrics = {}", q(&metrics))?;
     writeln!(o, "conn_capacity = {}", d.conn_capacity)?;
     writeln!(o, "template_capacity = {}", d.template_capacity)?;
@@ -92,7 +94,11 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     }
     writeln!(o, "log_level = {}", q(&d.log_level))?;
     writeln!(o, "expire_nodest_conn = {}", d.expire_nodest_conn)?;
-    writeln!(o, "expire_quiescent_template = {}", d.expire_quiescent_template)?;
+    writeln!(
+        o,
+        "expire_quiescent_template = {}",
+        d.expire_quiescent_template
+    )?;
     writeln!(o)?;
     let t = cfg.timeouts;
     writeln!(o, "[timeouts]")?;

@@ -67,12 +67,15 @@ pub struct FwmarkRule {
     pub ports: Vec<(u16, u16)>,
 }
 
+/// An inclusive port range `(lo, hi)` of a firewall-mark rule and its mark.
+pub type PortRangeMark = (u16, u16, u32);
+
 /// Maps a packet's (proto, daddr, dport) to a service, in IPVS's order:
 /// firewall marks first, then proto+VIP+port, then the proto+VIP port-0 service.
 #[derive(Debug, Default)]
 pub struct Classifier {
     /// (proto, vip) -> list of (lo, hi, mark); checked before anything else.
-    pub fwmark_rules: HashMap<(Proto, IpAddr), Vec<(u16, u16, u32)>>,
+    pub fwmark_rules: HashMap<(Proto, IpAddr), Vec<PortRangeMark>>,
     pub by_mark: HashMap<u32, ServiceIdx>,
     pub by_addr: HashMap<(Proto, IpAddr, u16), ServiceIdx>,
 }

@@ -42,6 +42,9 @@ struct MarkInfo {
     v6: bool,
 }
 
+/// (lo, hi, group index, rule index) of one port range of a fwmark rule.
+type RuleRange = (u16, u16, usize, usize);
+
 struct Validator<'c> {
     cfg: &'c Config,
     errors: Vec<Diagnostic>,
@@ -70,7 +73,7 @@ fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u32;
     while d.saturating_mul(d) <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -90,12 +93,12 @@ fn valid_ifname(s: &str) -> bool {
 fn valid_service_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-const NOT_UNICAST: &str = "must be a unicast address (not unspecified, loopback, multicast or broadcast)";
+const NOT_UNICAST: &str =
+    "must be a unicast address (not unspecified, loopback, multicast or broadcast)";
 
 impl Validator<'_> {
     fn err(&mut self, path: &str, reason: impl Into<String>) {
@@ -178,11 +181,17 @@ impl Validator<'_> {
             }
         }
         if d.gue_port == 0 {
-            self.err("director.gue_port", "port 0 is not a valid GUE port (use 1-65535)");
+            self.err(
+                "director.gue_port",
+                "port 0 is not a valid GUE port (use 1-65535)",
+            );
         }
         if let Some(p) = &d.state_file {
             if p.as_os_str().is_empty() {
-                self.err("director.state_file", "must not be empty (omit it for none)");
+                self.err(
+                    "director.state_file",
+                    "must not be empty (omit it for none)",
+                );
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
@@ -211,7 +220,7 @@ impl Validator<'_> {
     fn fwmarks(&mut self) -> HashMap<u32, MarkInfo> {
         let mut marks: HashMap<u32, MarkInfo> = HashMap::new();
         // (proto, vip) -> (lo, hi, group, rule)
-        let mut ranges: HashMap<(Proto, IpAddr), Vec<(u16, u16, usize, usize)>> = HashMap::new();
+        let mut ranges: HashMap<(Proto, IpAddr), Vec<RuleRange>> = HashMap::new();
         for (g, group) in self.cfg.fwmarks.iter().enumerate() {
             if group.mark == 0 {
                 self.err(
@@ -271,7 +280,9 @@ impl Validator<'_> {
         keys.sort();
         let mut found = Vec::new();
         for key in keys {
-            let Some(list) = ranges.get(key) else { continue };
+            let Some(list) = ranges.get(key) else {
+                continue;
+            };
             let mut list = list.clone();
             list.sort_unstable();
             let mut reach: Option<(u16, usize, usize)> = None;
@@ -325,7 +336,10 @@ impl Validator<'_> {
             } else if let Some(first) = names.insert(&svc.name, i) {
                 self.err(
                     &format!("{sp}.name"),
-                    format!("service name \"{}\" is already used by service[{first}]", svc.name),
+                    format!(
+                        "service name \"{}\" is already used by service[{first}]",
+                        svc.name
+                    ),
                 );
             }
             let key_path = match svc.key {
@@ -402,10 +416,7 @@ impl Validator<'_> {
                 self.health_spec(&format!("{sp}.health"), h);
             }
             if svc.reals.is_empty() {
-                self.warn(
-                    &sp,
-                    format!("service \"{}\" has no real servers", svc.name),
-                );
+                self.warn(&sp, format!("service \"{}\" has no real servers", svc.name));
             }
             self.reals(&sp, svc, v4, v6);
         }
@@ -475,11 +486,15 @@ impl Validator<'_> {
     fn reals(&mut self, sp: &str, svc: &ServiceConfig, vip4: bool, vip6: bool) {
         let d = &self.cfg.director;
         let svc_port = svc.default_real_port();
-        let mut seen: HashMap<(IpAddr, Option<u16>), usize> = HashMap::with_capacity(svc.reals.len());
+        let mut seen: HashMap<(IpAddr, Option<u16>), usize> =
+            HashMap::with_capacity(svc.reals.len());
         for (j, r) in svc.reals.iter().enumerate() {
             let rp = || format!("{sp}.real[{j}]");
             if !is_unicast(r.addr) {
-                self.err(&format!("{}.addr", rp()), format!("{} {NOT_UNICAST}", r.addr));
+                self.err(
+                    &format!("{}.addr", rp()),
+                    format!("{} {NOT_UNICAST}", r.addr),
+                );
             }
             if r.weight > MAX_WEIGHT {
                 self.err(
@@ -496,7 +511,9 @@ impl Validator<'_> {
                 };
                 self.err(
                     &format!("{}.addr", rp()),
-                    format!("real server {shown} is listed twice in this service (also real[{first}])"),
+                    format!(
+                        "real server {shown} is listed twice in this service (also real[{first}])"
+                    ),
                 );
             }
             let same_family_only = matches!(r.forward, FwdMethod::Dr | FwdMethod::Nat);
@@ -599,7 +616,10 @@ impl Validator<'_> {
         }
         for (key, v) in [("rise", h.rise), ("fall", h.fall)] {
             if let Some(n) = v.filter(|&n| n == 0 || n > 100) {
-                self.err(&format!("{hp}.{key}"), format!("{n} is out of range (1-100)"));
+                self.err(
+                    &format!("{hp}.{key}"),
+                    format!("{n} is out of range (1-100)"),
+                );
             }
         }
         if let Some(s) = h.expect_status.filter(|s| !(100..=599).contains(s)) {
@@ -665,10 +685,7 @@ impl Validator<'_> {
             if n.mac == [0; 6] || n.mac[0] & 1 == 1 {
                 self.err(
                     &format!("{np}.mac"),
-                    format!(
-                        "{} is not a unicast MAC address",
-                        format_mac(&n.mac)
-                    ),
+                    format!("{} is not a unicast MAC address", format_mac(&n.mac)),
                 );
             }
             if !self.cfg.director.interfaces.contains(&n.interface) {
@@ -692,7 +709,10 @@ impl Validator<'_> {
         for g in &self.cfg.fwmarks {
             if marks_used.contains_key(&g.mark) {
                 for r in &g.rules {
-                    rules.entry((r.proto, r.vip)).or_default().push((g.mark, &r.ports));
+                    rules
+                        .entry((r.proto, r.vip))
+                        .or_default()
+                        .push((g.mark, &r.ports));
                 }
             }
         }
@@ -734,7 +754,15 @@ mod tests {
         for ok in ["198.18.0.1", "2001:db8::1"] {
             assert!(is_unicast(ok.parse().unwrap()), "{ok}");
         }
-        for bad in ["0.0.0.0", "::", "127.0.0.1", "::1", "224.0.0.1", "ff02::1", "255.255.255.255"] {
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "::1",
+            "224.0.0.1",
+            "ff02::1",
+            "255.255.255.255",
+        ] {
             assert!(!is_unicast(bad.parse().unwrap()), "{bad}");
         }
     }
