@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::control::config::HealthCheck;
 use crate::model::{DestId, FwdMethod, Millis, Proto, ServiceIdx, ServiceKey, Timeouts};
-use crate::shard::sched::{Scheduler, SchedKey};
+use crate::shard::sched::Scheduler;
 
 /// Persistence settings of a service (IPVS `-p timeout -M netmask`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The position and entry of a real server by id.
     pub fn dest_by_id(&self, id: DestId) -> Option<(usize, &Dest)> {
         self.dests.iter().enumerate().find(|(_, d)| d.id == id)
     }
@@ -65,12 +67,15 @@ pub struct FwmarkRule {
     pub ports: Vec<(u16, u16)>,
 }
 
+/// An inclusive port range `(lo, hi)` of a firewall-mark rule and its mark.
+pub type PortRangeMark = (u16, u16, u32);
+
 /// Maps a packet's (proto, daddr, dport) to a service, in IPVS's order:
 /// firewall marks first, then proto+VIP+port, then the proto+VIP port-0 service.
 #[derive(Debug, Default)]
 pub struct Classifier {
     /// (proto, vip) -> list of (lo, hi, mark); checked before anything else.
-    pub fwmark_rules: HashMap<(Proto, IpAddr), Vec<(u16, u16, u32)>>,
+    pub fwmark_rules: HashMap<(Proto, IpAddr), Vec<PortRangeMark>>,
     pub by_mark: HashMap<u32, ServiceIdx>,
     pub by_addr: HashMap<(Proto, IpAddr, u16), ServiceIdx>,
 }
@@ -118,6 +123,13 @@ pub struct Snapshot {
     pub gue_port: u16,
     /// DestId -> (service index, dest index) for this snapshot.
     pub dest_index: HashMap<DestId, (ServiceIdx, u32)>,
+    /// The next never-used [`DestId`]; the builder takes new ids from here,
+    /// so an id is never reused while snapshots are built from their
+    /// predecessor.
+    pub next_dest_id: u32,
+    /// Resolved health checks of the real servers that have one (for the
+    /// prober); real servers absent here are not checked.
+    pub health: HashMap<DestId, HealthCheck>,
 }
 
 impl Snapshot {
@@ -136,16 +148,15 @@ impl Snapshot {
             tunnel_src6: None,
             gue_port: 6080,
             dest_index: HashMap::new(),
+            next_dest_id: 1,
+            health: HashMap::new(),
         }
     }
 
+    /// A real server and its service by id.
     pub fn dest(&self, id: DestId) -> Option<(&Service, &Dest)> {
         let &(s, d) = self.dest_index.get(&id)?;
         let svc = self.services.get(s as usize)?;
         Some((svc, svc.dests.get(d as usize)?))
     }
 }
-
-// Silence an unused-import lint until the builder lands.
-#[allow(dead_code)]
-fn _uses(_: &dyn Fn(&SchedKey)) {}
