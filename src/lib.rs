@@ -14,3 +14,5 @@ pub mod model;
 pub mod shard;
 pub mod wire;
 pub mod xdp;
+pub mod demo;
+pub mod director;

@@ -1,3 +1,58 @@
-fn main() {
-    println!("xdpvs");
+//! `xdpvs`: the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xdpvs", version, about = "A Linux Virtual Server director on AF_XDP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the director: attach to the configured interfaces and forward.
+    Run {
+        #[arg(short, long, default_value = "/etc/xdpvs.toml")]
+        config: PathBuf,
+        /// Stop after this many seconds (for scripted runs).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Validate a config file: exit 0, or print every error with file:line:col.
+    Check {
+        #[arg(short, long, default_value = "/etc/xdpvs.toml")]
+        config: PathBuf,
+    },
+    /// Build a lab in network namespaces, run the director on it with real
+    /// clients and servers, show where each client group went, tear down.
+    Demo {
+        /// dr (one-arm direct routing) or nat (two-arm masquerading).
+        #[arg(long, default_value = "dr")]
+        mode: String,
+        /// XDP attach mode: native or generic.
+        #[arg(long, default_value = "native")]
+        xdp: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match xdpvs::control::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config, duration } => xdpvs::director::run_main(&config, duration),
+        Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
+    }
 }

@@ -537,10 +537,13 @@ impl Validator<'_> {
                             Some(sp) => format!("service port {sp}, real port {p}"),
                             None => format!("real port {p}; omit `port` to keep the packet's port"),
                         };
-                        self.err(
+                        // IPVS ignores the real port for dr/ipip/gue (the
+                        // packet keeps its own port): accept with a warning.
+                        self.warn(
                             &format!("{}.port", rp()),
                             format!(
-                                "{} cannot change the destination port ({why}); only nat can",
+                                "{} cannot change the destination port ({why}); the port is ignored, \
+                                 packets keep their own destination port (only nat rewrites it)",
                                 r.forward.name()
                             ),
                         );
