@@ -119,6 +119,235 @@ pub fn fmt_mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Three namespaces `{prefix}-c` (client), `{prefix}-d` (director),
+/// `{prefix}-s` (server): client `eth0` 198.18.60.1/24 <-> director `d0`,
+/// director `d1` <-> server `eth0` 198.18.60.2/24. Director veths have two
+/// queues on both ends; IPv6 is disabled (no stray frames); offloads are off
+/// on every veth; client and server have static neighbours pointing at the
+/// director's MACs, so everything between them crosses the director.
+pub struct Triangle {
+    pub ns: Netns,
+    pub client: String,
+    pub dir: String,
+    pub server: String,
+    pub client_mac: [u8; 6],
+    pub server_mac: [u8; 6],
+    pub d0_mac: [u8; 6],
+    pub d1_mac: [u8; 6],
+}
+
+/// Client address of [`Triangle`].
+pub const TRI_CLIENT_IP: &str = "198.18.60.1";
+/// Server address of [`Triangle`].
+pub const TRI_SERVER_IP: &str = "198.18.60.2";
+
+impl Triangle {
+    /// Build it (see the type's docs).
+    pub fn create(prefix: &str) -> Result<Self, String> {
+        let (c, d, s) = (
+            format!("{prefix}-c"),
+            format!("{prefix}-d"),
+            format!("{prefix}-s"),
+        );
+        let ns = Netns::create(&[&c, &d, &s])?;
+        for n in [&c, &d, &s] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+            ])?;
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])?;
+        }
+        for (dif, peer_ns) in [("d0", &c), ("d1", &s)] {
+            run(&[
+                "ip",
+                "-n",
+                &d,
+                "link",
+                "add",
+                dif,
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "numtxqueues",
+                "2",
+                "numrxqueues",
+                "2",
+                "netns",
+                peer_ns,
+            ])?;
+            run(&["ip", "-n", &d, "link", "set", dif, "up"])?;
+            run(&["ip", "-n", peer_ns, "link", "set", "eth0", "up"])?;
+            for (n, i) in [(&d, dif), (peer_ns, "eth0")] {
+                run(&[
+                    "ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off", "tso", "off", "gso",
+                    "off",
+                ])?;
+            }
+        }
+        run(&[
+            "ip",
+            "-n",
+            &c,
+            "addr",
+            "add",
+            "198.18.60.1/24",
+            "dev",
+            "eth0",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &s,
+            "addr",
+            "add",
+            "198.18.60.2/24",
+            "dev",
+            "eth0",
+        ])?;
+        let t = Triangle {
+            client_mac: mac_of(&c, "eth0")?,
+            server_mac: mac_of(&s, "eth0")?,
+            d0_mac: mac_of(&d, "d0")?,
+            d1_mac: mac_of(&d, "d1")?,
+            ns,
+            client: c,
+            dir: d,
+            server: s,
+        };
+        run(&[
+            "ip",
+            "-n",
+            &t.client,
+            "neigh",
+            "replace",
+            TRI_SERVER_IP,
+            "lladdr",
+            &fmt_mac(t.d0_mac),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &t.server,
+            "neigh",
+            "replace",
+            TRI_CLIENT_IP,
+            "lladdr",
+            &fmt_mac(t.d1_mac),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])?;
+        Ok(t)
+    }
+}
+
+/// Python: receive UDP on `addr:port` until `want` datagrams or `secs`
+/// seconds; prints "ready" once bound, then the count.
+pub const PY_UDP_COUNT: &str = r#"
+import socket, sys, time
+addr, port, want, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, port)); s.settimeout(0.1)
+print("ready", flush=True)
+n = 0; end = time.time() + secs
+while n < want and time.time() < end:
+    try:
+        s.recv(4096); n += 1
+    except socket.timeout:
+        pass
+print(n, flush=True)
+"#;
+
+/// Python: send `n` UDP datagrams of `size` bytes to `addr:port` from
+/// `flows` sockets (distinct source ports), pausing briefly every 32.
+pub const PY_UDP_SEND: &str = r#"
+import socket, sys, time
+addr, port, n, flows, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(flows)]
+for i in range(n):
+    socks[i % flows].sendto(b"x" * size, (addr, port))
+    if i % 32 == 31:
+        time.sleep(0.002)
+"#;
+
+/// Send `n` datagrams from namespace `from_ns` to `to_ns`'s `addr:port`
+/// and return how many arrived (waits at most `secs`).
+pub fn udp_transfer(
+    from_ns: &str,
+    to_ns: &str,
+    addr: &str,
+    port: u16,
+    n: u32,
+    flows: u32,
+    secs: f32,
+) -> Result<u32, String> {
+    use std::io::{BufRead, BufReader};
+    let mut rx = Command::new("ip")
+        .args(["netns", "exec", to_ns, "python3", "-c", PY_UDP_COUNT, addr])
+        .args([port.to_string(), n.to_string(), secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn receiver: {e}"))?;
+    let out = rx.stdout.take().ok_or("no receiver stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    match lines.next() {
+        Some(Ok(l)) if l.trim() == "ready" => {}
+        other => {
+            let _ = rx.kill();
+            let _ = rx.wait();
+            return Err(format!("receiver did not start: {other:?}"));
+        }
+    }
+    let sent = run(&[
+        "ip",
+        "netns",
+        "exec",
+        from_ns,
+        "python3",
+        "-c",
+        PY_UDP_SEND,
+        addr,
+        &port.to_string(),
+        &n.to_string(),
+        &flows.to_string(),
+        "200",
+    ]);
+    let count = lines.next();
+    let _ = rx.wait();
+    sent?;
+    match count {
+        Some(Ok(l)) => l
+            .trim()
+            .parse()
+            .map_err(|e| format!("receiver said {l:?}: {e}")),
+        other => Err(format!("receiver gave no count: {other:?}")),
+    }
+}
+
 /// CPU time (user + system, in clock ticks) of this process's threads whose
 /// name starts with `prefix`.
 pub fn thread_cpu_ticks(prefix: &str) -> u64 {
