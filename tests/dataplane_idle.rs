@@ -35,8 +35,8 @@ fn idle_shards_use_no_cpu_tick_and_stop_on_the_flag() {
     let res = in_netns(&t.dir, || -> Result<(u64, u64, Duration, u64), String> {
         let d0 = ifindex("d0").ok_or("no d0")?;
         let d1 = ifindex("d1").ok_or("no d1")?;
-        let rt = ShardRuntime::new(RuntimeConfig::per_queue(&[d0, d1], 2))
-            .map_err(|e| e.to_string())?;
+        let rt =
+            ShardRuntime::new(RuntimeConfig::per_queue(&[d0, d1], 2)).map_err(|e| e.to_string())?;
         let ticks = Arc::new(AtomicU64::new(0));
         let tk = ticks.clone();
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +64,13 @@ fn idle_shards_use_no_cpu_tick_and_stop_on_the_flag() {
     // Clock ticks are 10 ms: two shards used less than 10% of one core.
     assert!(cpu < 10, "idle shards used {cpu} ticks in 1 s");
     // Both shards tick about every 10 ms even with no traffic.
-    assert!(engine_ticks >= 40, "engine ticked {engine_ticks} times in 1 s");
+    assert!(
+        engine_ticks >= 40,
+        "engine ticked {engine_ticks} times in 1 s"
+    );
     assert!(sleeps > 0);
-    assert!(stop_time < Duration::from_secs(1), "stop took {stop_time:?}");
+    assert!(
+        stop_time < Duration::from_secs(1),
+        "stop took {stop_time:?}"
+    );
 }

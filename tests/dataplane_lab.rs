@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::neigh::{NeighborResolver, ResolverConfig, SharedNeighbors};
 use xdpvs::dataplane::testutil::{
-    fmt_mac, ifindex, in_netns, is_root, mac_of, run, udp_transfer, XskRedirect, XDP_FLAGS_SKB_MODE,
+    fmt_mac, ifindex, in_netns, is_root, mac_of, run, sh, udp_transfer, XskRedirect,
+    XDP_FLAGS_SKB_MODE,
 };
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
 use xdpvs::model::Millis;
@@ -229,20 +230,10 @@ fn direct_routing_through_af_xdp_in_the_dr_lab() {
     run(&[&lab(), "up", "dr"]).expect("lab up dr");
     // The minimal XDP program takes ARP too: pin the director on the router.
     let dr0_mac = mac_of("xdpvs-dir", "dr0").expect("mac");
-    run(&[
-        "ip",
-        "-n",
-        "xdpvs-rt",
-        "neigh",
-        "replace",
-        "198.18.0.2",
-        "lladdr",
-        &fmt_mac(dr0_mac),
-        "dev",
-        "lan0",
-        "nud",
-        "permanent",
-    ])
+    sh(&format!(
+        "ip -n xdpvs-rt neigh replace 198.18.0.2 lladdr {} dev lan0 nud permanent",
+        fmt_mac(dr0_mac)
+    ))
     .expect("pin director");
     let rs1_mac = mac_of("xdpvs-rs1", "eth0").expect("mac");
 
@@ -296,5 +287,5 @@ fn direct_routing_through_af_xdp_in_the_dr_lab() {
     eprintln!("{:?}", stats[0]);
     assert!(replied, "DR echo through the director");
     assert_eq!(got, N);
-    assert!(stats[0].tx >= u64::from(N) + 1);
+    assert!(stats[0].tx > u64::from(N));
 }

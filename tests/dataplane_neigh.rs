@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
 use xdpvs::dataplane::netlink::Netlink;
-use xdpvs::dataplane::testutil::{ifindex, in_netns, is_root, mac_of, run, Netns};
+use xdpvs::dataplane::testutil::{ifindex, in_netns, is_root, mac_of, sh, Netns};
 use xdpvs::shard::nexthop::Neighbors;
 
 fn ip(s: &str) -> IpAddr {
@@ -22,31 +22,31 @@ fn topology(p: &str) -> Result<(Netns, String, String), String> {
     let (a, b) = (format!("{p}-a"), format!("{p}-b"));
     let ns = Netns::create(&[&a, &b])?;
     for n in [&a, &b] {
-        run(&[
-            "ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-        ])?;
-        run(&[
-            "ip", "netns", "exec", n, "sysctl", "-qw",
-            "net.ipv6.conf.default.accept_dad=0",
-        ])?;
+        sh(&format!(
+            "ip netns exec {n} sysctl -qw net.ipv6.conf.all.accept_dad=0"
+        ))?;
+        sh(&format!(
+            "ip netns exec {n} sysctl -qw net.ipv6.conf.default.accept_dad=0"
+        ))?;
     }
-    run(&[
-        "ip", "-n", &a, "link", "add", "n0", "type", "veth", "peer", "name", "n1", "netns", &b,
-    ])?;
+    sh(&format!(
+        "ip -n {a} link add n0 type veth peer name n1 netns {b}"
+    ))?;
     for (n, i, v4, v6) in [
         (&a, "n0", "198.18.50.1/24", "2001:db8:50::1/64"),
         (&b, "n1", "198.18.50.2/24", "2001:db8:50::2/64"),
     ] {
-        run(&["ip", "-n", n, "addr", "add", v4, "dev", i])?;
-        run(&["ip", "-n", n, "addr", "add", v6, "dev", i, "nodad"])?;
-        run(&["ip", "-n", n, "link", "set", i, "up"])?;
+        sh(&format!("ip -n {n} addr add {v4} dev {i}"))?;
+        sh(&format!("ip -n {n} addr add {v6} dev {i} nodad"))?;
+        sh(&format!("ip -n {n} link set {i} up"))?;
     }
-    run(&["ip", "-n", &b, "addr", "add", "198.18.50.5/24", "dev", "n1"])?;
-    run(&["ip", "-n", &a, "route", "add", "198.18.60.0/24", "via", "198.18.50.2"])?;
-    run(&[
-        "ip", "-n", &a, "neigh", "replace", "198.18.50.3", "lladdr", "02:00:00:00:00:03", "dev",
-        "n0", "nud", "permanent",
-    ])?;
+    sh(&format!("ip -n {b} addr add 198.18.50.5/24 dev n1"))?;
+    sh(&format!(
+        "ip -n {a} route add 198.18.60.0/24 via 198.18.50.2"
+    ))?;
+    sh(&format!(
+        "ip -n {a} neigh replace 198.18.50.3 lladdr 02:00:00:00:00:03 dev n0 nud permanent"
+    ))?;
     Ok((ns, a, b))
 }
 

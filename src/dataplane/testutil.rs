@@ -30,6 +30,11 @@ pub fn run(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Run a command given as one string, split on whitespace (no quoting).
+pub fn sh(cmd: &str) -> Result<String, String> {
+    run(&cmd.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Named network namespaces, deleted on drop (and before creation, so a
 /// crashed earlier run does not get in the way).
 pub struct Netns {
@@ -151,78 +156,28 @@ impl Triangle {
         );
         let ns = Netns::create(&[&c, &d, &s])?;
         for n in [&c, &d, &s] {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ])?;
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])?;
+            sh(&format!(
+                "ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
+            ))?;
+            sh(&format!(
+                "ip netns exec {n} sysctl -qw net.ipv6.conf.default.disable_ipv6=1"
+            ))?;
         }
-        for (dif, peer_ns) in [("d0", &c), ("d1", &s)] {
-            run(&[
-                "ip",
-                "-n",
-                &d,
-                "link",
-                "add",
-                dif,
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "numtxqueues",
-                "2",
-                "numrxqueues",
-                "2",
-                "netns",
-                peer_ns,
-            ])?;
-            run(&["ip", "-n", &d, "link", "set", dif, "up"])?;
-            run(&["ip", "-n", peer_ns, "link", "set", "eth0", "up"])?;
-            for (n, i) in [(&d, dif), (peer_ns, "eth0")] {
-                run(&[
-                    "ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off", "tso", "off", "gso",
-                    "off",
-                ])?;
+        for (dif, peer) in [("d0", &c), ("d1", &s)] {
+            sh(&format!(
+                "ip -n {d} link add {dif} numtxqueues 2 numrxqueues 2 type veth \
+                 peer name eth0 numtxqueues 2 numrxqueues 2 netns {peer}"
+            ))?;
+            sh(&format!("ip -n {d} link set {dif} up"))?;
+            sh(&format!("ip -n {peer} link set eth0 up"))?;
+            for (n, i) in [(&d, dif), (peer, "eth0")] {
+                sh(&format!(
+                    "ip netns exec {n} ethtool -K {i} tx off tso off gso off"
+                ))?;
             }
         }
-        run(&[
-            "ip",
-            "-n",
-            &c,
-            "addr",
-            "add",
-            "198.18.60.1/24",
-            "dev",
-            "eth0",
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &s,
-            "addr",
-            "add",
-            "198.18.60.2/24",
-            "dev",
-            "eth0",
-        ])?;
+        sh(&format!("ip -n {c} addr add {TRI_CLIENT_IP}/24 dev eth0"))?;
+        sh(&format!("ip -n {s} addr add {TRI_SERVER_IP}/24 dev eth0"))?;
         let t = Triangle {
             client_mac: mac_of(&c, "eth0")?,
             server_mac: mac_of(&s, "eth0")?,
@@ -233,34 +188,16 @@ impl Triangle {
             dir: d,
             server: s,
         };
-        run(&[
-            "ip",
-            "-n",
-            &t.client,
-            "neigh",
-            "replace",
-            TRI_SERVER_IP,
-            "lladdr",
-            &fmt_mac(t.d0_mac),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &t.server,
-            "neigh",
-            "replace",
-            TRI_CLIENT_IP,
-            "lladdr",
-            &fmt_mac(t.d1_mac),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])?;
+        sh(&format!(
+            "ip -n {} neigh replace {TRI_SERVER_IP} lladdr {} dev eth0 nud permanent",
+            t.client,
+            fmt_mac(t.d0_mac)
+        ))?;
+        sh(&format!(
+            "ip -n {} neigh replace {TRI_CLIENT_IP} lladdr {} dev eth0 nud permanent",
+            t.server,
+            fmt_mac(t.d1_mac)
+        ))?;
         Ok(t)
     }
 }
