@@ -12,7 +12,7 @@ use xdpvs::dataplane::testutil::{
     ifindex, in_netns, is_root, udp_transfer, Triangle, XskRedirect, TRI_CLIENT_IP, TRI_SERVER_IP,
     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
 };
-use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime, ShardStats};
+use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime, ShardStats, XskConfig};
 use xdpvs::model::Millis;
 use xdpvs::shard::nexthop::{Neighbors, NextHop, StaticNeighbors};
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
@@ -25,14 +25,26 @@ fn skip() -> bool {
     false
 }
 
-/// Rewrites MACs towards the IPv4 destination and forwards. Options: shard 0
-/// hands everything to shard 1; shift the packet 4 bytes to the front first
-/// (so TX must honour the moved `start`).
+/// What the test engine does besides rewriting MACs towards the IPv4
+/// destination and forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Plain rewrite.
+    Rewrite,
+    /// Move the packet 4 bytes to the front first (TX must honour `start`).
+    Shift,
+    /// Shard 0 hands every frame to shard 1.
+    Handoff,
+    /// Like `Handoff`, and shard 1 takes 2 ms per frame.
+    HandoffSlow,
+    /// Forward to an interface no socket is bound to.
+    ForwardUnknown,
+}
+
 struct MacRewrite {
     shard: u16,
     nb: StaticNeighbors,
-    handoff_from_0: bool,
-    shift: bool,
+    mode: Mode,
     min_headroom: Arc<AtomicUsize>,
 }
 
@@ -42,10 +54,17 @@ impl PacketEngine for MacRewrite {
     fn process(&mut self, _now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
         self.min_headroom
             .fetch_min(frame.headroom(), Ordering::Relaxed);
-        if self.handoff_from_0 && self.shard == 0 {
+        let handoff = matches!(self.mode, Mode::Handoff | Mode::HandoffSlow);
+        if handoff && self.shard == 0 {
             return Verdict::Handoff(1);
         }
-        if self.shift {
+        if self.mode == Mode::HandoffSlow {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.mode == Mode::ForwardUnknown {
+            return Verdict::Forward { ifindex: 999_999 };
+        }
+        if self.mode == Mode::Shift {
             if !frame.push_front(4) {
                 return Verdict::Drop(DropReason::NoRoom);
             }
@@ -84,18 +103,19 @@ fn run_triangle(
     t: &Triangle,
     shards: u16,
     xdp_mode: u32,
-    handoff_from_0: bool,
-    shift: bool,
+    mode: Mode,
     n: u32,
     flows: u32,
+    tune: fn(&mut RuntimeConfig),
 ) -> Result<Run, String> {
     let (client, server) = (t.client.clone(), t.server.clone());
     let (client_mac, server_mac, d0_mac, d1_mac) = (t.client_mac, t.server_mac, t.d0_mac, t.d1_mac);
     in_netns(&t.dir, move || -> Result<Run, String> {
         let d0 = ifindex("d0").ok_or("no d0")?;
         let d1 = ifindex("d1").ok_or("no d1")?;
-        let rt = ShardRuntime::new(RuntimeConfig::per_queue(&[d0, d1], shards))
-            .map_err(|e| e.to_string())?;
+        let mut cfg = RuntimeConfig::per_queue(&[d0, d1], shards);
+        tune(&mut cfg);
+        let rt = ShardRuntime::new(cfg).map_err(|e| e.to_string())?;
         let mut p0 = XskRedirect::new(4).map_err(|e| e.to_string())?;
         let mut p1 = XskRedirect::new(4).map_err(|e| e.to_string())?;
         for s in rt.sockets() {
@@ -137,14 +157,18 @@ fn run_triangle(
                 move |shard, _n| MacRewrite {
                     shard,
                     nb: nb.clone(),
-                    handoff_from_0,
-                    shift,
+                    mode,
                     min_headroom: mh.clone(),
                 },
                 stop,
             )
             .map_err(|e| e.to_string())?;
-        let received = udp_transfer(&client, &server, TRI_SERVER_IP, 5000, n, flows, 10.0);
+        let secs = if matches!(mode, Mode::ForwardUnknown | Mode::HandoffSlow) {
+            1.5
+        } else {
+            10.0
+        };
+        let received = udp_transfer(&client, &server, TRI_SERVER_IP, 5000, n, flows, secs);
         std::thread::sleep(Duration::from_millis(100));
         running.stop();
         let stats = running.join().map_err(|e| e.to_string())?;
@@ -159,13 +183,30 @@ fn run_triangle(
 
 const N: u32 = 300;
 
+fn defaults(_: &mut RuntimeConfig) {}
+
+/// 256 frames per shard: more packets than frames only get through when
+/// every frame is recycled (TX completions, drops, hand-offs).
+fn small_umem(c: &mut RuntimeConfig) {
+    c.xsk = XskConfig {
+        frame_count: 256,
+        ring_size: 64,
+        ..XskConfig::default()
+    };
+}
+
+fn tiny_inbox(c: &mut RuntimeConfig) {
+    c.handoff_capacity = 1;
+    c.inbox_batches_per_iter = 1;
+}
+
 #[test]
 fn forwards_udp_between_interfaces_through_one_shard() {
     if skip() {
         return;
     }
     let t = Triangle::create("xdpvs-tf").expect("topology");
-    let r = run_triangle(&t, 1, XDP_FLAGS_SKB_MODE, false, true, N, 8).expect("run");
+    let r = run_triangle(&t, 1, XDP_FLAGS_SKB_MODE, Mode::Shift, N, 8, defaults).expect("run");
     let s = r.stats[0];
     eprintln!("{s:?}");
     assert_eq!(r.received, N, "server got every datagram");
@@ -183,7 +224,7 @@ fn hands_frames_to_another_shard_which_transmits_them() {
     let t = Triangle::create("xdpvs-th").expect("topology");
     // Generic XDP puts every frame on queue 0 (shard 0), which hands them all
     // to shard 1; shard 1 transmits from its own (queue 1) socket.
-    let r = run_triangle(&t, 2, XDP_FLAGS_SKB_MODE, true, false, N, 8).expect("run");
+    let r = run_triangle(&t, 2, XDP_FLAGS_SKB_MODE, Mode::Handoff, N, 8, defaults).expect("run");
     let (s0, s1) = (r.stats[0], r.stats[1]);
     eprintln!("{s0:?}\n{s1:?}");
     assert_eq!(r.received, N);
@@ -201,11 +242,75 @@ fn native_mode_spreads_flows_over_two_shards() {
         return;
     }
     let t = Triangle::create("xdpvs-tn").expect("topology");
-    let r = run_triangle(&t, 2, XDP_FLAGS_DRV_MODE, false, false, N, 64).expect("run");
+    let r = run_triangle(&t, 2, XDP_FLAGS_DRV_MODE, Mode::Rewrite, N, 64, defaults).expect("run");
     let (s0, s1) = (r.stats[0], r.stats[1]);
     eprintln!("{s0:?}\n{s1:?}");
     assert_eq!(r.received, N);
     assert!(s0.rx > 0 && s1.rx > 0, "both queues used");
     assert_eq!(s0.rx + s1.rx, N as u64);
     assert_eq!(s0.tx + s1.tx, N as u64);
+}
+
+#[test]
+fn frames_are_recycled_through_tx_and_handoff() {
+    if skip() {
+        return;
+    }
+    let t = Triangle::create("xdpvs-tr").expect("topology");
+    const M: u32 = 1500;
+    let r = run_triangle(&t, 1, XDP_FLAGS_SKB_MODE, Mode::Rewrite, M, 8, small_umem).expect("run");
+    eprintln!("{:?}", r.stats[0]);
+    assert_eq!(r.received, M, "1 shard, 256 frames");
+    let r = run_triangle(&t, 2, XDP_FLAGS_SKB_MODE, Mode::Handoff, M, 8, small_umem).expect("run");
+    eprintln!("{:?}\n{:?}", r.stats[0], r.stats[1]);
+    assert_eq!(r.received, M, "hand-off, 256 frames per shard");
+}
+
+#[test]
+fn a_full_inbox_drops_and_counts_handoff_full() {
+    if skip() {
+        return;
+    }
+    let t = Triangle::create("xdpvs-tq").expect("topology");
+    let r = run_triangle(
+        &t,
+        2,
+        XDP_FLAGS_SKB_MODE,
+        Mode::HandoffSlow,
+        N,
+        8,
+        tiny_inbox,
+    )
+    .expect("run");
+    let (s0, s1) = (r.stats[0], r.stats[1]);
+    eprintln!("{s0:?}\n{s1:?}");
+    let full = s0.dropped(DropReason::HandoffFull);
+    assert!(full > 0, "inbox of one batch behind a slow shard overflows");
+    assert_eq!(s0.handoff_out + full, s0.rx);
+    assert_eq!(s1.handoff_in, s0.handoff_out);
+    assert_eq!(u64::from(r.received), s1.tx);
+    assert!(r.received < N);
+}
+
+#[test]
+fn forward_to_an_interface_without_socket_is_counted() {
+    if skip() {
+        return;
+    }
+    let t = Triangle::create("xdpvs-tu").expect("topology");
+    let r = run_triangle(
+        &t,
+        1,
+        XDP_FLAGS_SKB_MODE,
+        Mode::ForwardUnknown,
+        50,
+        4,
+        defaults,
+    )
+    .expect("run");
+    let s = r.stats[0];
+    assert_eq!(r.received, 0);
+    assert_eq!(s.forward_no_socket, 50);
+    assert_eq!(s.rx, 50);
+    assert_eq!(s.tx, 0);
 }
