@@ -166,7 +166,7 @@ fn run_triangle(
         let secs = if matches!(mode, Mode::ForwardUnknown | Mode::HandoffSlow) {
             1.5
         } else {
-            10.0
+            5.0
         };
         let received = udp_transfer(&client, &server, TRI_SERVER_IP, 5000, n, flows, secs);
         std::thread::sleep(Duration::from_millis(100));
@@ -213,6 +213,7 @@ fn forwards_udp_between_interfaces_through_one_shard() {
     assert_eq!(s.rx, N as u64);
     assert_eq!(s.tx, N as u64);
     assert_eq!(s.total_dropped(), 0);
+    assert_eq!(s.frames_missing, 0);
     assert!(r.min_headroom >= 256, "headroom {}", r.min_headroom);
 }
 
@@ -258,12 +259,17 @@ fn frames_are_recycled_through_tx_and_handoff() {
     }
     let t = Triangle::create("xdpvs-tr").expect("topology");
     const M: u32 = 1500;
-    let r = run_triangle(&t, 1, XDP_FLAGS_SKB_MODE, Mode::Rewrite, M, 8, small_umem).expect("run");
-    eprintln!("{:?}", r.stats[0]);
-    assert_eq!(r.received, M, "1 shard, 256 frames");
-    let r = run_triangle(&t, 2, XDP_FLAGS_SKB_MODE, Mode::Handoff, M, 8, small_umem).expect("run");
-    eprintln!("{:?}\n{:?}", r.stats[0], r.stats[1]);
-    assert_eq!(r.received, M, "hand-off, 256 frames per shard");
+    for (shards, mode) in [(1, Mode::Rewrite), (2, Mode::Handoff)] {
+        let r = run_triangle(&t, shards, XDP_FLAGS_SKB_MODE, mode, M, 8, small_umem).expect("run");
+        eprintln!("{:?}", r.stats);
+        // A leak stalls RX after at most 256 frames. (Exact delivery is not
+        // asserted: with 64 frames per fill ring, a shard descheduled by
+        // parallel tests loses some.)
+        assert!(r.received > M / 2, "{mode:?}: got {}", r.received);
+        for s in &r.stats {
+            assert_eq!(s.frames_missing, 0, "{mode:?}: every frame accounted for");
+        }
+    }
 }
 
 #[test]
@@ -290,6 +296,7 @@ fn a_full_inbox_drops_and_counts_handoff_full() {
     assert_eq!(s1.handoff_in, s0.handoff_out);
     assert_eq!(u64::from(r.received), s1.tx);
     assert!(r.received < N);
+    assert_eq!(s0.frames_missing + s1.frames_missing, 0);
 }
 
 #[test]
@@ -311,6 +318,7 @@ fn forward_to_an_interface_without_socket_is_counted() {
     let s = r.stats[0];
     assert_eq!(r.received, 0);
     assert_eq!(s.forward_no_socket, 50);
+    assert_eq!(s.frames_missing, 0, "frames recycled");
     assert_eq!(s.rx, 50);
     assert_eq!(s.tx, 0);
 }

@@ -50,6 +50,9 @@ pub struct ShardStats {
     pub xsk_fill_empty: u64,
     /// ... and invalid TX descriptors.
     pub xsk_tx_invalid: u64,
+    /// Set when the shard exits: UMEM frames found nowhere (leaked). Always 0
+    /// while running.
+    pub frames_missing: u64,
 }
 
 impl ShardStats {
@@ -93,6 +96,7 @@ impl ShardStats {
             t.xsk_rx_ring_full += s.xsk_rx_ring_full;
             t.xsk_fill_empty += s.xsk_fill_empty;
             t.xsk_tx_invalid += s.xsk_tx_invalid;
+            t.frames_missing += s.frames_missing;
         }
         t
     }
@@ -120,6 +124,7 @@ pub struct ShardCounters {
     xsk_rx_ring_full: AtomicU64,
     xsk_fill_empty: AtomicU64,
     xsk_tx_invalid: AtomicU64,
+    frames_missing: AtomicU64,
 }
 
 fn put(a: &AtomicU64, v: u64) {
@@ -157,6 +162,7 @@ impl ShardCounters {
         put(&self.xsk_rx_ring_full, s.xsk_rx_ring_full);
         put(&self.xsk_fill_empty, s.xsk_fill_empty);
         put(&self.xsk_tx_invalid, s.xsk_tx_invalid);
+        put(&self.frames_missing, s.frames_missing);
     }
 
     /// A consistent-enough copy (each field read relaxed) for readers.
@@ -183,6 +189,7 @@ impl ShardCounters {
             xsk_rx_ring_full: get(&self.xsk_rx_ring_full),
             xsk_fill_empty: get(&self.xsk_fill_empty),
             xsk_tx_invalid: get(&self.xsk_tx_invalid),
+            frames_missing: get(&self.frames_missing),
         }
     }
 }
@@ -224,6 +231,7 @@ mod tests {
             xsk_rx_ring_full: 14,
             xsk_fill_empty: 15,
             xsk_tx_invalid: 16,
+            frames_missing: 17,
             ..ShardStats::default()
         };
         for (i, r) in DropReason::ALL.iter().enumerate() {
@@ -258,6 +266,7 @@ mod tests {
             xsk_rx_ring_full: 1,
             xsk_fill_empty: 1,
             xsk_tx_invalid: 1,
+            frames_missing: 1,
             ..ShardStats::default()
         };
         a.count_drop(DropReason::NoDest);
@@ -279,6 +288,7 @@ mod tests {
             xsk_rx_ring_full: 3,
             xsk_fill_empty: 3,
             xsk_tx_invalid: 3,
+            frames_missing: 3,
             ..ShardStats::default()
         };
         for _ in 0..3 {

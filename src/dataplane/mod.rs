@@ -348,7 +348,7 @@ impl ShardRuntime {
     }
 }
 
-/// Phase two: the running shard threads.
+/// Phase two: the running shard threads. Dropping it stops and joins them.
 pub struct RunningShards {
     handles: Vec<JoinHandle<ShardStats>>,
     stop: Arc<AtomicBool>,
@@ -382,10 +382,11 @@ impl RunningShards {
 
     /// Wait for every shard thread (call [`stop`](Self::stop) first, or set
     /// the flag) and return their final counters.
-    pub fn join(self) -> Result<Vec<ShardStats>, DataplaneError> {
-        let mut out = Vec::with_capacity(self.handles.len());
+    pub fn join(mut self) -> Result<Vec<ShardStats>, DataplaneError> {
+        let handles = std::mem::take(&mut self.handles);
+        let mut out = Vec::with_capacity(handles.len());
         let mut err = None;
-        for (i, h) in self.handles.into_iter().enumerate() {
+        for (i, h) in handles.into_iter().enumerate() {
             match h.join() {
                 Ok(s) => out.push(s),
                 Err(_) => {
@@ -402,6 +403,18 @@ impl RunningShards {
         match err {
             Some(e) => Err(e),
             None => Ok(out),
+        }
+    }
+}
+
+impl Drop for RunningShards {
+    fn drop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
+        self.stop();
+        for h in std::mem::take(&mut self.handles) {
+            let _ = h.join();
         }
     }
 }

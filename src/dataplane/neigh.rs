@@ -149,6 +149,11 @@ impl NeighborTable {
         })
     }
 
+    /// MAC and MTU of interface `ifindex` (Ethernet interfaces only).
+    pub fn link(&self, ifindex: u32) -> Option<([u8; 6], u16)> {
+        self.links.get(&ifindex).map(|l| (l.mac, l.mtu))
+    }
+
     /// Number of (routes, neighbours, interfaces) known.
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.routes.len(), self.neigh.len(), self.links.len())
@@ -494,6 +499,8 @@ mod tests {
     fn on_link_addresses_use_their_own_mac() {
         let t = table(&[], None);
         let n = t.lookup(ip("198.18.0.11")).expect("hop");
+        assert_eq!(t.link(2), Some(([2, 0, 0, 0, 0, 2], 1500)));
+        assert_eq!(t.link(1), None, "no Ethernet address");
         assert_eq!(n.ifindex, 2);
         assert_eq!(n.dst_mac, [2, 0, 0, 0, 1, 11]);
         assert_eq!(n.src_mac, [2, 0, 0, 0, 0, 2]);

@@ -121,11 +121,7 @@ impl<E: PacketEngine> Worker<E> {
                 last_tick = now;
             }
             if now.saturating_sub(last_kstats) >= KERNEL_STATS_EVERY_MS {
-                let (d, f, e, t) = self.init.xsk.kernel_stats();
-                self.stats.xsk_rx_dropped = d;
-                self.stats.xsk_rx_ring_full = f;
-                self.stats.xsk_fill_empty = e;
-                self.stats.xsk_tx_invalid = t;
+                self.kernel_stats();
                 last_kstats = now;
             }
             let work = self.iteration(now);
@@ -142,7 +138,17 @@ impl<E: PacketEngine> Worker<E> {
             self.publish();
         }
         self.drain_tx();
+        self.kernel_stats();
+        self.stats.frames_missing = self.init.xsk.frames_missing();
         self.publish();
+    }
+
+    fn kernel_stats(&mut self) {
+        let (d, f, e, t) = self.init.xsk.kernel_stats();
+        self.stats.xsk_rx_dropped = d;
+        self.stats.xsk_rx_ring_full = f;
+        self.stats.xsk_fill_empty = e;
+        self.stats.xsk_tx_invalid = t;
     }
 
     /// One pass over completions, RX, inbox, TX, hand-off and fill.

@@ -574,6 +574,22 @@ impl ShardXsk {
         t
     }
 
+    /// Frames not found anywhere: UMEM size minus frames on the free list, in
+    /// fill rings, RX rings (unread), TX rings (not yet sent) and completion
+    /// rings (not yet reaped). Nonzero only if frames leaked (or while the
+    /// engine holds some, which it cannot between iterations).
+    pub fn frames_missing(&self) -> u64 {
+        let mut seen = self.free.len() as u64;
+        for q in &self.queues {
+            seen += u64::from(q.dev.pending())
+                + u64::from(q.rx.available())
+                + u64::from(q.tx.pending())
+                + u64::from(q.dev.available())
+                + q.staged.len() as u64;
+        }
+        u64::from(self.umem.len_frames()).saturating_sub(seen)
+    }
+
     /// Number of frames in this UMEM (for tests and accounting).
     pub fn frame_count(&self) -> u32 {
         self.umem.len_frames()
