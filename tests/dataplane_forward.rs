@@ -322,3 +322,65 @@ fn forward_to_an_interface_without_socket_is_counted() {
     assert_eq!(s.rx, 50);
     assert_eq!(s.tx, 0);
 }
+
+#[test]
+fn run_shards_registers_every_socket_then_runs_until_stop() {
+    if skip() {
+        return;
+    }
+    let t = Triangle::create("xdpvs-tw").expect("topology");
+    let out = in_netns(&t.dir, || {
+        let d0 = ifindex("d0").expect("d0");
+        let d1 = ifindex("d1").expect("d1");
+        let nb = StaticNeighbors::default();
+        let mh = Arc::new(AtomicUsize::new(usize::MAX));
+        let mk = move |shard, _| MacRewrite {
+            shard,
+            nb: nb.clone(),
+            mode: Mode::Rewrite,
+            min_headroom: mh.clone(),
+        };
+        // A failing registration aborts before any thread starts.
+        let failed = xdpvs::dataplane::run_shards(
+            RuntimeConfig::per_queue(&[d0, d1], 2),
+            mk.clone(),
+            |_| Err("map full".to_string()),
+            Arc::new(AtomicBool::new(false)),
+            |_| {},
+        );
+        assert!(matches!(
+            failed,
+            Err(xdpvs::dataplane::DataplaneError::Register(_))
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            s2.store(true, Ordering::SeqCst);
+        });
+        let mut seen = Vec::new();
+        let mut got_counters = 0;
+        let stats = xdpvs::dataplane::run_shards(
+            RuntimeConfig::per_queue(&[d0, d1], 2),
+            mk,
+            |s| {
+                assert!(s.fd >= 0);
+                seen.push((s.shard, s.ifindex, s.queue));
+                Ok(())
+            },
+            stop,
+            |c| got_counters = c.len(),
+        )
+        .expect("run_shards");
+        stopper.join().expect("stopper");
+        (seen, got_counters, stats.len(), d0, d1)
+    })
+    .expect("netns");
+    let (mut seen, counters, n_stats, d0, d1) = out;
+    seen.sort();
+    let mut want = vec![(0, d0, 0), (0, d1, 0), (1, d0, 1), (1, d1, 1)];
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(counters, 2);
+    assert_eq!(n_stats, 2);
+}

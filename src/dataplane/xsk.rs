@@ -334,8 +334,7 @@ impl ShardXsk {
             let tx = user
                 .map_tx()
                 .map_err(|e| xsk_err("map tx", ifindex, queue, e))?;
-            umem.bind(&user)
-                .map_err(|e| xsk_err("bind", ifindex, queue, e))?;
+            bind_retrying(&umem, &user).map_err(|e| xsk_err("bind", ifindex, queue, e))?;
             out.push(XskQueue {
                 ifindex,
                 queue,
@@ -593,6 +592,21 @@ impl ShardXsk {
     /// Number of frames in this UMEM (for tests and accounting).
     pub fn frame_count(&self) -> u32 {
         self.umem.len_frames()
+    }
+}
+
+/// Bind, retrying on EBUSY for up to a second: the kernel releases a
+/// closed socket's hold on its queue from a deferred work item, so binding
+/// right after a previous runtime stopped can briefly fail.
+fn bind_retrying(umem: &Umem, user: &User) -> Result<(), xdpilone::Errno> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match umem.bind(user) {
+            Err(e) if e.get_raw().abs() == libc::EBUSY && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 
