@@ -1,0 +1,598 @@
+//! Next hops from the kernel: an immutable [`NeighborTable`] (routes of the
+//! main table, neighbour MACs, interface MACs and MTUs, pinned entries)
+//! published through `ArcSwap` and rebuilt by a [`NeighborResolver`].
+//!
+//! Engines read the current table through [`SharedNeighbors`] (implements
+//! [`Neighbors`]). A lookup that misses because the next hop's MAC is unknown
+//! queues a resolution request (non-blocking); the resolver makes the kernel
+//! resolve it (RTM_NEWNEIGH with NTF_USE, or a zero-byte UDP datagram to
+//! port 9 as a fallback) and publishes the MAC with a later refresh.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::netlink::{nud, LinkInfo, NeighEntry, Netlink, NetlinkError, RouteEntry};
+use crate::model::mask_addr;
+use crate::shard::nexthop::{Neighbors, NextHop};
+
+/// A configured neighbour: `addr` is reached at `mac`, overriding the
+/// kernel's table. With `ifindex`, `addr` is also reached directly on that
+/// interface without a route lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pinned {
+    pub addr: IpAddr,
+    pub mac: [u8; 6],
+    pub ifindex: Option<u32>,
+}
+
+/// Non-blocking sender of resolution requests (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Requester(Sender<IpAddr>);
+
+impl Requester {
+    /// Ask for `addr` to be resolved. Returns false when the queue is full.
+    pub fn request(&self, addr: IpAddr) -> bool {
+        self.0.try_send(addr).is_ok()
+    }
+}
+
+/// Layer-2 facts about one interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LinkL2 {
+    mac: [u8; 6],
+    mtu: u16,
+}
+
+/// An immutable snapshot of routes and neighbours.
+#[derive(Clone, Debug, Default)]
+pub struct NeighborTable {
+    links: HashMap<u32, LinkL2>,
+    /// Longest prefix first, then lowest metric.
+    routes: Vec<RouteEntry>,
+    neigh: HashMap<(u32, IpAddr), [u8; 6]>,
+    pinned: HashMap<IpAddr, Pinned>,
+    allowed: Option<Vec<u32>>,
+    requester: Option<Requester>,
+}
+
+impl NeighborTable {
+    /// Build a table. `allowed`: interfaces next hops may use (`None`: all).
+    /// Neighbour entries in unusable states (incomplete, failed) are ignored.
+    pub fn build(
+        links: &[LinkInfo],
+        routes: &[RouteEntry],
+        neighs: &[NeighEntry],
+        pinned: &[Pinned],
+        allowed: Option<Vec<u32>>,
+        requester: Option<Requester>,
+    ) -> Self {
+        let links = links
+            .iter()
+            .filter_map(|l| {
+                let mac = l.mac?;
+                let mtu = u16::try_from(l.mtu).unwrap_or(u16::MAX);
+                Some((l.ifindex, LinkL2 { mac, mtu }))
+            })
+            .collect();
+        let mut routes = routes.to_vec();
+        routes.sort_by(|a, b| {
+            b.prefix_len
+                .cmp(&a.prefix_len)
+                .then(a.metric.cmp(&b.metric))
+        });
+        let neigh = neighs
+            .iter()
+            .filter(|n| n.state & nud::VALID != 0)
+            .map(|n| ((n.ifindex, n.addr), n.mac))
+            .collect();
+        let pinned = pinned.iter().map(|p| (p.addr, *p)).collect();
+        NeighborTable {
+            links,
+            routes,
+            neigh,
+            pinned,
+            allowed,
+            requester,
+        }
+    }
+
+    /// The route to `addr`: (outgoing interface, next-hop address), where the
+    /// next hop is the gateway or `addr` itself when on-link.
+    pub fn route(&self, addr: IpAddr) -> Option<(u32, IpAddr)> {
+        if let Some(Pinned {
+            ifindex: Some(i), ..
+        }) = self.pinned.get(&addr)
+        {
+            return Some((*i, addr));
+        }
+        self.routes
+            .iter()
+            .find(|r| {
+                r.dst.is_ipv4() == addr.is_ipv4()
+                    && mask_addr(addr, r.prefix_len, r.prefix_len) == r.dst
+            })
+            .map(|r| (r.oif, r.gateway.unwrap_or(addr)))
+    }
+
+    fn allowed(&self, ifindex: u32) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.contains(&ifindex))
+    }
+
+    /// MAC of next hop `nh` on `oif`: pinned first, then the kernel's table.
+    fn mac_of(&self, oif: u32, nh: IpAddr) -> Option<[u8; 6]> {
+        match self.pinned.get(&nh) {
+            Some(p) if p.ifindex.is_none_or(|i| i == oif) => Some(p.mac),
+            _ => self.neigh.get(&(oif, nh)).copied(),
+        }
+    }
+
+    /// Like [`Neighbors::lookup`] but never queues a resolution request.
+    pub fn lookup_quiet(&self, addr: IpAddr) -> Result<NextHop, Miss> {
+        let (oif, nh) = self.route(addr).ok_or(Miss::NoRoute)?;
+        if !self.allowed(oif) {
+            return Err(Miss::NotAllowed);
+        }
+        let l2 = self.links.get(&oif).ok_or(Miss::NoLink)?;
+        let dst_mac = self.mac_of(oif, nh).ok_or(Miss::NoNeighbor)?;
+        Ok(NextHop {
+            ifindex: oif,
+            src_mac: l2.mac,
+            dst_mac,
+            mtu: l2.mtu,
+        })
+    }
+
+    /// MAC and MTU of interface `ifindex` (Ethernet interfaces only).
+    pub fn link(&self, ifindex: u32) -> Option<([u8; 6], u16)> {
+        self.links.get(&ifindex).map(|l| (l.mac, l.mtu))
+    }
+
+    /// Number of (routes, neighbours, interfaces) known.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.routes.len(), self.neigh.len(), self.links.len())
+    }
+}
+
+/// Why a lookup found no next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// No route to the address.
+    NoRoute,
+    /// The route leaves through an interface the data plane does not use.
+    NotAllowed,
+    /// The outgoing interface has no Ethernet address.
+    NoLink,
+    /// The next hop's MAC is not known (yet).
+    NoNeighbor,
+}
+
+impl Neighbors for NeighborTable {
+    /// The next hop towards `addr`; on an unknown MAC, queues a resolution
+    /// request and returns `None`.
+    fn lookup(&self, addr: IpAddr) -> Option<NextHop> {
+        match self.lookup_quiet(addr) {
+            Ok(n) => Some(n),
+            Err(Miss::NoNeighbor) => {
+                if let Some(r) = &self.requester {
+                    r.request(addr);
+                }
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// The current table, shared by all shards (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct SharedNeighbors(Arc<ArcSwap<NeighborTable>>);
+
+impl SharedNeighbors {
+    /// A handle on a fixed table (tests).
+    pub fn fixed(t: NeighborTable) -> Self {
+        SharedNeighbors(Arc::new(ArcSwap::from_pointee(t)))
+    }
+
+    /// The current table (hold it for a batch to avoid repeated loads).
+    pub fn current(&self) -> Arc<NeighborTable> {
+        self.0.load_full()
+    }
+
+    /// Replace the table.
+    pub fn publish(&self, t: NeighborTable) {
+        self.0.store(Arc::new(t));
+    }
+}
+
+impl Neighbors for SharedNeighbors {
+    fn lookup(&self, addr: IpAddr) -> Option<NextHop> {
+        self.0.load().lookup(addr)
+    }
+}
+
+/// Resolver settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Pinned neighbours (override the kernel).
+    pub pinned: Vec<Pinned>,
+    /// Interfaces next hops may use (`None`: all).
+    pub interfaces: Option<Vec<u32>>,
+    /// Full refresh period.
+    pub refresh_interval: Duration,
+    /// Refresh period while a resolution is in progress.
+    pub fast_refresh_interval: Duration,
+    /// How long to keep refreshing fast after a probe.
+    pub fast_refresh_for: Duration,
+    /// Queued requests at most.
+    pub request_capacity: usize,
+    /// An address is probed again at most this often.
+    pub reprobe_interval: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            pinned: Vec::new(),
+            interfaces: None,
+            refresh_interval: Duration::from_secs(1),
+            fast_refresh_interval: Duration::from_millis(20),
+            fast_refresh_for: Duration::from_secs(1),
+            request_capacity: 1024,
+            reprobe_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Keeps the shared table fresh and performs resolution requests. Call
+/// [`step`](Self::step) periodically, or run it with [`spawn`](Self::spawn).
+pub struct NeighborResolver {
+    nl: Netlink,
+    cfg: ResolverConfig,
+    shared: SharedNeighbors,
+    req_tx: Sender<IpAddr>,
+    req_rx: Receiver<IpAddr>,
+    probed: HashMap<IpAddr, Instant>,
+    last_refresh: Option<Instant>,
+    fast_until: Option<Instant>,
+    probes: u64,
+}
+
+impl NeighborResolver {
+    /// Open netlink in the caller's network namespace and build the first table.
+    pub fn new(cfg: ResolverConfig) -> Result<Self, NetlinkError> {
+        let (req_tx, req_rx) = crossbeam_channel::bounded(cfg.request_capacity.max(1));
+        let mut r = NeighborResolver {
+            nl: Netlink::open()?,
+            cfg,
+            shared: SharedNeighbors::fixed(NeighborTable::default()),
+            req_tx,
+            req_rx,
+            probed: HashMap::new(),
+            last_refresh: None,
+            fast_until: None,
+            probes: 0,
+        };
+        r.refresh()?;
+        Ok(r)
+    }
+
+    /// The shared table handle for engines.
+    pub fn shared(&self) -> SharedNeighbors {
+        self.shared.clone()
+    }
+
+    /// A request handle.
+    pub fn requester(&self) -> Requester {
+        Requester(self.req_tx.clone())
+    }
+
+    /// Probes sent so far.
+    pub fn probes(&self) -> u64 {
+        self.probes
+    }
+
+    /// Dump links, routes and neighbours and publish a new table.
+    pub fn refresh(&mut self) -> Result<(), NetlinkError> {
+        let links = self.nl.links()?;
+        let routes = self.nl.routes()?;
+        let neighs = self.nl.neighbours()?;
+        let t = NeighborTable::build(
+            &links,
+            &routes,
+            &neighs,
+            &self.cfg.pinned,
+            self.cfg.interfaces.clone(),
+            Some(self.requester()),
+        );
+        self.shared.publish(t);
+        self.last_refresh = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Handle one request: probe unless probed recently or already known.
+    /// Returns whether a probe was sent.
+    pub fn handle_request(&mut self, addr: IpAddr) -> bool {
+        let now = Instant::now();
+        if let Some(t) = self.probed.get(&addr) {
+            if now.duration_since(*t) < self.cfg.reprobe_interval {
+                return false;
+            }
+        }
+        let table = self.shared.current();
+        let Some((oif, nh)) = table.route(addr) else {
+            return false;
+        };
+        if table.lookup_quiet(addr).is_ok() {
+            return false;
+        }
+        self.probed.insert(addr, now);
+        if self.probed.len() > 65_536 {
+            let keep = self.cfg.reprobe_interval;
+            self.probed.retain(|_, t| now.duration_since(*t) < keep);
+        }
+        if self.nl.probe_neighbour(oif, nh).is_err() {
+            udp_probe(addr);
+        }
+        self.probes += 1;
+        self.fast_until = Some(now + self.cfg.fast_refresh_for);
+        true
+    }
+
+    /// Drain queued requests (non-blocking). Returns probes sent.
+    pub fn process_requests(&mut self) -> usize {
+        let mut n = 0;
+        for _ in 0..self.cfg.request_capacity.max(1) {
+            let Ok(a) = self.req_rx.try_recv() else {
+                break;
+            };
+            n += usize::from(self.handle_request(a));
+        }
+        n
+    }
+
+    /// How long until the next refresh is due.
+    pub fn next_refresh_in(&self) -> Duration {
+        let now = Instant::now();
+        let period = match self.fast_until {
+            Some(t) if t > now => self.cfg.fast_refresh_interval,
+            _ => self.cfg.refresh_interval,
+        };
+        match self.last_refresh {
+            Some(t) => period.saturating_sub(now.duration_since(t)),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// One step: process requests, refresh when due. Returns how long the
+    /// caller may wait before the next step.
+    pub fn step(&mut self) -> Result<Duration, NetlinkError> {
+        self.process_requests();
+        if self.next_refresh_in().is_zero() {
+            self.refresh()?;
+        }
+        Ok(self.next_refresh_in())
+    }
+
+    /// Run in a background thread (same network namespace as the caller)
+    /// until `stop` is set. Refresh errors are logged and retried.
+    pub fn spawn(mut self, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("xdpvs-neigh".into())
+            .spawn(move || {
+                let rx = self.req_rx.clone();
+                while !stop.load(Ordering::Relaxed) {
+                    let wait = match self.step() {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "neighbour refresh failed");
+                            Duration::from_millis(500)
+                        }
+                    };
+                    let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(100));
+                    match rx.recv_timeout(wait) {
+                        Ok(a) => {
+                            self.handle_request(a);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })
+    }
+}
+
+/// Fallback trigger: a zero-byte UDP datagram to port 9 (discard) makes the
+/// kernel resolve the next hop towards `addr`.
+fn udp_probe(addr: IpAddr) {
+    let bind: SocketAddr = match addr {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    if let Ok(s) = UdpSocket::bind(bind) {
+        if s.connect((addr, 9)).is_ok() {
+            let _ = s.send(&[]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn link(i: u32, last: u8) -> LinkInfo {
+        LinkInfo {
+            ifindex: i,
+            name: format!("if{i}"),
+            mac: Some([2, 0, 0, 0, 0, last]),
+            mtu: 1500,
+        }
+    }
+
+    fn route(dst: &str, len: u8, oif: u32, gw: Option<&str>) -> RouteEntry {
+        RouteEntry {
+            dst: ip(dst),
+            prefix_len: len,
+            oif,
+            gateway: gw.map(ip),
+            metric: 0,
+            table: 254,
+            route_type: 1,
+        }
+    }
+
+    fn neigh(i: u32, a: &str, last: u8, state: u16) -> NeighEntry {
+        NeighEntry {
+            ifindex: i,
+            addr: ip(a),
+            mac: [2, 0, 0, 0, 1, last],
+            state,
+        }
+    }
+
+    fn table(pinned: &[Pinned], allowed: Option<Vec<u32>>) -> NeighborTable {
+        NeighborTable::build(
+            &[
+                link(2, 2),
+                link(3, 3),
+                LinkInfo {
+                    ifindex: 1,
+                    name: "lo".into(),
+                    mac: None,
+                    mtu: 65536,
+                },
+            ],
+            &[
+                route("0.0.0.0", 0, 2, Some("198.18.0.1")),
+                route("198.18.0.0", 24, 2, None),
+                route("198.18.3.0", 24, 3, None),
+                route("198.18.3.128", 25, 3, Some("198.18.3.1")),
+                route("198.18.9.0", 24, 1, None),
+                route("2001:db8::", 64, 2, None),
+                route("::", 0, 2, Some("2001:db8::1")),
+            ],
+            &[
+                neigh(2, "198.18.0.1", 1, nud::REACHABLE),
+                neigh(2, "198.18.0.11", 11, nud::STALE),
+                neigh(3, "198.18.3.11", 12, nud::PERMANENT),
+                neigh(3, "198.18.3.1", 13, nud::REACHABLE),
+                neigh(2, "198.18.0.12", 14, nud::FAILED),
+                neigh(2, "2001:db8::1", 15, nud::REACHABLE),
+            ],
+            pinned,
+            allowed,
+            None,
+        )
+    }
+
+    #[test]
+    fn on_link_addresses_use_their_own_mac() {
+        let t = table(&[], None);
+        let n = t.lookup(ip("198.18.0.11")).expect("hop");
+        assert_eq!(t.link(2), Some(([2, 0, 0, 0, 0, 2], 1500)));
+        assert_eq!(t.link(1), None, "no Ethernet address");
+        assert_eq!(n.ifindex, 2);
+        assert_eq!(n.dst_mac, [2, 0, 0, 0, 1, 11]);
+        assert_eq!(n.src_mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(n.mtu, 1500);
+    }
+
+    #[test]
+    fn off_link_addresses_use_the_gateway_mac_longest_prefix_wins() {
+        let t = table(&[], None);
+        let n = t.lookup(ip("203.0.113.5")).expect("default route");
+        assert_eq!((n.ifindex, n.dst_mac), (2, [2, 0, 0, 0, 1, 1]));
+        // 198.18.3.200 is in the /24 (on-link) and in the /25 (via .1): /25 wins.
+        let n = t.lookup(ip("198.18.3.200")).expect("hop");
+        assert_eq!((n.ifindex, n.dst_mac), (3, [2, 0, 0, 0, 1, 13]));
+        let n = t.lookup(ip("198.18.3.11")).expect("hop");
+        assert_eq!((n.ifindex, n.dst_mac), (3, [2, 0, 0, 0, 1, 12]));
+        let n = t.lookup(ip("2001:db8:ffff::1")).expect("v6 default");
+        assert_eq!(n.dst_mac, [2, 0, 0, 0, 1, 15]);
+    }
+
+    #[test]
+    fn unusable_states_and_missing_links_miss() {
+        let t = table(&[], None);
+        assert_eq!(t.lookup_quiet(ip("198.18.0.12")), Err(Miss::NoNeighbor));
+        assert_eq!(t.lookup_quiet(ip("198.18.9.1")), Err(Miss::NoLink));
+        assert_eq!(t.lookup_quiet(ip("2001:db8::77")), Err(Miss::NoNeighbor));
+        let empty = NeighborTable::default();
+        assert_eq!(empty.lookup_quiet(ip("198.18.0.11")), Err(Miss::NoRoute));
+    }
+
+    #[test]
+    fn interface_filter_applies() {
+        let t = table(&[], Some(vec![3]));
+        assert_eq!(t.lookup_quiet(ip("198.18.0.11")), Err(Miss::NotAllowed));
+        assert!(t.lookup(ip("198.18.3.11")).is_some());
+    }
+
+    #[test]
+    fn pinned_entries_override_the_kernel() {
+        let p = [
+            Pinned {
+                addr: ip("198.18.0.11"),
+                mac: [2, 9, 9, 9, 9, 9],
+                ifindex: None,
+            },
+            Pinned {
+                addr: ip("198.18.0.12"),
+                mac: [2, 8, 8, 8, 8, 8],
+                ifindex: None,
+            },
+            Pinned {
+                addr: ip("198.18.77.1"),
+                mac: [2, 7, 7, 7, 7, 7],
+                ifindex: Some(3),
+            },
+        ];
+        let t = table(&p, None);
+        assert_eq!(
+            t.lookup(ip("198.18.0.11")).map(|n| n.dst_mac),
+            Some([2, 9, 9, 9, 9, 9])
+        );
+        assert_eq!(
+            t.lookup(ip("198.18.0.12")).map(|n| n.dst_mac),
+            Some([2, 8, 8, 8, 8, 8])
+        );
+        let n = t.lookup(ip("198.18.77.1")).expect("pinned with ifindex");
+        assert_eq!((n.ifindex, n.src_mac), (3, [2, 0, 0, 0, 0, 3]));
+    }
+
+    #[test]
+    fn a_miss_queues_a_request_and_a_hit_does_not() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let mut t = table(&[], None);
+        t.requester = Some(Requester(tx));
+        assert!(t.lookup(ip("198.18.0.99")).is_none());
+        assert_eq!(rx.try_recv().ok(), Some(ip("198.18.0.99")));
+        assert!(t.lookup(ip("198.18.0.11")).is_some());
+        assert!(rx.try_recv().is_err());
+        // No route: nothing to resolve.
+        let e = NeighborTable {
+            requester: t.requester.clone(),
+            ..NeighborTable::default()
+        };
+        assert!(e.lookup(ip("198.18.0.99")).is_none());
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn shared_handle_sees_published_tables() {
+        let s = SharedNeighbors::fixed(NeighborTable::default());
+        assert!(s.lookup(ip("198.18.0.11")).is_none());
+        s.publish(table(&[], None));
+        assert!(s.lookup(ip("198.18.0.11")).is_some());
+    }
+}
