@@ -1,8 +1,438 @@
-//! `xdpvs run`: wires config, XDP program, AF_XDP shards and engines.
+//! `xdpvs run`: wires the config, the XDP program, the AF_XDP shards, the
+//! engines and the neighbour resolver together, then serves signals: SIGHUP
+//! reloads (the whole file is validated and built first, then published in
+//! one arc-swap store), SIGTERM/SIGINT stop cleanly (detach, drain, final
+//! counters).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-pub fn run_main(_config: &Path, _duration: Option<u64>) -> ExitCode {
-    eprintln!("xdpvs run: not built yet");
-    ExitCode::from(2)
+use arc_swap::ArcSwap;
+use tracing::{error, info, warn};
+
+use crate::control::build::build_snapshot;
+use crate::control::config::{Config, XdpMode as CfgXdpMode};
+use crate::control::signals::{Signal, Signals};
+use crate::control::snapshot::Snapshot;
+use crate::dataplane::neigh::{NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors};
+use crate::dataplane::{PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats};
+use crate::model::{DestId, Millis, Proto};
+use crate::shard::engine::{DestCounters, Engine, EngineConfig, EngineStats};
+use crate::shard::verdict::{DropReason, Frame, Verdict};
+use crate::xdp::{XdpLink, XdpMode, XdpProgram};
+
+/// What a shard publishes for readers (stats, metrics, listing), a few
+/// times a second from its `tick`, never from the packet path.
+#[derive(Clone, Debug, Default)]
+pub struct ShardReport {
+    pub dests: HashMap<DestId, DestCounters>,
+    pub engine: EngineStats,
+    pub conns: usize,
+    pub templates: usize,
+}
+
+pub type Reports = Arc<Vec<Mutex<ShardReport>>>;
+
+/// The engine as the AF_XDP runtime drives it.
+pub struct ShardEngine {
+    engine: Engine,
+    snaps: Arc<ArcSwap<Snapshot>>,
+    neigh: SharedNeighbors,
+    table: Arc<NeighborTable>,
+    reports: Reports,
+    shard: usize,
+    last_report: Millis,
+}
+
+impl ShardEngine {
+    pub fn new(
+        cfg: EngineConfig,
+        snaps: Arc<ArcSwap<Snapshot>>,
+        neigh: SharedNeighbors,
+        reports: Reports,
+    ) -> ShardEngine {
+        let engine = Engine::new(cfg, snaps.load_full());
+        let table = neigh.current();
+        ShardEngine {
+            engine,
+            snaps,
+            neigh,
+            table,
+            reports,
+            shard: cfg.shard as usize,
+            last_report: 0,
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some(slot) = self.reports.get(self.shard) {
+            if let Ok(mut r) = slot.lock() {
+                r.dests.clone_from(self.engine.dest_counters());
+                r.engine = self.engine.stats.clone();
+                r.conns = self.engine.conns().len();
+                r.templates = self.engine.templates().len();
+            }
+        }
+    }
+}
+
+impl PacketEngine for ShardEngine {
+    fn begin_batch(&mut self, _now: Millis) {
+        let s = self.snaps.load();
+        if !Arc::ptr_eq(&s, self.engine.snapshot()) {
+            self.engine.set_snapshot(Arc::clone(&s));
+        }
+        self.table = self.neigh.current();
+    }
+
+    fn process(&mut self, now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
+        self.engine.process(now, frame, &*self.table)
+    }
+
+    fn tick(&mut self, now: Millis) {
+        self.engine.tick(now);
+        if now >= self.last_report + 250 || now < self.last_report {
+            self.last_report = now;
+            self.publish();
+        }
+    }
+}
+
+impl Drop for ShardEngine {
+    fn drop(&mut self) {
+        self.publish();
+    }
+}
+
+fn ifindex_of(name: &str) -> Result<u32, String> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .map_err(|e| format!("interface {name}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("interface {name}: {e}"))
+}
+
+fn rx_queues_of(name: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// XDP map entries for a snapshot: VIP ports, and NAT real servers' ports.
+fn xdp_entries(snap: &Snapshot) -> (Vec<(Proto, IpAddr, u16)>, Vec<(Proto, IpAddr, u16)>) {
+    let vips = snap.vips.clone();
+    let mut reals = Vec::new();
+    for s in &snap.services {
+        for d in &s.dests {
+            if d.fwd != crate::model::FwdMethod::Nat {
+                continue;
+            }
+            match (s.key, d.port) {
+                (crate::model::ServiceKey::Addr { proto, port, .. }, p) => {
+                    reals.push((proto, d.addr, p.unwrap_or(port)));
+                }
+                (crate::model::ServiceKey::Fwmark(m), Some(p)) if p != 0 => {
+                    for (proto, _, _) in snap.vips.iter().filter(|_| true) {
+                        reals.push((*proto, d.addr, p));
+                    }
+                    let _ = m;
+                }
+                (crate::model::ServiceKey::Fwmark(m), _) => {
+                    // Keeps the packet's port: every port of the mark.
+                    if let Some(rules) = snap.fwmark_ports.get(&m) {
+                        for &(proto, lo, hi) in rules {
+                            for p in lo..=hi {
+                                reals.push((proto, d.addr, p));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    reals.sort_by_key(|(p, a, port)| (p.number(), *a, *port));
+    reals.dedup();
+    (vips, reals)
+}
+
+struct Attached {
+    progs: Vec<(String, u32, XdpProgram)>,
+    links: Vec<XdpLink>,
+}
+
+impl Attached {
+    fn update_maps(&self, snap: &Snapshot) -> Result<(), String> {
+        let (vips, reals) = xdp_entries(snap);
+        for (name, _, p) in &self.progs {
+            p.set_vips(&vips).map_err(|e| format!("{name}: VIP map: {e}"))?;
+            p.set_reals(&reals).map_err(|e| format!("{name}: real-server map: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// `xdpvs run --config FILE`.
+pub fn run_main(config: &Path, duration: Option<u64>) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&cfg.director.log_level);
+    match run(config, cfg, duration) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
+    let snap = build_snapshot(&cfg, None).map_err(|e| e.to_string())?;
+    let snaps = Arc::new(ArcSwap::from_pointee(snap));
+    // Block signals before any thread starts, so all inherit the mask.
+    let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
+
+    let mut ifaces = Vec::new();
+    for name in &cfg.director.interfaces {
+        ifaces.push((name.clone(), ifindex_of(name)?, rx_queues_of(name)));
+    }
+    let cpus: Vec<usize> = match &cfg.director.cores {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (0..n).collect()
+        }
+    };
+    let n_shards = cpus.len().clamp(1, 64) as u16;
+    let shards: Vec<ShardSpec> = (0..n_shards)
+        .map(|s| ShardSpec {
+            cpu: cpus.get(s as usize).copied(),
+            queues: ifaces
+                .iter()
+                .filter(|(_, _, nq)| (s as u32) < *nq)
+                .map(|(_, ifindex, _)| QueueSpec {
+                    ifindex: *ifindex,
+                    queue: s as u32,
+                })
+                .collect(),
+        })
+        .collect();
+    let rcfg = RuntimeConfig {
+        shards,
+        ..RuntimeConfig::default()
+    };
+    let runtime = ShardRuntime::new(rcfg).map_err(|e| format!("AF_XDP sockets: {e}"))?;
+
+    // One XDP program (and XSKMAP) per interface; VIP maps filled before attach.
+    let mode = match cfg.director.xdp_mode {
+        CfgXdpMode::Native => XdpMode::Native,
+        CfgXdpMode::Generic => XdpMode::Generic,
+    };
+    let mut att = Attached {
+        progs: Vec::new(),
+        links: Vec::new(),
+    };
+    for (name, ifindex, _) in &ifaces {
+        let p = XdpProgram::load().map_err(|e| format!("loading XDP program: {e}"))?;
+        att.progs.push((name.clone(), *ifindex, p));
+    }
+    att.update_maps(&snaps.load())?;
+    for sock in runtime.sockets() {
+        if let Some((_, _, p)) = att.progs.iter().find(|(_, i, _)| *i == sock.ifindex) {
+            p.register_xsk(sock.queue, sock.fd)
+                .map_err(|e| format!("registering AF_XDP socket: {e}"))?;
+        }
+    }
+    for (name, ifindex, p) in &att.progs {
+        let link = p
+            .attach(*ifindex, mode)
+            .map_err(|e| format!("attaching XDP ({}) to {name}: {e}", mode_name(mode)))?;
+        info!("attached XDP ({}) to {name} (ifindex {ifindex})", mode_name(mode));
+        att.links.push(link);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinned: Vec<Pinned> = cfg
+        .neighbors
+        .iter()
+        .map(|n| Pinned {
+            addr: n.addr,
+            mac: n.mac,
+            ifindex: n.interface.as_deref().and_then(|i| ifindex_of(i).ok()),
+        })
+        .collect();
+    let resolver = NeighborResolver::new(ResolverConfig {
+        pinned,
+        interfaces: Some(ifaces.iter().map(|(_, i, _)| *i).collect()),
+        ..ResolverConfig::default()
+    })
+    .map_err(|e| format!("netlink: {e}"))?;
+    let neigh = resolver.shared();
+    let resolver_thread = resolver.spawn(stop.clone()).map_err(|e| format!("resolver: {e}"))?;
+
+    let reports: Reports = Arc::new((0..n_shards).map(|_| Mutex::new(ShardReport::default())).collect());
+    let conn_capacity = cfg.director.conn_capacity as usize;
+    let template_capacity = cfg.director.template_capacity as usize;
+    let factory = {
+        let snaps = snaps.clone();
+        let neigh = neigh.clone();
+        let reports = reports.clone();
+        move |shard: u16, shards: u16| {
+            ShardEngine::new(
+                EngineConfig {
+                    shard,
+                    shards,
+                    conn_capacity,
+                    template_capacity,
+                },
+                snaps.clone(),
+                neigh.clone(),
+                reports.clone(),
+            )
+        }
+    };
+    let running = runtime
+        .start(factory, stop.clone())
+        .map_err(|e| format!("starting shards: {e}"))?;
+    info!(
+        "forwarding: {} shard(s), interfaces {}, {} service(s), config {}",
+        n_shards,
+        cfg.director.interfaces.join(","),
+        snaps.load().services.len(),
+        path.display()
+    );
+
+    let started = Instant::now();
+    let mut reloads = 0u64;
+    loop {
+        if let Some(d) = duration {
+            if started.elapsed() >= Duration::from_secs(d) {
+                info!("duration reached, stopping");
+                break;
+            }
+        }
+        if running.any_finished() {
+            warn!("a shard thread exited; stopping");
+            break;
+        }
+        match signals.wait(Duration::from_millis(200)) {
+            Ok(Some(Signal::Stop)) => {
+                info!("stop requested (signal)");
+                break;
+            }
+            Ok(Some(Signal::Reload)) => {
+                reloads += 1;
+                match reload(path, &snaps, &att) {
+                    Ok(msg) => info!("reload #{reloads} ok: {msg}"),
+                    Err(e) => error!("reload #{reloads} refused, running config kept: {e}"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!("signals: {e}");
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    // Detach first so the kernel stops redirecting, then drain the shards.
+    let links = std::mem::take(&mut att.links);
+    drop(links);
+    info!("detached XDP from {}", cfg.director.interfaces.join(","));
+    let stats = running.join().map_err(|e| format!("joining shards: {e}"))?;
+    let _ = resolver_thread.join();
+    println!("{}", final_counters(&stats, &reports, &snaps.load()));
+    Ok(())
+}
+
+fn mode_name(m: XdpMode) -> &'static str {
+    match m {
+        XdpMode::Native => "native",
+        XdpMode::Generic => "generic",
+    }
+}
+
+/// Load, validate and build the whole new snapshot, then publish it in one
+/// store. On any error nothing changes.
+pub fn reload(path: &Path, snaps: &ArcSwap<Snapshot>, att: &Attached) -> Result<String, String> {
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    let cur = snaps.load_full();
+    let next = build_snapshot(&cfg, Some(&cur)).map_err(|e| e.to_string())?;
+    let msg = format!("generation {}, {} service(s)", next.generation, next.services.len());
+    // New VIPs must reach the sockets before shards know them; stale ones are
+    // harmless for a moment (the engine passes what it does not serve).
+    att.update_maps(&next)?;
+    snaps.store(Arc::new(next));
+    Ok(msg)
+}
+
+/// The counters printed when the director stops.
+pub fn final_counters(stats: &[ShardStats], reports: &Reports, snap: &Snapshot) -> String {
+    let mut s = String::from("final counters\n");
+    for (i, st) in stats.iter().enumerate() {
+        let _ = write!(
+            s,
+            "shard {i}: rx {} tx {} handoff_out {} handoff_in {} passed_unhandled {}",
+            st.rx, st.tx, st.handoff_out, st.handoff_in, st.passed_unhandled
+        );
+        for r in DropReason::ALL {
+            let n = st.dropped(r);
+            if n > 0 {
+                let _ = write!(s, " drop_{} {n}", r.name());
+            }
+        }
+        s.push('\n');
+    }
+    let mut totals: HashMap<DestId, DestCounters> = HashMap::new();
+    for r in reports.iter() {
+        if let Ok(r) = r.lock() {
+            for (id, c) in &r.dests {
+                let t = totals.entry(*id).or_default();
+                t.conns += c.conns;
+                t.inpkts += c.inpkts;
+                t.outpkts += c.outpkts;
+                t.inbytes += c.inbytes;
+                t.outbytes += c.outbytes;
+                t.persist += c.persist;
+            }
+        }
+    }
+    for svc in &snap.services {
+        let _ = writeln!(s, "{} ({})", svc.key, svc.name);
+        for d in &svc.dests {
+            let c = totals.get(&d.id).copied().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  -> {:<24} conns {:>6} inpkts {:>8} outpkts {:>8} templates {:>4}",
+                d.addr, c.conns, c.inpkts, c.outpkts, c.persist
+            );
+        }
+    }
+    s
 }

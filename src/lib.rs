@@ -16,3 +16,4 @@ pub mod wire;
 pub mod xdp;
 pub mod demo;
 pub mod director;
+pub mod lab;

@@ -60,3 +60,4 @@ pub fn check(path: &Path) -> Result<Summary, ConfigError> {
         warnings,
     })
 }
+pub mod signals;
