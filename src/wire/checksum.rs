@@ -117,7 +117,7 @@ impl CsumDelta {
 
     /// Combine two deltas.
     #[inline]
-    pub fn add(mut self, other: CsumDelta) -> Self {
+    pub fn combine(mut self, other: CsumDelta) -> Self {
         self.0 = fold_keep(self.0 + other.0);
         self
     }
@@ -272,7 +272,7 @@ mod tests {
         let hc = checksum(&x);
         let d = CsumDelta::new()
             .bytes(&a[0..4], &b[0..4])
-            .add(CsumDelta::new().word(0x0506, 0xaabb))
+            .combine(CsumDelta::new().word(0x0506, 0xaabb))
             .word(0x0708, 0xccdd);
         x.copy_from_slice(&b);
         assert_eq!(d.apply(hc), checksum(&x));
