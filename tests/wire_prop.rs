@@ -216,9 +216,24 @@ impl Spec {
         let (s, d) = (self.src(), self.dst());
         if self.tcp {
             let opts: Vec<u8> = (0..self.tcp_opt_words * 4).map(|i| (i as u8) | 1).collect();
-            tcp(s, d, self.sport, self.dport, self.flags, &opts, &self.payload)
+            tcp(
+                s,
+                d,
+                self.sport,
+                self.dport,
+                self.flags,
+                &opts,
+                &self.payload,
+            )
         } else {
-            udp(s, d, self.sport, self.dport, &self.payload, self.udp_nocsum && !self.v6)
+            udp(
+                s,
+                d,
+                self.sport,
+                self.dport,
+                &self.payload,
+                self.udp_nocsum && !self.v6,
+            )
         }
     }
 
@@ -272,7 +287,10 @@ impl Spec {
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    let tag = (prop::sample::select(vec![0x8100u16, 0x88a8, 0x9100]), any::<u16>());
+    let tag = (
+        prop::sample::select(vec![0x8100u16, 0x88a8, 0x9100]),
+        any::<u16>(),
+    );
     // Extension headers: optional hop-by-hop first, then routing / dest opts.
     let ext = (
         any::<bool>(),
@@ -288,10 +306,30 @@ fn spec() -> impl Strategy<Value = Spec> {
             v
         });
     (
-        (any::<bool>(), any::<bool>(), prop::collection::vec(tag, 0..=2)),
-        (any::<[u8; 4]>(), any::<[u8; 4]>(), any::<[u8; 16]>(), any::<[u8; 16]>()),
-        (any::<u16>(), any::<u16>(), any::<u8>(), 0usize..=10, 0usize..=10),
-        (ext, prop::collection::vec(any::<u8>(), 0..400), any::<bool>(), any::<u8>()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            prop::collection::vec(tag, 0..=2),
+        ),
+        (
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+        ),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u8>(),
+            0usize..=10,
+            0usize..=10,
+        ),
+        (
+            ext,
+            prop::collection::vec(any::<u8>(), 0..400),
+            any::<bool>(),
+            any::<u8>(),
+        ),
     )
         .prop_map(
             |(
@@ -438,8 +476,14 @@ struct IcmpSpec {
 }
 
 fn icmp_spec() -> impl Strategy<Value = IcmpSpec> {
-    (spec(), 0usize..600, any::<[u8; 4]>(), any::<[u8; 16]>(), 0u8..3).prop_map(
-        |(mut quoted, extra, outer_src4, outer_src6, kind)| {
+    (
+        spec(),
+        0usize..600,
+        any::<[u8; 4]>(),
+        any::<[u8; 16]>(),
+        0u8..3,
+    )
+        .prop_map(|(mut quoted, extra, outer_src4, outer_src6, kind)| {
             quoted.tags.clear();
             IcmpSpec {
                 quoted,
@@ -448,8 +492,7 @@ fn icmp_spec() -> impl Strategy<Value = IcmpSpec> {
                 outer_src6,
                 kind,
             }
-        },
-    )
+        })
 }
 
 impl IcmpSpec {
@@ -457,7 +500,11 @@ impl IcmpSpec {
     fn frame(&self, from: IpAddr, to: IpAddr, quoted: &Spec) -> Vec<u8> {
         let q = quoted.ip_packet();
         let ip_hdr = if quoted.v6 {
-            40 + quoted.ext.iter().map(|e| (usize::from(e.1) + 1) * 8).sum::<usize>()
+            40 + quoted
+                .ext
+                .iter()
+                .map(|e| (usize::from(e.1) + 1) * 8)
+                .sum::<usize>()
         } else {
             20 + 4 * quoted.ip_opt_words
         };
