@@ -396,6 +396,13 @@ fn golden_nat_icmp() {
     let fl_in = v4(RTR4, VIP4, 1).build(&icmp4(11, 0, 0, &rq_in[..60]));
     let fl_out = v4(RTR4, RIP4, 1).build(&icmp4(11, 0, 0, &rq_out[..60]));
 
+    // A quote that ends inside the TCP checksum: that half checksum is
+    // left as it was (its new high byte depends on the missing low byte).
+    let half_in = v4(RTR4, VIP4, 1).build(&icmp4(11, 0, 0, &rq_in[..37]));
+    let mut half_q = rq_out[..37].to_vec();
+    half_q[36] = rq_in[36];
+    let half_out = v4(RTR4, RIP4, 1).build(&icmp4(11, 0, 0, &half_q));
+
     // ICMPv6 packet too big about VIP:443 -> client.
     let q6_in = tcp6(VIP6, C6, 443, 50000, ACK, &big);
     let q6_out = tcp6(RIP6, C6, 8443, 50000, ACK, &big);
@@ -432,6 +439,12 @@ fn golden_nat_icmp() {
             eth_in(&[], 0x0800, &fl_in),
             Op::IcmpIn(rip4, 8080),
             Ok(eth_out(0x0800, &fl_out)),
+        ),
+        case(
+            "icmp_in v4, quote ends inside the TCP checksum",
+            eth_in(&[], 0x0800, &half_in),
+            Op::IcmpIn(rip4, 8080),
+            Ok(eth_out(0x0800, &half_out)),
         ),
         case(
             "icmp_in v6 packet too big",
@@ -778,6 +791,75 @@ fn forward_errors() {
             Ok(eth_out(0x0800, &later)),
         ),
     ]);
+}
+
+#[test]
+fn dec_ttl_golden() {
+    let pl = payload(11, 0);
+    let mut h = v4(C4, VIP4, 17);
+    for ttl in [61u8, 2, 255] {
+        h.ttl = ttl;
+        let f = eth_in(
+            &[],
+            0x0800,
+            &h.build(&udp(ip(C4), ip(VIP4), 1, 2, &pl, false)),
+        );
+        let info = parse(&f).unwrap();
+        let mut g = f.clone();
+        let mut fr = Frame::new(&mut g, 0, f.len());
+        forward::dec_ttl(&mut fr, &info).unwrap();
+        h.ttl = ttl - 1;
+        let want = eth_in(
+            &[],
+            0x0800,
+            &h.build(&udp(ip(C4), ip(VIP4), 1, 2, &pl, false)),
+        );
+        assert_eq!(fr.data(), &want[..], "ttl {ttl}");
+        verify_frame(&want);
+    }
+    let mut x = v6(C6, VIP6, 6);
+    x.hlim = 9;
+    let f6 = eth_in(
+        &[(0x8100, 1)],
+        0x86dd,
+        &x.build(&tcp(ip(C6), ip(VIP6), 1, 2, SYN, &[], &[])),
+    );
+    let info = parse(&f6).unwrap();
+    let mut g = f6.clone();
+    let mut fr = Frame::new(&mut g, 0, f6.len());
+    forward::dec_ttl(&mut fr, &info).unwrap();
+    x.hlim = 8;
+    let want = eth_in(
+        &[(0x8100, 1)],
+        0x86dd,
+        &x.build(&tcp(ip(C6), ip(VIP6), 1, 2, SYN, &[], &[])),
+    );
+    assert_eq!(fr.data(), &want[..]);
+
+    for hops in [0u8, 1] {
+        h.ttl = hops;
+        let f = eth_in(
+            &[],
+            0x0800,
+            &h.build(&udp(ip(C4), ip(VIP4), 1, 2, &pl, false)),
+        );
+        x.hlim = hops;
+        let f6 = eth_in(
+            &[],
+            0x86dd,
+            &x.build(&tcp(ip(C6), ip(VIP6), 1, 2, SYN, &[], &[])),
+        );
+        for frame in [&f, &f6] {
+            let info = parse(frame).unwrap();
+            let mut g = frame.clone();
+            let mut fr = Frame::new(&mut g, 0, frame.len());
+            assert_eq!(
+                forward::dec_ttl(&mut fr, &info),
+                Err(ForwardError::TtlExceeded)
+            );
+            assert_eq!(fr.data(), &frame[..]);
+        }
+    }
 }
 
 #[test]

@@ -242,7 +242,10 @@ fn arb_info() -> impl Strategy<Value = PacketInfo> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), et in prop::sample::select(vec![0x0800u16, 0x86dd, 0x8100, 0x0806])) {

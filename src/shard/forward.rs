@@ -49,6 +49,9 @@ pub enum ForwardError {
     /// The `PacketInfo` does not describe this frame.
     #[error("packet info does not match the frame")]
     Mismatch,
+    /// TTL / hop limit is 0 or 1: it may not be forwarded ([`dec_ttl`]).
+    #[error("TTL exceeded")]
+    TtlExceeded,
 }
 
 impl ForwardError {
@@ -56,6 +59,7 @@ impl ForwardError {
     pub const fn drop_reason(self) -> DropReason {
         match self {
             ForwardError::NoRoom | ForwardError::TooBig { .. } => DropReason::NoRoom,
+            ForwardError::TtlExceeded => DropReason::TtlExceeded,
             _ => DropReason::Malformed,
         }
     }
@@ -142,6 +146,30 @@ pub fn dr(frame: &mut Frame<'_>, info: &PacketInfo, nh: &NextHop) -> Res {
     let c = check(frame, info)?;
     check_mtu(c.l3_end - c.l3, 0, nh)?;
     write_l2(frame, c.l3, l3_ethertype(c.v6), nh)
+}
+
+/// Decrement the IPv4 TTL (header checksum updated incrementally) or the
+/// IPv6 hop limit, as a router would. Refuses with `TtlExceeded` when it is
+/// 0 or 1. Call before the forwarding rewrite (`info` offsets); `info.ttl`
+/// is stale afterwards.
+pub fn dec_ttl(frame: &mut Frame<'_>, info: &PacketInfo) -> Res {
+    let c = check(frame, info)?;
+    let p = frame.data_mut();
+    if c.v6 {
+        let h = p.get_mut(c.l3 + 7).ok_or(ForwardError::Mismatch)?;
+        if *h <= 1 {
+            return Err(ForwardError::TtlExceeded);
+        }
+        *h -= 1;
+        return Ok(());
+    }
+    let word = get_u16(p, c.l3 + 8)?;
+    if word >> 8 <= 1 {
+        return Err(ForwardError::TtlExceeded);
+    }
+    let d = put_u16(p, c.l3 + 8, word - 0x0100)?;
+    fix_csum(p, c.l3 + 10, d)?;
+    Ok(())
 }
 
 /// Overwrite `new.len()` bytes at `off`, returning the checksum delta.
@@ -650,5 +678,9 @@ mod tests {
             DropReason::NoRoom
         );
         assert_eq!(ForwardError::NoPorts.drop_reason(), DropReason::Malformed);
+        assert_eq!(
+            ForwardError::TtlExceeded.drop_reason(),
+            DropReason::TtlExceeded
+        );
     }
 }
