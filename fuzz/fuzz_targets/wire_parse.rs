@@ -38,7 +38,15 @@ fn run(frame: &[u8], info: &PacketInfo, headroom: usize, op: u8, port: u16, mtu:
         3 => forward::nat_icmp_in(&mut fr, info, b, port, &nh),
         4 => forward::nat_icmp_out(&mut fr, info, a, port, &nh),
         5 => forward::ipip(&mut fr, info, a, b, &nh),
-        _ => forward::gue(&mut fr, info, a, b, forward::flow_hash_port(info), port, &nh),
+        _ => forward::gue(
+            &mut fr,
+            info,
+            a,
+            b,
+            forward::flow_hash_port(info),
+            port,
+            &nh,
+        ),
     };
     assert!(fr.start + fr.len <= fr.buf.len());
     match r {
