@@ -3,4 +3,5 @@ pub mod sched;
 pub mod verdict;
 
 pub use verdict::{DropReason, Frame, Verdict};
+pub mod forward;
 pub mod nexthop;
