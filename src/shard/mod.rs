@@ -4,4 +4,5 @@ pub mod verdict;
 
 pub use verdict::{DropReason, Frame, Verdict};
 pub mod forward;
+pub mod engine;
 pub mod nexthop;
