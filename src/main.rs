@@ -1,1 +1,3 @@
-fn main() { println!("xdpvs"); }
+fn main() {
+    println!("xdpvs");
+}

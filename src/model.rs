@@ -81,7 +81,11 @@ impl FwdMethod {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKey {
     /// `proto VIP:port`; port 0 means "all ports" (persistent services only).
-    Addr { proto: Proto, vip: IpAddr, port: u16 },
+    Addr {
+        proto: Proto,
+        vip: IpAddr,
+        port: u16,
+    },
     /// A firewall-mark group declared in the config.
     Fwmark(u32),
 }
@@ -89,10 +93,18 @@ pub enum ServiceKey {
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceKey::Addr { proto, vip: IpAddr::V4(a), port } => {
+            ServiceKey::Addr {
+                proto,
+                vip: IpAddr::V4(a),
+                port,
+            } => {
                 write!(f, "{} {}:{}", proto.name().to_uppercase(), a, port)
             }
-            ServiceKey::Addr { proto, vip: IpAddr::V6(a), port } => {
+            ServiceKey::Addr {
+                proto,
+                vip: IpAddr::V6(a),
+                port,
+            } => {
                 write!(f, "{} [{}]:{}", proto.name().to_uppercase(), a, port)
             }
             ServiceKey::Fwmark(m) => write!(f, "FWM {}", m),
@@ -173,11 +185,17 @@ mod tests {
     #[test]
     fn masks() {
         let a: IpAddr = "198.18.5.77".parse().unwrap();
-        assert_eq!(mask_addr(a, 24, 64), "198.18.5.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mask_addr(a, 24, 64),
+            "198.18.5.0".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(mask_addr(a, 0, 64), "0.0.0.0".parse::<IpAddr>().unwrap());
         assert_eq!(mask_addr(a, 32, 64), a);
         let b: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
-        assert_eq!(mask_addr(b, 24, 64), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            mask_addr(b, 24, 64),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(mask_addr(b, 24, 128), b);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::model::{DestId, FwdMethod, Millis, Proto, ServiceIdx, ServiceKey, Timeouts};
-use crate::shard::sched::{Scheduler, SchedKey};
+use crate::shard::sched::{SchedKey, Scheduler};
 
 /// Persistence settings of a service (IPVS `-p timeout -M netmask`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
