@@ -115,7 +115,7 @@ impl TimerWheel {
 
     /// (Re)schedule `h` to fire at `at` (moving it if already scheduled).
     /// `now` only lets an idle wheel catch up with the clock. Times in the
-    /// past fire on the next `advance`; times beyond the span are parked at
+    /// past fire in the first tick not yet processed; times beyond the span are parked at
     /// the horizon. Returns false (and does nothing) if `h > MAX_HANDLE`.
     pub fn schedule(&mut self, h: u32, now: Millis, at: Millis) -> bool {
         if h > MAX_HANDLE {
