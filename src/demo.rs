@@ -17,7 +17,11 @@ use crate::lab::{Lab, LabMode, Request};
 /// The demo's director config for a lab mode and XDP mode.
 pub fn demo_config(mode: LabMode, xdp: &str, sock: &Path) -> String {
     let (ifaces, rs, fwd) = match mode {
-        LabMode::Dr => ("\"dr0\"", ["198.18.0.11", "198.18.0.12", "198.18.0.13"], "dr"),
+        LabMode::Dr => (
+            "\"dr0\"",
+            ["198.18.0.11", "198.18.0.12", "198.18.0.13"],
+            "dr",
+        ),
         LabMode::Nat => (
             "\"dr0\", \"dr1\"",
             ["198.18.3.11", "198.18.3.12", "198.18.3.13"],
@@ -119,7 +123,10 @@ impl DirectorProcess {
     /// Send SIGTERM and wait (bounded); returns the director's output.
     pub fn stop(&mut self) -> String {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             // `ip netns exec` execs the director, so the pid is the director's.
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -180,7 +187,10 @@ pub fn run(mode: &str, xdp: &str) -> ExitCode {
 
 fn demo(mode: LabMode, xdp: &str, stop: &AtomicBool) -> io::Result<()> {
     let exe = std::env::current_exe()?;
-    println!("== building the lab ({} mode) in network namespaces xdpvs-*", mode.name());
+    println!(
+        "== building the lab ({} mode) in network namespaces xdpvs-*",
+        mode.name()
+    );
     let mut lab = Lab::up(mode)?;
     check_stop(stop)?;
     lab.start_http(&[80, 443], 0)?;
@@ -189,14 +199,22 @@ fn demo(mode: LabMode, xdp: &str, stop: &AtomicBool) -> io::Result<()> {
     let cfg_path = lab.dir().join("demo.toml");
     let sock = lab.dir().join("xdpvs.sock");
     std::fs::write(&cfg_path, demo_config(mode, xdp, &sock))?;
-    println!("== starting the director (xdp {xdp}), config {}", cfg_path.display());
+    println!(
+        "== starting the director (xdp {xdp}), config {}",
+        cfg_path.display()
+    );
     let ns_dir = lab.env("LAB_NS_DIR");
-    let mut director = DirectorProcess::start(&exe, &ns_dir, &cfg_path, &lab.dir().join("director.log"))?;
+    let mut director =
+        DirectorProcess::start(&exe, &ns_dir, &cfg_path, &lab.dir().join("director.log"))?;
     check_stop(stop)?;
 
     // Four client groups (four /24s), four hosts each, HTTP 80 then 443.
     let vip = lab.env("LAB_VIP4");
-    let vip = if vip.is_empty() { "198.18.0.100".to_string() } else { vip };
+    let vip = if vip.is_empty() {
+        "198.18.0.100".to_string()
+    } else {
+        vip
+    };
     let mut reqs = Vec::new();
     for g in 0..4u8 {
         for h in 1..=4u8 {
@@ -205,18 +223,34 @@ fn demo(mode: LabMode, xdp: &str, stop: &AtomicBool) -> io::Result<()> {
             }
         }
     }
-    println!("== {} HTTP requests from 16 clients in 4 /24 groups to {vip}:80 and :443", reqs.len());
+    println!(
+        "== {} HTTP requests from 16 clients in 4 /24 groups to {vip}:80 and :443",
+        reqs.len()
+    );
     let res = lab.requests(&reqs)?;
     check_stop(stop)?;
     let mut table: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut failed = 0;
     for (r, out) in reqs.iter().zip(&res) {
-        let group = r.src.rsplit_once('.').map(|(n, _)| format!("{n}.0/24")).unwrap_or_default();
+        let group = r
+            .src
+            .rsplit_once('.')
+            .map(|(n, _)| format!("{n}.0/24"))
+            .unwrap_or_default();
         match out.server() {
-            Some(s) => *table.entry(group).or_default().entry(format!("{s}:{}", r.port)).or_default() += 1,
+            Some(s) => {
+                *table
+                    .entry(group)
+                    .or_default()
+                    .entry(format!("{s}:{}", r.port))
+                    .or_default() += 1
+            }
             None => {
                 failed += 1;
-                eprintln!("   request {}:{} from {} failed: {}", r.dst, r.port, r.src, out.error);
+                eprintln!(
+                    "   request {}:{} from {} failed: {}",
+                    r.dst, r.port, r.src, out.error
+                );
             }
         }
     }
@@ -233,16 +267,28 @@ fn demo(mode: LabMode, xdp: &str, stop: &AtomicBool) -> io::Result<()> {
         println!(
             "   {g:<19} {:<33} {}",
             cells.join("  "),
-            if ok { "yes: one server for 80 and 443" } else { "NO" }
+            if ok {
+                "yes: one server for 80 and 443"
+            } else {
+                "NO"
+            }
         );
     }
 
     // UDP through the director.
-    let udp: Vec<Request> = (0..4u8).map(|g| Request::udp(&lab.client4(g, 9), &vip, 5353)).collect();
+    let udp: Vec<Request> = (0..4u8)
+        .map(|g| Request::udp(&lab.client4(g, 9), &vip, 5353))
+        .collect();
     let ures = lab.requests(&udp)?;
     let uok = ures.iter().filter(|r| r.ok).count();
-    println!("\n   UDP echo {vip}:5353: {uok}/{} answered ({})", udp.len(),
-        ures.iter().filter_map(|r| r.server()).collect::<Vec<_>>().join(", "));
+    println!(
+        "\n   UDP echo {vip}:5353: {uok}/{} answered ({})",
+        udp.len(),
+        ures.iter()
+            .filter_map(|r| r.server())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     println!("\n== stopping the director");
     let log = director.stop();
@@ -277,7 +323,14 @@ fn summarize_log(log: &str) -> String {
         }
     }
     if out.is_empty() {
-        log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     } else {
         out
     }

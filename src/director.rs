@@ -20,8 +20,12 @@ use crate::control::build::build_snapshot;
 use crate::control::config::{Config, XdpMode as CfgXdpMode};
 use crate::control::signals::{Signal, Signals};
 use crate::control::snapshot::Snapshot;
-use crate::dataplane::neigh::{NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors};
-use crate::dataplane::{PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats};
+use crate::dataplane::neigh::{
+    NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors,
+};
+use crate::dataplane::{
+    PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats,
+};
 use crate::model::{DestId, Millis, Proto};
 use crate::shard::engine::{DestCounters, Engine, EngineConfig, EngineStats};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
@@ -142,18 +146,20 @@ fn xdp_entries(snap: &Snapshot) -> (Vec<(Proto, IpAddr, u16)>, Vec<(Proto, IpAdd
                 (crate::model::ServiceKey::Addr { proto, port, .. }, p) => {
                     reals.push((proto, d.addr, p.unwrap_or(port)));
                 }
-                (crate::model::ServiceKey::Fwmark(m), Some(p)) if p != 0 => {
-                    for (proto, _, _) in snap.vips.iter().filter(|_| true) {
-                        reals.push((*proto, d.addr, p));
-                    }
-                    let _ = m;
-                }
-                (crate::model::ServiceKey::Fwmark(m), _) => {
-                    // Keeps the packet's port: every port of the mark.
-                    if let Some(rules) = snap.fwmark_ports.get(&m) {
-                        for &(proto, lo, hi) in rules {
-                            for p in lo..=hi {
-                                reals.push((proto, d.addr, p));
+                (crate::model::ServiceKey::Fwmark(m), port) => {
+                    // A fixed real port, or (none) every port of the mark.
+                    for (&(proto, _), rules) in &snap.classifier.fwmark_rules {
+                        for &(lo, hi, mark) in rules {
+                            if mark != m {
+                                continue;
+                            }
+                            match port {
+                                Some(p) if p != 0 => reals.push((proto, d.addr, p)),
+                                _ => {
+                                    for p in lo..=hi {
+                                        reals.push((proto, d.addr, p));
+                                    }
+                                }
                             }
                         }
                     }
@@ -166,7 +172,7 @@ fn xdp_entries(snap: &Snapshot) -> (Vec<(Proto, IpAddr, u16)>, Vec<(Proto, IpAdd
     (vips, reals)
 }
 
-struct Attached {
+pub struct Attached {
     progs: Vec<(String, u32, XdpProgram)>,
     links: Vec<XdpLink>,
 }
@@ -175,8 +181,10 @@ impl Attached {
     fn update_maps(&self, snap: &Snapshot) -> Result<(), String> {
         let (vips, reals) = xdp_entries(snap);
         for (name, _, p) in &self.progs {
-            p.set_vips(&vips).map_err(|e| format!("{name}: VIP map: {e}"))?;
-            p.set_reals(&reals).map_err(|e| format!("{name}: real-server map: {e}"))?;
+            p.set_vips(&vips)
+                .map_err(|e| format!("{name}: VIP map: {e}"))?;
+            p.set_reals(&reals)
+                .map_err(|e| format!("{name}: real-server map: {e}"))?;
         }
         Ok(())
     }
@@ -273,7 +281,10 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         let link = p
             .attach(*ifindex, mode)
             .map_err(|e| format!("attaching XDP ({}) to {name}: {e}", mode_name(mode)))?;
-        info!("attached XDP ({}) to {name} (ifindex {ifindex})", mode_name(mode));
+        info!(
+            "attached XDP ({}) to {name} (ifindex {ifindex})",
+            mode_name(mode)
+        );
         att.links.push(link);
     }
 
@@ -284,7 +295,9 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         .map(|n| Pinned {
             addr: n.addr,
             mac: n.mac,
-            ifindex: n.interface.as_deref().and_then(|i| ifindex_of(i).ok()),
+            ifindex: Some(n.interface.as_str())
+                .filter(|i| !i.is_empty())
+                .and_then(|i| ifindex_of(i).ok()),
         })
         .collect();
     let resolver = NeighborResolver::new(ResolverConfig {
@@ -294,9 +307,15 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     })
     .map_err(|e| format!("netlink: {e}"))?;
     let neigh = resolver.shared();
-    let resolver_thread = resolver.spawn(stop.clone()).map_err(|e| format!("resolver: {e}"))?;
+    let resolver_thread = resolver
+        .spawn(stop.clone())
+        .map_err(|e| format!("resolver: {e}"))?;
 
-    let reports: Reports = Arc::new((0..n_shards).map(|_| Mutex::new(ShardReport::default())).collect());
+    let reports: Reports = Arc::new(
+        (0..n_shards)
+            .map(|_| Mutex::new(ShardReport::default()))
+            .collect(),
+    );
     let conn_capacity = cfg.director.conn_capacity as usize;
     let template_capacity = cfg.director.template_capacity as usize;
     let factory = {
@@ -384,7 +403,11 @@ pub fn reload(path: &Path, snaps: &ArcSwap<Snapshot>, att: &Attached) -> Result<
     let cfg = Config::load(path).map_err(|e| e.to_string())?;
     let cur = snaps.load_full();
     let next = build_snapshot(&cfg, Some(&cur)).map_err(|e| e.to_string())?;
-    let msg = format!("generation {}, {} service(s)", next.generation, next.services.len());
+    let msg = format!(
+        "generation {}, {} service(s)",
+        next.generation,
+        next.services.len()
+    );
     // New VIPs must reach the sockets before shards know them; stale ones are
     // harmless for a moment (the engine passes what it does not serve).
     att.update_maps(&next)?;

@@ -190,7 +190,10 @@ impl Lab {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("lab.sh"), LAB_SH)?;
         std::fs::write(dir.join("deps.sh"), DEPS_SH)?;
-        run_checked(Command::new("bash").arg(dir.join("deps.sh")), "installing lab tools")?;
+        run_checked(
+            Command::new("bash").arg(dir.join("deps.sh")),
+            "installing lab tools",
+        )?;
         let mut lab = Lab {
             mode,
             dir,
@@ -198,11 +201,15 @@ impl Lab {
             children: Vec::new(),
         };
         run_checked(
-            Command::new("bash").arg(lab.dir.join("lab.sh")).args(["up", mode.name()]),
+            Command::new("bash")
+                .arg(lab.dir.join("lab.sh"))
+                .args(["up", mode.name()]),
             "scripts/lab.sh up",
         )?;
         let out = run_checked(
-            Command::new("bash").arg(lab.dir.join("lab.sh")).args(["env", mode.name()]),
+            Command::new("bash")
+                .arg(lab.dir.join("lab.sh"))
+                .args(["env", mode.name()]),
             "scripts/lab.sh env",
         )?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -233,7 +240,10 @@ impl Lab {
 
     /// Run a command in a namespace and wait for it.
     pub fn exec(&self, ns: &str, args: &[&str]) -> io::Result<Output> {
-        Command::new("ip").args(["netns", "exec", ns]).args(args).output()
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
     }
 
     /// Start a long-running command in a namespace; it is killed with the lab.
@@ -289,7 +299,14 @@ impl Lab {
                 self.spawn(
                     &format!("http-{name}-{p}"),
                     ns,
-                    &["python3", "-m", "http.server", &port, "--directory", &root_s],
+                    &[
+                        "python3",
+                        "-m",
+                        "http.server",
+                        &port,
+                        "--directory",
+                        &root_s,
+                    ],
                 )?;
             }
         }
@@ -303,7 +320,9 @@ impl Lab {
                         break;
                     }
                     if Instant::now() > deadline {
-                        return Err(io::Error::other(format!("http.server on {ns}:{p} did not start")));
+                        return Err(io::Error::other(format!(
+                            "http.server on {ns}:{p} did not start"
+                        )));
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -317,7 +336,11 @@ impl Lab {
         for (i, ns) in self.rs_namespaces().iter().enumerate() {
             let name = format!("rs{}", i + 1);
             let p = port.to_string();
-            self.spawn(&format!("udp-{name}-{port}"), ns, &["python3", "-c", UDP_ECHO_PY, &name, &p])?;
+            self.spawn(
+                &format!("udp-{name}-{port}"),
+                ns,
+                &["python3", "-c", UDP_ECHO_PY, &name, &p],
+            )?;
         }
         std::thread::sleep(Duration::from_millis(300));
         Ok(())

@@ -10,10 +10,10 @@
 
 pub mod control;
 pub mod dataplane;
+pub mod demo;
+pub mod director;
+pub mod lab;
 pub mod model;
 pub mod shard;
 pub mod wire;
 pub mod xdp;
-pub mod demo;
-pub mod director;
-pub mod lab;

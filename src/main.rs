@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "xdpvs", version, about = "A Linux Virtual Server director on AF_XDP")]
+#[command(
+    name = "xdpvs",
+    version,
+    about = "A Linux Virtual Server director on AF_XDP"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

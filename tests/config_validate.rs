@@ -818,7 +818,9 @@ fn real_ports() {
     let w = ok(&text).validate().expect("valid");
     assert!(
         w.iter().any(|d| d.key == "service[0].real[0].port"
-            && d.reason.contains("dr cannot change the destination port (service port 80, real port 8080)")),
+            && d.reason.contains(
+                "dr cannot change the destination port (service port 80, real port 8080)"
+            )),
         "{w:?}"
     );
     // The brief's own example: a dr real with port 80 in a fwmark service.
@@ -828,7 +830,8 @@ fn real_ports() {
     ));
     let w = ok(&text).validate().expect("valid");
     assert!(
-        w.iter().any(|d| d.reason.contains("packets keep their own destination port")),
+        w.iter()
+            .any(|d| d.reason.contains("packets keep their own destination port")),
         "{w:?}"
     );
     // The same port as the service is fine for dr, any port for nat; 0 = none.

@@ -162,7 +162,9 @@ pub fn build_snapshot_with(
             Ok(s) => s,
             Err(e) => {
                 let key = match e {
-                    SchedError::BadTableSize(_) | SchedError::TableTooLarge { .. } => "mh_table_size",
+                    SchedError::BadTableSize(_) | SchedError::TableTooLarge { .. } => {
+                        "mh_table_size"
+                    }
                     SchedError::Unknown(_) => "scheduler",
                 };
                 errors.push(origin.diag(&format!("service[{i}].{key}"), e.to_string()));

@@ -396,7 +396,9 @@ impl Engine {
             return self.no_neighbor(c.caddr);
         };
         match forward::nat_out(frame, info, c.vaddr, c.vport, &hop) {
-            Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+            Ok(()) => Verdict::Forward {
+                ifindex: hop.ifindex,
+            },
             Err(_) => self.drop(DropReason::NoRoom),
         }
     }
@@ -435,23 +437,24 @@ impl Engine {
                     return self.no_neighbor(c.raddr);
                 };
                 match forward::dr(frame, info, &hop) {
-                    Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+                    Ok(()) => Verdict::Forward {
+                        ifindex: hop.ifindex,
+                    },
                     Err(_) => self.drop(DropReason::NoRoom),
                 }
             }
             FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &c, &snap, nh),
-            FwdMethod::Nat => match forward::nat_icmp_in(frame, info, c.raddr, c.rport, c.vaddr, c.vport) {
-                Ok(()) => {
-                    let Some(hop) = nh.lookup(c.raddr) else {
-                        return self.no_neighbor(c.raddr);
-                    };
-                    match forward::dr(frame, info, &hop) {
-                        Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
-                        Err(_) => self.drop(DropReason::NoRoom),
-                    }
+            FwdMethod::Nat => {
+                let Some(hop) = nh.lookup(c.raddr) else {
+                    return self.no_neighbor(c.raddr);
+                };
+                match forward::nat_icmp_in(frame, info, c.raddr, c.rport, &hop) {
+                    Ok(()) => Verdict::Forward {
+                        ifindex: hop.ifindex,
+                    },
+                    Err(e) => self.drop(e.drop_reason()),
                 }
-                Err(_) => self.drop(DropReason::Malformed),
-            },
+            }
         }
     }
 
@@ -494,7 +497,9 @@ impl Engine {
             }
         };
         match r {
-            Ok(()) => Verdict::Forward { ifindex: hop.ifindex },
+            Ok(()) => Verdict::Forward {
+                ifindex: hop.ifindex,
+            },
             Err(_) => self.drop(DropReason::NoRoom),
         }
     }
@@ -508,7 +513,9 @@ impl Engine {
             } else {
                 dir
             };
-            let (old, new) = self.conns.update_tcp(h, now, dir, flags);
+            let Some((old, new)) = self.conns.update_tcp(h, now, dir, flags) else {
+                return;
+            };
             if old != new && c.flags & F_COUNTED != 0 {
                 let was = c.flags & F_ACTIVE != 0;
                 let is = new == TcpState::Established;
@@ -522,7 +529,11 @@ impl Engine {
                             d.active = d.active.saturating_sub(1);
                         }
                     }
-                    let f = if is { c.flags | F_ACTIVE } else { c.flags & !F_ACTIVE };
+                    let f = if is {
+                        c.flags | F_ACTIVE
+                    } else {
+                        c.flags & !F_ACTIVE
+                    };
                     self.conns.set_flags(h, f);
                     self.sync_stat(c.dest);
                 }
@@ -547,10 +558,19 @@ impl Engine {
         let Some(c) = self.dests.get_mut(&id) else {
             return;
         };
-        if let Some(dest) = self.snap.services.get(s as usize).and_then(|x| x.dests.get(d as usize)) {
+        if let Some(dest) = self
+            .snap
+            .services
+            .get(s as usize)
+            .and_then(|x| x.dests.get(d as usize))
+        {
             update_overload(c, dest);
         }
-        if let Some(st) = self.svc.get_mut(s as usize).and_then(|x| x.stat.get_mut(d as usize)) {
+        if let Some(st) = self
+            .svc
+            .get_mut(s as usize)
+            .and_then(|x| x.stat.get_mut(d as usize))
+        {
             st.active = c.active;
             st.inactive = c.inactive;
             st.overloaded = c.overloaded;
@@ -586,13 +606,13 @@ impl Engine {
                 };
                 let mut chosen: Option<usize> = None;
                 if let Some(h) = self.tpls.lookup(&tkey) {
-                    if let Some(t) = self.tpls.get(h) {
+                    if let Some(&t) = self.tpls.get(h) {
                         // IPVS ip_vs_check_template: a template is valid while
                         // its server exists in this service and is not
                         // quiesced with expire_quiescent_template set.
-                        let valid = svc.dest_by_id(t.dest).filter(|(_, d)| {
-                            !(d.weight == 0 && svc.expire_quiescent_template)
-                        });
+                        let valid = svc
+                            .dest_by_id(t.dest)
+                            .filter(|(_, d)| !(d.weight == 0 && svc.expire_quiescent_template));
                         match valid {
                             Some((i, _)) => {
                                 self.stats.template_hits += 1;
@@ -610,7 +630,11 @@ impl Engine {
                                 if let Some(c) = self.dests.get_mut(&t.dest) {
                                     c.persist = c.persist.saturating_sub(1);
                                 }
-                                self.tpls.rebind(h, d.id, d.addr, d.port);
+                                if let Some(t) = self.tpls.get_mut(h) {
+                                    t.dest = d.id;
+                                    t.raddr = d.addr;
+                                    t.rport = d.port;
+                                }
                                 self.dests.entry(d.id).or_default().persist += 1;
                                 chosen = Some(i);
                                 tpl = Some(h);
@@ -627,7 +651,10 @@ impl Engine {
                         let Some(d) = svc.dests.get(i) else {
                             return Err(self.drop(DropReason::NoDest));
                         };
-                        match self.tpls.insert(now, tkey, d.id, d.addr, d.port, p.timeout_ms) {
+                        match self
+                            .tpls
+                            .insert(now, tkey, d.id, d.addr, d.port, p.timeout_ms)
+                        {
                             Ok(h) => {
                                 tpl = Some(h);
                                 self.dests.entry(d.id).or_default().persist += 1;
@@ -660,7 +687,10 @@ impl Engine {
         let ins = match self.conns.insert(now, nc) {
             Ok(i) => i,
             Err(InsertError::Exists(h)) => {
-                return self.conns.get(h).ok_or_else(|| self.drop(DropReason::TableFull));
+                return self
+                    .conns
+                    .get(h)
+                    .ok_or_else(|| self.drop(DropReason::TableFull));
             }
             Err(_) => return Err(self.drop(DropReason::TableFull)),
         };
@@ -682,11 +712,17 @@ impl Engine {
             return Err(self.drop(DropReason::TableFull));
         };
         if key.proto == Proto::Tcp {
-            let dir = if d.fwd == FwdMethod::Nat { Dir::Input } else { Dir::InputOnly };
+            let dir = if d.fwd == FwdMethod::Nat {
+                Dir::Input
+            } else {
+                Dir::InputOnly
+            };
             let conn2 = conn;
             self.touch_conn(h, &conn2, now, dir, info.tcp_flags);
         }
-        self.conns.get(h).ok_or_else(|| self.drop(DropReason::TableFull))
+        self.conns
+            .get(h)
+            .ok_or_else(|| self.drop(DropReason::TableFull))
     }
 
     fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {
@@ -714,7 +750,11 @@ fn dest_port(d: &Dest, packet_dport: u16) -> u16 {
 fn is_closing(s: TcpState) -> bool {
     matches!(
         s,
-        TcpState::FinWait | TcpState::TimeWait | TcpState::Close | TcpState::CloseWait | TcpState::LastAck
+        TcpState::FinWait
+            | TcpState::TimeWait
+            | TcpState::Close
+            | TcpState::CloseWait
+            | TcpState::LastAck
     )
 }
 
