@@ -307,6 +307,13 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     })
     .map_err(|e| format!("netlink: {e}"))?;
     let neigh = resolver.shared();
+    // Resolve every real server's MAC now, so first packets find it.
+    let requester = resolver.requester();
+    for svc in &snaps.load().services {
+        for d in &svc.dests {
+            requester.request(d.addr);
+        }
+    }
     let resolver_thread = resolver
         .spawn(stop.clone())
         .map_err(|e| format!("resolver: {e}"))?;

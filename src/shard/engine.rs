@@ -174,9 +174,18 @@ impl Engine {
                 .and_then(|j| self.svc.get(j));
             let sched = match old {
                 Some(o) => o.sched.clone(),
-                None => SchedState::new(
-                    0x9E37_79B9_7F4A_7C15 ^ ((self.cfg.shard as u64) << 48) ^ i as u64,
-                ),
+                None => {
+                    let mut st = SchedState::new(
+                        0x9E37_79B9_7F4A_7C15 ^ ((self.cfg.shard as u64) << 48) ^ i as u64,
+                    );
+                    // Shards start their round robin at different servers, so
+                    // the first client groups of each shard do not all land
+                    // on the first server.
+                    if self.cfg.shard > 0 && !s.dests.is_empty() {
+                        st.last = Some((self.cfg.shard as usize - 1) % s.dests.len());
+                    }
+                    st
+                }
             };
             let stat = s
                 .dests
