@@ -134,7 +134,9 @@ fn rx_queues_of(name: &str) -> u32 {
 }
 
 /// XDP map entries for a snapshot: VIP ports, and NAT real servers' ports.
-fn xdp_entries(snap: &Snapshot) -> (Vec<(Proto, IpAddr, u16)>, Vec<(Proto, IpAddr, u16)>) {
+type PortEntries = Vec<(Proto, IpAddr, u16)>;
+
+fn xdp_entries(snap: &Snapshot) -> (PortEntries, PortEntries) {
     let vips = snap.vips.clone();
     let mut reals = Vec::new();
     for s in &snap.services {

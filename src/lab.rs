@@ -31,9 +31,14 @@ for r in reqs:
             s.settimeout(r.get("timeout", 2.0))
             s.bind((r["src"], 0))
             s.sendto(r.get("payload", "ping").encode(), (r["dst"], r["port"]))
-            data, _ = s.recvfrom(65535)
+            data, peer = s.recvfrom(65535)
             s.close()
-            res = {"ok": True, "body": data.decode(errors="replace")}
+            # A reply must come from the address the client sent to (the
+            # VIP), or a connected client socket would never see it.
+            if socket.inet_pton(fam, peer[0]) != socket.inet_pton(fam, r["dst"]):
+                res = {"ok": False, "error": "reply from %s, not %s" % (peer[0], r["dst"])}
+            else:
+                res = {"ok": True, "body": data.decode(errors="replace")}
         else:
             c = http.client.HTTPConnection(r["dst"], r["port"], timeout=r.get("timeout", 3.0),
                                            source_address=(r["src"], 0))
@@ -52,15 +57,25 @@ print(json.dumps(out))
 "#;
 
 /// UDP echo server that answers with its name (bounded by its lifetime).
+/// It binds each address it is given (the VIPs on a DR real server), so a
+/// reply leaves from the address the request was sent to, as real UDP
+/// services (DNS, ...) do; with no address it binds the wildcard.
 pub const UDP_ECHO_PY: &str = r#"
-import sys, socket
-name, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", port))
+import sys, socket, select
+name, port, addrs = sys.argv[1], int(sys.argv[2]), sys.argv[3:] or ["::"]
+socks = []
+for a in addrs:
+    s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_DGRAM)
+    if a == "::":
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, port))
+    socks.append(s)
 while True:
-    data, peer = s.recvfrom(65535)
-    s.sendto((name + " " + data.decode(errors="replace")).encode(), peer)
+    r, _, _ = select.select(socks, [], [])
+    for s in r:
+        data, peer = s.recvfrom(65535)
+        s.sendto((name + " " + data.decode(errors="replace")).encode(), peer)
 "#;
 
 /// The lab topology.
@@ -227,11 +242,7 @@ impl Lab {
 
     /// Real-server namespaces, in order rs1..rs3.
     pub fn rs_namespaces(&self) -> Vec<String> {
-        self.env("LAB_NS_RS")
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect()
+        self.env_list("LAB_NS_RS")
     }
 
     pub fn dir(&self) -> &Path {
@@ -304,6 +315,9 @@ impl Lab {
                         "-m",
                         "http.server",
                         &port,
+                        // "::" makes http.server dual-stack (IPv4 and IPv6).
+                        "--bind",
+                        "::",
                         "--directory",
                         &root_s,
                     ],
@@ -331,19 +345,38 @@ impl Lab {
         Ok(())
     }
 
-    /// Start a UDP echo (answers "rsN <payload>") on `port` in every real server.
+    /// Start a UDP echo (answers "rsN <payload>") on `port` in every real
+    /// server, bound to each real server's own addresses and, in DR mode, to
+    /// the VIPs on its loopback, so replies leave from the address asked.
     pub fn start_udp_echo(&mut self, port: u16) -> io::Result<()> {
+        let rip4: Vec<String> = self.env_list("LAB_RS_IP4");
+        let rip6: Vec<String> = self.env_list("LAB_RS_IP6");
         for (i, ns) in self.rs_namespaces().iter().enumerate() {
             let name = format!("rs{}", i + 1);
             let p = port.to_string();
-            self.spawn(
-                &format!("udp-{name}-{port}"),
-                ns,
-                &["python3", "-c", UDP_ECHO_PY, &name, &p],
-            )?;
+            let mut args: Vec<String> = vec!["python3".into(), "-c".into(), UDP_ECHO_PY.into()];
+            args.push(name.clone());
+            args.push(p);
+            args.extend(rip4.get(i).cloned());
+            args.extend(rip6.get(i).cloned());
+            if self.mode == LabMode::Dr {
+                args.push(self.env("LAB_VIP4"));
+                args.push(self.env("LAB_VIP6"));
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.spawn(&format!("udp-{name}-{port}"), ns, &argv)?;
         }
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
+    }
+
+    /// A comma-separated value printed by `lab.sh env`.
+    pub fn env_list(&self, key: &str) -> Vec<String> {
+        self.env(key)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// Run requests from the client namespace, in order, and return the results.
