@@ -41,6 +41,9 @@ enum Cmd {
         #[arg(long, default_value = "native")]
         xdp: String,
     },
+    /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
+    /// rules of firewall-mark services) into an xdpvs config.
+    ImportIpvsadm(xdpvs::control::ipvsadm::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +61,6 @@ fn main() -> ExitCode {
         },
         Cmd::Run { config, duration } => xdpvs::director::run_main(&config, duration),
         Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
+        Cmd::ImportIpvsadm(args) => xdpvs::control::ipvsadm::run(&args),
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 pub mod build;
 pub mod config;
 pub mod error;
+pub mod ipvsadm;
 pub mod ports;
 mod reader;
 mod render;
