@@ -4,44 +4,36 @@
 //! one arc-swap store), SIGTERM/SIGINT stop cleanly (detach, drain, final
 //! counters).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::control::build::build_snapshot;
 use crate::control::config::{Config, XdpMode as CfgXdpMode};
-use crate::control::signals::{Signal, Signals};
+use crate::control::event_loop::{self, LoopConfig};
+use crate::control::server::ControlState;
+use crate::control::signals::Signals;
 use crate::control::snapshot::Snapshot;
+use crate::control::status::{
+    dest_totals, new_reports, sock, template_row, ConnRow, Reports, MAX_DUMP_ROWS,
+};
 use crate::dataplane::neigh::{
     NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors,
 };
 use crate::dataplane::{
     PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats,
 };
-use crate::model::{DestId, Millis, Proto};
-use crate::shard::engine::{DestCounters, Engine, EngineConfig, EngineStats};
+use crate::model::{Millis, Proto};
+use crate::shard::engine::{Engine, EngineConfig};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
 use crate::xdp::{XdpLink, XdpMode, XdpProgram};
-
-/// What a shard publishes for readers (stats, metrics, listing), a few
-/// times a second from its `tick`, never from the packet path.
-#[derive(Clone, Debug, Default)]
-pub struct ShardReport {
-    pub dests: HashMap<DestId, DestCounters>,
-    pub engine: EngineStats,
-    pub conns: usize,
-    pub templates: usize,
-}
-
-pub type Reports = Arc<Vec<Mutex<ShardReport>>>;
 
 /// The engine as the AF_XDP runtime drives it.
 pub struct ShardEngine {
@@ -74,15 +66,57 @@ impl ShardEngine {
         }
     }
 
-    fn publish(&mut self) {
-        if let Some(slot) = self.reports.get(self.shard) {
-            if let Ok(mut r) = slot.lock() {
-                r.dests.clone_from(self.engine.dest_counters());
-                r.engine = self.engine.stats.clone();
-                r.conns = self.engine.conns().len();
-                r.templates = self.engine.templates().len();
-            }
+    fn publish(&mut self, now: Millis) {
+        let Some(slot) = self.reports.get(self.shard) else {
+            return;
+        };
+        let want = slot.requested();
+        let Ok(mut r) = slot.report.lock() else {
+            return;
+        };
+        r.dests.clone_from(self.engine.dest_counters());
+        r.engine = self.engine.stats.clone();
+        r.conns = self.engine.conns().len();
+        r.templates = self.engine.templates().len();
+        if want > r.dump_gen {
+            r.dump = self.dump(now);
+            r.dump_gen = want;
         }
+    }
+
+    /// This shard's connections and templates, as `ipvsadm -L -c` rows.
+    fn dump(&self, now: Millis) -> Vec<ConnRow> {
+        let mut rows = Vec::new();
+        self.engine.conns().for_each(|_, c| {
+            if rows.len() < MAX_DUMP_ROWS {
+                rows.push(ConnRow {
+                    proto: c.proto.name().to_uppercase(),
+                    expires_ms: c.expires.saturating_sub(now),
+                    state: if c.proto == Proto::Tcp {
+                        c.state.name().to_string()
+                    } else {
+                        "UDP".to_string()
+                    },
+                    source: sock(c.caddr, c.cport),
+                    virt: sock(c.vaddr, c.vport),
+                    dest: sock(c.raddr, c.rport),
+                    template: false,
+                    controls: 0,
+                });
+            }
+        });
+        self.engine.templates().for_each(|t| {
+            if rows.len() < MAX_DUMP_ROWS {
+                rows.push(template_row(
+                    t.key(),
+                    t.raddr,
+                    t.rport,
+                    t.expires().saturating_sub(now),
+                    t.controls(),
+                ));
+            }
+        });
+        rows
     }
 }
 
@@ -103,14 +137,15 @@ impl PacketEngine for ShardEngine {
         self.engine.tick(now);
         if now >= self.last_report + 250 || now < self.last_report {
             self.last_report = now;
-            self.publish();
+            self.publish(now);
         }
     }
 }
 
 impl Drop for ShardEngine {
     fn drop(&mut self) {
-        self.publish();
+        let now = self.last_report;
+        self.publish(now);
     }
 }
 
@@ -174,15 +209,24 @@ fn xdp_entries(snap: &Snapshot) -> (PortEntries, PortEntries) {
     (vips, reals)
 }
 
+type Progs = std::rc::Rc<Vec<(String, u32, XdpProgram)>>;
+
 pub struct Attached {
-    progs: Vec<(String, u32, XdpProgram)>,
+    progs: Progs,
     links: Vec<XdpLink>,
 }
 
 impl Attached {
     fn update_maps(&self, snap: &Snapshot) -> Result<(), String> {
+        update_maps(&self.progs, snap)
+    }
+}
+
+/// Publish a snapshot's VIPs and NAT real servers to every XDP program.
+fn update_maps(progs: &[(String, u32, XdpProgram)], snap: &Snapshot) -> Result<(), String> {
+    {
         let (vips, reals) = xdp_entries(snap);
-        for (name, _, p) in &self.progs {
+        for (name, _, p) in progs {
             p.set_vips(&vips)
                 .map_err(|e| format!("{name}: VIP map: {e}"))?;
             p.set_reals(&reals)
@@ -264,14 +308,15 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         CfgXdpMode::Native => XdpMode::Native,
         CfgXdpMode::Generic => XdpMode::Generic,
     };
-    let mut att = Attached {
-        progs: Vec::new(),
-        links: Vec::new(),
-    };
+    let mut progs = Vec::new();
     for (name, ifindex, _) in &ifaces {
         let p = XdpProgram::load().map_err(|e| format!("loading XDP program: {e}"))?;
-        att.progs.push((name.clone(), *ifindex, p));
+        progs.push((name.clone(), *ifindex, p));
     }
+    let mut att = Attached {
+        progs: std::rc::Rc::new(progs),
+        links: Vec::new(),
+    };
     att.update_maps(&snaps.load())?;
     for sock in runtime.sockets() {
         if let Some((_, _, p)) = att.progs.iter().find(|(_, i, _)| *i == sock.ifindex) {
@@ -279,7 +324,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
                 .map_err(|e| format!("registering AF_XDP socket: {e}"))?;
         }
     }
-    for (name, ifindex, p) in &att.progs {
+    for (name, ifindex, p) in att.progs.iter() {
         let link = p
             .attach(*ifindex, mode)
             .map_err(|e| format!("attaching XDP ({}) to {name}: {e}", mode_name(mode)))?;
@@ -320,11 +365,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         .spawn(stop.clone())
         .map_err(|e| format!("resolver: {e}"))?;
 
-    let reports: Reports = Arc::new(
-        (0..n_shards)
-            .map(|_| Mutex::new(ShardReport::default()))
-            .collect(),
-    );
+    let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
     let template_capacity = cfg.director.template_capacity as usize;
     let factory = {
@@ -356,38 +397,26 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         path.display()
     );
 
-    let started = Instant::now();
-    let mut reloads = 0u64;
-    loop {
-        if let Some(d) = duration {
-            if started.elapsed() >= Duration::from_secs(d) {
-                info!("duration reached, stopping");
-                break;
-            }
-        }
-        if running.any_finished() {
-            warn!("a shard thread exited; stopping");
-            break;
-        }
-        match signals.wait(Duration::from_millis(200)) {
-            Ok(Some(Signal::Stop)) => {
-                info!("stop requested (signal)");
-                break;
-            }
-            Ok(Some(Signal::Reload)) => {
-                reloads += 1;
-                match reload(path, &snaps, &att) {
-                    Ok(msg) => info!("reload #{reloads} ok: {msg}"),
-                    Err(e) => error!("reload #{reloads} refused, running config kept: {e}"),
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                error!("signals: {e}");
-                break;
-            }
-        }
+    let maps_progs = att.progs.clone();
+    let mut state = ControlState::new(
+        path.to_path_buf(),
+        cfg.clone(),
+        snaps.clone(),
+        Box::new(move |snap: &Snapshot| update_maps(&maps_progs, snap)),
+        reports.clone(),
+    );
+    state.set_shard_counters(running.counters());
+    let loop_cfg = LoopConfig {
+        control_socket: cfg.director.control_socket.clone(),
+        metrics: cfg.director.metrics,
+        duration: duration.map(Duration::from_secs),
+    };
+    let finished = || running.any_finished();
+    let exit = event_loop::run(&mut state, &signals, &loop_cfg, &finished);
+    if let Err(e) = &exit {
+        error!("control loop: {e}");
     }
+    let _ = std::fs::remove_file(&cfg.director.control_socket);
     stop.store(true, Ordering::SeqCst);
     // Detach first so the kernel stops redirecting, then drain the shards.
     let links = std::mem::take(&mut att.links);
@@ -404,24 +433,6 @@ fn mode_name(m: XdpMode) -> &'static str {
         XdpMode::Native => "native",
         XdpMode::Generic => "generic",
     }
-}
-
-/// Load, validate and build the whole new snapshot, then publish it in one
-/// store. On any error nothing changes.
-pub fn reload(path: &Path, snaps: &ArcSwap<Snapshot>, att: &Attached) -> Result<String, String> {
-    let cfg = Config::load(path).map_err(|e| e.to_string())?;
-    let cur = snaps.load_full();
-    let next = build_snapshot(&cfg, Some(&cur)).map_err(|e| e.to_string())?;
-    let msg = format!(
-        "generation {}, {} service(s)",
-        next.generation,
-        next.services.len()
-    );
-    // New VIPs must reach the sockets before shards know them; stale ones are
-    // harmless for a moment (the engine passes what it does not serve).
-    att.update_maps(&next)?;
-    snaps.store(Arc::new(next));
-    Ok(msg)
 }
 
 /// The counters printed when the director stops.
@@ -441,20 +452,7 @@ pub fn final_counters(stats: &[ShardStats], reports: &Reports, snap: &Snapshot) 
         }
         s.push('\n');
     }
-    let mut totals: HashMap<DestId, DestCounters> = HashMap::new();
-    for r in reports.iter() {
-        if let Ok(r) = r.lock() {
-            for (id, c) in &r.dests {
-                let t = totals.entry(*id).or_default();
-                t.conns += c.conns;
-                t.inpkts += c.inpkts;
-                t.outpkts += c.outpkts;
-                t.inbytes += c.inbytes;
-                t.outbytes += c.outbytes;
-                t.persist += c.persist;
-            }
-        }
-    }
+    let totals = dest_totals(reports);
     for svc in &snap.services {
         let _ = writeln!(s, "{} ({})", svc.key, svc.name);
         for d in &svc.dests {

@@ -8,6 +8,7 @@
 //! - [`xdp`]: the XDP program (assembled in Rust) and its maps, via `bpf()`.
 //! - [`dataplane`]: AF_XDP sockets, pinned shard threads, hand-off.
 
+pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod demo;

@@ -44,6 +44,37 @@ enum Cmd {
     /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
     /// rules of firewall-mark services) into an xdpvs config.
     ImportIpvsadm(xdpvs::control::ipvsadm::ImportArgs),
+    /// List services and real servers of the running director, like
+    /// `ipvsadm -L -n` (--stats, --rate, --persistent-conn, --connections).
+    List(xdpvs::cli::ListArgs),
+    /// Counters per service, real server and shard.
+    Stats {
+        #[command(flatten)]
+        target: xdpvs::cli::Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running director re-read its config file (as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: xdpvs::cli::Target,
+    },
+    /// Print the running state as a config file (like `ipvsadm -S`).
+    Save {
+        #[command(flatten)]
+        target: xdpvs::cli::Target,
+    },
+    /// Zero the counters (like `ipvsadm -Z`).
+    Zero {
+        #[command(flatten)]
+        target: xdpvs::cli::Target,
+    },
+    /// Add, edit or delete a virtual service at runtime (ipvsadm -A/-E/-D).
+    #[command(subcommand)]
+    Service(xdpvs::cli::ServiceCmd),
+    /// Add, edit (weight) or delete a real server at runtime (ipvsadm -a/-e/-d).
+    #[command(subcommand)]
+    Real(xdpvs::cli::RealCmd),
 }
 
 fn main() -> ExitCode {
@@ -62,5 +93,12 @@ fn main() -> ExitCode {
         Cmd::Run { config, duration } => xdpvs::director::run_main(&config, duration),
         Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
         Cmd::ImportIpvsadm(args) => xdpvs::control::ipvsadm::run(&args),
+        Cmd::List(a) => xdpvs::cli::list(&a),
+        Cmd::Stats { target, json } => xdpvs::cli::stats(&target, json),
+        Cmd::Reload { target } => xdpvs::cli::reload(&target),
+        Cmd::Save { target } => xdpvs::cli::save(&target),
+        Cmd::Zero { target } => xdpvs::cli::zero(&target),
+        Cmd::Service(c) => xdpvs::cli::service(&c),
+        Cmd::Real(c) => xdpvs::cli::real(&c),
     }
 }

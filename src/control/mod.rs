@@ -61,4 +61,11 @@ pub fn check(path: &Path) -> Result<Summary, ConfigError> {
         warnings,
     })
 }
+pub mod event_loop;
+pub mod health;
+pub mod metrics;
+pub mod proto;
+pub mod server;
 pub mod signals;
+pub mod status;
+pub mod uring;

@@ -123,6 +123,15 @@ fn used(slab: &[Slot], i: u32) -> Option<&Template> {
 }
 
 impl TemplateTable {
+    /// Call `f` for every template (O(table); for listing).
+    pub fn for_each(&self, mut f: impl FnMut(&Template)) {
+        for slot in &self.slab {
+            if let Slot::Used(t) = slot {
+                f(t);
+            }
+        }
+    }
+
     /// A table for at most `capacity` templates.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_TPL_CAPACITY);

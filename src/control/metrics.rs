@@ -1,0 +1,181 @@
+//! Prometheus text exposition of a [`Status`].
+
+use std::fmt::Write as _;
+
+use crate::control::status::{sock, Status};
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+type Field<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
+pub fn render(st: &Status) -> String {
+    let mut o = String::new();
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+    };
+    let counters: [Field<crate::control::status::Counters, u64>; 5] = [
+        ("conns", "connections scheduled", |c| c.conns),
+        ("in_packets", "packets client -> real server", |c| c.inpkts),
+        ("out_packets", "packets real server -> client (NAT)", |c| {
+            c.outpkts
+        }),
+        ("in_bytes", "bytes client -> real server", |c| c.inbytes),
+        ("out_bytes", "bytes real server -> client (NAT)", |c| {
+            c.outbytes
+        }),
+    ];
+    for (name, help, get) in counters {
+        let n = format!("xdpvs_service_{name}_total");
+        family(&mut o, &n, "counter", help);
+        for s in &st.services {
+            let _ = writeln!(o, "{n}{{service=\"{}\"}} {}", esc(&s.name), get(&s.stats));
+        }
+        let n = format!("xdpvs_real_{name}_total");
+        family(&mut o, &n, "counter", help);
+        for s in &st.services {
+            for r in &s.reals {
+                let _ = writeln!(
+                    o,
+                    "{n}{{service=\"{}\",real=\"{}\"}} {}",
+                    esc(&s.name),
+                    esc(&sock(r.addr, r.port.unwrap_or(0))),
+                    get(&r.stats)
+                );
+            }
+        }
+    }
+    let rates: [Field<crate::control::status::Rates, f64>; 5] = [
+        ("cps", "", |r| r.cps),
+        ("in_pps", "", |r| r.inpps),
+        ("out_pps", "", |r| r.outpps),
+        ("in_bps", "", |r| r.inbps),
+        ("out_bps", "", |r| r.outbps),
+    ];
+    for (name, _, get) in rates {
+        let n = format!("xdpvs_real_rate_{name}");
+        family(
+            &mut o,
+            &n,
+            "gauge",
+            "smoothed rate per second, as ipvsadm --rate",
+        );
+        for s in &st.services {
+            for r in &s.reals {
+                let _ = writeln!(
+                    o,
+                    "{n}{{service=\"{}\",real=\"{}\"}} {:.3}",
+                    esc(&s.name),
+                    esc(&sock(r.addr, r.port.unwrap_or(0))),
+                    get(&r.rates)
+                );
+            }
+        }
+    }
+    let gauges: [Field<crate::control::status::RealStatus, u64>; 5] = [
+        ("active_conns", "established connections", |r| r.active),
+        ("inactive_conns", "other live connections", |r| r.inactive),
+        ("persistent_templates", "persistence templates", |r| {
+            r.persist
+        }),
+        ("weight", "weight in effect", |r| u64::from(r.weight)),
+        ("up", "1 unless a health check holds it down", |r| {
+            u64::from(r.health != "down")
+        }),
+    ];
+    for (name, help, get) in gauges {
+        let n = format!("xdpvs_real_{name}");
+        family(&mut o, &n, "gauge", help);
+        for s in &st.services {
+            for r in &s.reals {
+                let _ = writeln!(
+                    o,
+                    "{n}{{service=\"{}\",real=\"{}\"}} {}",
+                    esc(&s.name),
+                    esc(&sock(r.addr, r.port.unwrap_or(0))),
+                    get(r)
+                );
+            }
+        }
+    }
+    let shard: [Field<crate::control::status::ShardStatus, u64>; 6] = [
+        ("rx_total", "frames received", |s| s.rx),
+        ("tx_total", "frames sent", |s| s.tx),
+        (
+            "handoff_out_total",
+            "frames handed to the owner shard",
+            |s| s.handoff_out,
+        ),
+        (
+            "handoff_in_total",
+            "frames received from other shards",
+            |s| s.handoff_in,
+        ),
+        ("connections", "connection table entries", |s| s.conns),
+        ("templates", "persistence templates", |s| s.templates),
+    ];
+    for (name, help, get) in shard {
+        let n = format!("xdpvs_shard_{name}");
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        family(&mut o, &n, kind, help);
+        for (i, s) in st.shards.iter().enumerate() {
+            let _ = writeln!(o, "{n}{{shard=\"{i}\"}} {}", get(s));
+        }
+    }
+    family(
+        &mut o,
+        "xdpvs_shard_dropped_total",
+        "counter",
+        "frames dropped, by reason",
+    );
+    for (i, s) in st.shards.iter().enumerate() {
+        for (reason, n) in &s.dropped {
+            let _ = writeln!(
+                o,
+                "xdpvs_shard_dropped_total{{shard=\"{i}\",reason=\"{}\"}} {n}",
+                esc(reason)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "xdpvs_reloads_total",
+        "counter",
+        "config reloads applied",
+    );
+    let _ = writeln!(o, "xdpvs_reloads_total {}", st.reloads);
+    family(
+        &mut o,
+        "xdpvs_reloads_refused_total",
+        "counter",
+        "config reloads refused",
+    );
+    let _ = writeln!(o, "xdpvs_reloads_refused_total {}", st.reloads_refused);
+    family(
+        &mut o,
+        "xdpvs_config_generation",
+        "gauge",
+        "generation of the running snapshot",
+    );
+    let _ = writeln!(o, "xdpvs_config_generation {}", st.generation);
+    family(
+        &mut o,
+        "xdpvs_last_reload_ok",
+        "gauge",
+        "1 if the last reload was applied, 0 if refused",
+    );
+    let _ = writeln!(
+        o,
+        "xdpvs_last_reload_ok {}",
+        u8::from(!st.last_reload.starts_with("refused"))
+    );
+    o
+}
