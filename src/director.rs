@@ -44,6 +44,8 @@ pub struct ShardEngine {
     reports: Reports,
     shard: usize,
     last_report: Millis,
+    pub_seen: u64,
+    dump_seen: u64,
 }
 
 impl ShardEngine {
@@ -63,6 +65,8 @@ impl ShardEngine {
             reports,
             shard: cfg.shard as usize,
             last_report: 0,
+            pub_seen: 0,
+            dump_seen: 0,
         }
     }
 
@@ -71,9 +75,13 @@ impl ShardEngine {
             return;
         };
         let want = slot.requested();
+        let want_pub = slot.publish_requested();
+        self.pub_seen = want_pub;
+        self.dump_seen = want;
         let Ok(mut r) = slot.report.lock() else {
             return;
         };
+        r.pub_gen = want_pub;
         r.dests.clone_from(self.engine.dest_counters());
         r.engine = self.engine.stats.clone();
         r.conns = self.engine.conns().len();
@@ -135,7 +143,10 @@ impl PacketEngine for ShardEngine {
 
     fn tick(&mut self, now: Millis) {
         self.engine.tick(now);
-        if now >= self.last_report + 250 || now < self.last_report {
+        let asked = self.reports.get(self.shard).is_some_and(|s| {
+            s.publish_requested() > self.pub_seen || s.requested() > self.dump_seen
+        });
+        if asked || now >= self.last_report + 250 || now < self.last_report {
             self.last_report = now;
             self.publish(now);
         }

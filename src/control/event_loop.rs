@@ -91,7 +91,10 @@ fn serve_metrics(state: &ControlState, mut s: std::net::TcpStream) {
         h.clear();
     }
     let (code, body) = if line.starts_with("GET /metrics") || line.starts_with("GET / ") {
-        ("200 OK", crate::control::metrics::render(&state.status()))
+        (
+            "200 OK",
+            crate::control::metrics::render(&state.status_raw()),
+        )
     } else {
         ("404 Not Found", "try /metrics\n".to_string())
     };

@@ -180,10 +180,21 @@ impl ControlState {
         }
     }
 
+    /// The listing: counters since the last `zero`.
     pub fn status(&self) -> Status {
+        self.status_with(&self.base)
+    }
+
+    /// For metrics: monotonic counters, which `zero` does not touch
+    /// (Prometheus computes its own rates and resets).
+    pub fn status_raw(&self) -> Status {
+        self.status_with(&HashMap::new())
+    }
+
+    fn status_with(&self, base: &HashMap<DestId, Counters>) -> Status {
         let snap = self.snaps.load();
         let totals = dest_totals(&self.reports);
-        let mut services = services_status(&snap, &totals, &self.base);
+        let mut services = services_status(&snap, &totals, base);
         for (s, svc) in services.iter_mut().zip(snap.services.iter()) {
             let cfg_svc = self.cfg.services.iter().find(|c| c.key == svc.key);
             let mut rates = Rates::default();
@@ -278,7 +289,26 @@ impl ControlState {
         rows
     }
 
+    /// Have every shard publish its counters now; wait (bounded), so a
+    /// listing or `zero` right after traffic sees all of it.
+    pub fn sync_reports(&mut self, wait: Duration) {
+        self.dump_gen += 1;
+        let gen = self.dump_gen;
+        for slot in self.reports.iter() {
+            slot.pub_req.store(gen, Ordering::Release);
+        }
+        let deadline = Instant::now() + wait;
+        for slot in self.reports.iter() {
+            while slot.report.lock().map(|r| r.pub_gen < gen).unwrap_or(false)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+
     pub fn zero(&mut self) {
+        self.sync_reports(Duration::from_millis(500));
         let totals = dest_totals(&self.reports);
         self.base = totals
             .iter()
@@ -288,11 +318,14 @@ impl ControlState {
 
     pub fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Status => Response {
-                ok: true,
-                status: Some(self.status()),
-                ..Response::default()
-            },
+            Request::Status => {
+                self.sync_reports(Duration::from_millis(500));
+                Response {
+                    ok: true,
+                    status: Some(self.status()),
+                    ..Response::default()
+                }
+            }
             Request::Connections => Response {
                 ok: true,
                 conns: Some(self.connections(Duration::from_secs(2))),

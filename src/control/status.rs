@@ -30,6 +30,8 @@ pub struct ShardReport {
     /// The answer to the last connection-listing request.
     pub dump: Vec<ConnRow>,
     pub dump_gen: u64,
+    /// The last publish request this report answers.
+    pub pub_gen: u64,
 }
 
 /// One shard's report slot: the report, and a request counter the control
@@ -37,10 +39,17 @@ pub struct ShardReport {
 #[derive(Debug, Default)]
 pub struct ReportSlot {
     pub dump_req: AtomicU64,
+    /// Bumped by the control plane to have the shard publish at once.
+    pub pub_req: AtomicU64,
     pub report: Mutex<ShardReport>,
 }
 
 impl ReportSlot {
+    /// The generation of the publish asked for.
+    pub fn publish_requested(&self) -> u64 {
+        self.pub_req.load(Ordering::Acquire)
+    }
+
     /// The generation of the listing asked for (0: none yet).
     pub fn requested(&self) -> u64 {
         self.dump_req.load(Ordering::Acquire)
