@@ -24,9 +24,9 @@ use std::process::ExitCode;
 
 use crate::control::build::build_snapshot;
 use crate::control::config::{
-    netmask_prefix, Config, Director, FwmarkGroup, FwmarkRuleConfig, PersistenceConfig,
-    RealConfig, ServiceConfig, DEFAULT_GUE_PORT, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_SCHEDULER,
-    MAX_TIMEOUT, MAX_WEIGHT,
+    netmask_prefix, Config, Director, FwmarkGroup, FwmarkRuleConfig, PersistenceConfig, RealConfig,
+    ServiceConfig, DEFAULT_GUE_PORT, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_SCHEDULER, MAX_TIMEOUT,
+    MAX_WEIGHT,
 };
 use crate::control::ports::PortSet;
 use crate::model::{FwdMethod, Proto, ServiceKey, Timeouts};
@@ -128,6 +128,7 @@ pub fn import(
         file,
         services,
         timeouts,
+        failed: _,
         mut errors,
         mut warnings,
     } = st;
@@ -143,6 +144,11 @@ pub fn import(
     let out = b.config(&services, timeouts, &marks.rules);
     errors.append(&mut b.errors);
     warnings.append(&mut b.warnings);
+    let order: Vec<&str> = std::iter::once(ipvsadm.name)
+        .chain(iptables.iter().map(|i| i.name))
+        .collect();
+    sort_problems(&mut errors, &order);
+    sort_problems(&mut warnings, &order);
     if !errors.is_empty() {
         return Err(ImportError(errors));
     }
@@ -157,7 +163,10 @@ pub fn import(
                 return Err(ImportError(vec![locs.place("", &e.to_string())]));
             }
             return Err(ImportError(
-                diags.iter().map(|d| locs.place(&d.key, &d.reason)).collect(),
+                diags
+                    .iter()
+                    .map(|d| locs.place(&d.key, &d.reason))
+                    .collect(),
             ));
         }
     }
@@ -198,6 +207,18 @@ pub fn import(
         toml,
         warnings,
     })
+}
+
+/// In input order: by file (as given), then line; problems without a line
+/// last within their file.
+fn sort_problems(list: &mut [Problem], order: &[&str]) {
+    list.sort_by_key(|p| {
+        let file = order
+            .iter()
+            .position(|f| *f == p.file)
+            .unwrap_or(order.len());
+        (file, p.line.unwrap_or(usize::MAX))
+    });
 }
 
 fn one_line(s: &str) -> String {
@@ -446,8 +467,7 @@ fn parse_items(words: &[String]) -> Result<Vec<Item>, String> {
             let mut rest = cluster;
             while let Some(c) = rest.chars().next() {
                 rest = rest.get(c.len_utf8()..).unwrap_or("");
-                let Some(&(_, _, opt, arity)) =
-                    OPTIONS.iter().find(|o| o.0 == c && c != '\0')
+                let Some(&(_, _, opt, arity)) = OPTIONS.iter().find(|o| o.0 == c && c != '\0')
                 else {
                     return Err(format!("unknown option `-{c}`"));
                 };
@@ -527,7 +547,14 @@ fn take_args(
 fn is_command(o: O) -> bool {
     matches!(
         o,
-        O::AddSvc | O::EditSvc | O::DelSvc | O::Clear | O::AddDest | O::EditDest | O::DelDest | O::Set
+        O::AddSvc
+            | O::EditSvc
+            | O::DelSvc
+            | O::Clear
+            | O::AddDest
+            | O::EditDest
+            | O::DelDest
+            | O::Set
     )
 }
 
@@ -738,8 +765,15 @@ fn number_in(s: &str, what: &str, lo: u32, hi: u32) -> Result<u32, String> {
 /// A virtual service as IPVS keys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum SvcId {
-    Addr { proto: Proto, vip: IpAddr, port: u16 },
-    Mark { mark: u32, v6: bool },
+    Addr {
+        proto: Proto,
+        vip: IpAddr,
+        port: u16,
+    },
+    Mark {
+        mark: u32,
+        v6: bool,
+    },
 }
 
 impl SvcId {
@@ -804,6 +838,8 @@ fn fmt_addr_port(a: IpAddr, p: u16) -> String {
 struct State<'a> {
     file: &'a str,
     services: Vec<Svc>,
+    /// Services whose `-A` line failed, and that line.
+    failed: Vec<(SvcId, usize)>,
     timeouts: Timeouts,
     errors: Vec<Problem>,
     warnings: Vec<Problem>,
@@ -818,6 +854,7 @@ impl<'a> State<'a> {
         State {
             file,
             services: Vec::new(),
+            failed: Vec::new(),
             timeouts: Timeouts::default(),
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -878,9 +915,7 @@ impl<'a> State<'a> {
         let cmds: Vec<&Item> = items.iter().filter(|i| is_command(i.opt)).collect();
         let cmd = match cmds.as_slice() {
             [] => {
-                return Err(
-                    "no command: expected -A, -E, -D, -a, -e, -d, -C or --set".to_string(),
-                )
+                return Err("no command: expected -A, -E, -D, -a, -e, -d, -C or --set".to_string())
             }
             [c] => *c,
             [a, b, ..] => {
@@ -918,7 +953,10 @@ impl<'a> State<'a> {
         };
         exclusive(&[O::Tcp, O::Udp, O::Sctp, O::Fwmark], "virtual service")?;
         exclusive(&[O::Gate, O::Masq, O::Ipip], "forwarding method")?;
-        exclusive(&[O::TunNocsum, O::TunCsum, O::TunRemcsum], "tunnel checksum mode")?;
+        exclusive(
+            &[O::TunNocsum, O::TunCsum, O::TunRemcsum],
+            "tunnel checksum mode",
+        )?;
 
         match cmd.opt {
             O::Clear => {
@@ -926,7 +964,14 @@ impl<'a> State<'a> {
                 Ok(())
             }
             O::Set => self.set_timeouts(cmd),
-            O::AddSvc | O::EditSvc => self.add_service(n, cmd.opt == O::EditSvc, &items),
+            O::AddSvc | O::EditSvc => {
+                let edit = cmd.opt == O::EditSvc;
+                let r = self.add_service(n, edit, &items);
+                if let (Err(_), false, Ok(id)) = (&r, edit, svc_id(&items)) {
+                    self.failed.push((id, n));
+                }
+                r
+            }
             O::DelSvc => {
                 let id = svc_id(&items)?;
                 let i = self
@@ -942,10 +987,11 @@ impl<'a> State<'a> {
     fn set_timeouts(&mut self, cmd: &Item) -> Result<(), String> {
         let mut t = self.timeouts;
         let slots = [&mut t.tcp, &mut t.tcp_fin, &mut t.udp];
-        for ((slot, arg), what) in slots
-            .into_iter()
-            .zip(&cmd.args)
-            .zip(["tcp timeout", "tcpfin timeout", "udp timeout"])
+        for ((slot, arg), what) in
+            slots
+                .into_iter()
+                .zip(&cmd.args)
+                .zip(["tcp timeout", "tcpfin timeout", "udp timeout"])
         {
             let v = number_in(arg, what, 0, MAX_TIMEOUT)?;
             // ipvsadm: 0 leaves the value unchanged.
@@ -1089,6 +1135,11 @@ impl<'a> State<'a> {
     fn dest(&mut self, n: usize, cmd: O, items: &[Item]) -> Result<(), String> {
         let id = svc_id(items)?;
         let Some(si) = self.find(id) else {
+            if let Some((_, l)) = self.failed.iter().rev().find(|f| f.0 == id) {
+                return Err(format!(
+                    "real server for {id}, whose virtual service could not be imported (line {l})"
+                ));
+            }
             return Err(format!(
                 "real server for {id}, but that virtual service is not defined (no `-A` line \
                  before this one)"
@@ -1141,17 +1192,20 @@ impl<'a> State<'a> {
                 self.warn(
                     n,
                     format!(
-                        "`{}` ignored: xdpvs sends GUE without a UDP checksum over IPv4 and \
-                         with a full one over IPv6; receivers accept both",
+                        "`{}` ignored: xdpvs sends GUE with a zero UDP checksum over IPv4, a \
+                         full one over IPv6 and no remote-checksum option, which a GUE receiver \
+                         accepts whatever the sender's checksum mode",
                         c.shown
                     ),
                 );
             }
         } else if fwd == FwdMethod::Ipip {
-            if let Some(t) = items
-                .iter()
-                .find(|i| matches!(i.opt, O::TunPort | O::TunCsum | O::TunRemcsum | O::TunNocsum))
-            {
+            if let Some(t) = items.iter().find(|i| {
+                matches!(
+                    i.opt,
+                    O::TunPort | O::TunCsum | O::TunRemcsum | O::TunNocsum
+                )
+            }) {
                 return Err(format!(
                     "`{}` applies only to --tun-type gue; ipvsadm refuses it too",
                     t.shown
@@ -1165,10 +1219,7 @@ impl<'a> State<'a> {
             ));
         }
         // ipvsadm gives dr and tunnel reals of an address service its port.
-        if cmd != O::DelDest
-            && matches!(id, SvcId::Addr { .. })
-            && fwd != FwdMethod::Nat
-        {
+        if cmd != O::DelDest && matches!(id, SvcId::Addr { .. }) && fwd != FwdMethod::Nat {
             port = id.port();
         }
         let weight = match get(items, O::Weight).and_then(Item::arg) {
@@ -1235,7 +1286,8 @@ fn sched_flags(sched: &str, list: &str, params: &mut SchedParams) -> Result<Vec<
             Some(("flag", "1")) => (None, "fallback"),
             Some(("flag", "2")) => (None, "port"),
             Some(("flag", "3")) => {
-                warnings.push("scheduler flag `flag-3` ignored: no IPVS scheduler uses it".to_string());
+                warnings
+                    .push("scheduler flag `flag-3` ignored: no IPVS scheduler uses it".to_string());
                 continue;
             }
             _ => {
@@ -2090,7 +2142,11 @@ fn real_port(svc: SvcId, r: &Real) -> Option<u16> {
 fn service_name(id: SvcId) -> String {
     match id {
         SvcId::Addr { proto, vip, port } => {
-            format!("{}-{}-{port}", proto.name(), vip.to_string().replace(':', "_"))
+            format!(
+                "{}-{}-{port}",
+                proto.name(),
+                vip.to_string().replace(':', "_")
+            )
         }
         SvcId::Mark { mark, v6: false } => format!("fwmark-{mark}"),
         SvcId::Mark { mark, v6: true } => format!("fwmark-{mark}-v6"),
@@ -2213,10 +2269,18 @@ mod tests {
 
     #[test]
     fn clusters_and_attached_arguments() {
-        let w: Vec<String> = ["-At", "1.2.3.4:80", "-p", "-M", "255.0.0.0", "-w2", "--weight=3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let w: Vec<String> = [
+            "-At",
+            "1.2.3.4:80",
+            "-p",
+            "-M",
+            "255.0.0.0",
+            "-w2",
+            "--weight=3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let items = parse_items(&w).unwrap();
         let got: Vec<(O, Vec<String>)> = items.into_iter().map(|i| (i.opt, i.args)).collect();
         assert_eq!(
@@ -2253,9 +2317,14 @@ mod tests {
         assert!(mark_value("0x1/0xff").is_err());
         assert_eq!(port_range("10000:10100"), Ok((10000, 10100)));
         assert_eq!(port_range(":1023"), Ok((1, 1023)));
-        assert_eq!(parse_cidr("198.18.0.100/31"), Ok(("198.18.0.100".parse().unwrap(), 31)));
         assert_eq!(
-            expand_prefix("198.18.0.101".parse().unwrap(), 31).unwrap().len(),
+            parse_cidr("198.18.0.100/31"),
+            Ok(("198.18.0.100".parse().unwrap(), 31))
+        );
+        assert_eq!(
+            expand_prefix("198.18.0.101".parse().unwrap(), 31)
+                .unwrap()
+                .len(),
             2
         );
         assert!(expand_prefix("198.18.0.0".parse().unwrap(), 16).is_err());
