@@ -22,7 +22,8 @@ use crate::control::server::ControlState;
 use crate::control::signals::Signals;
 use crate::control::snapshot::Snapshot;
 use crate::control::status::{
-    dest_totals, new_reports, sock, template_row, ConnRow, Reports, MAX_DUMP_ROWS,
+    dest_totals, latency_bucket, new_reports, sock, template_row, ConnRow, Reports,
+    LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
 };
 use crate::dataplane::neigh::{
     NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors,
@@ -46,6 +47,9 @@ pub struct ShardEngine {
     last_report: Millis,
     pub_seen: u64,
     dump_seen: u64,
+    sampled: u64,
+    latency: [u64; LATENCY_BUCKETS_NS.len() + 1],
+    latency_sum_ns: u64,
 }
 
 impl ShardEngine {
@@ -67,6 +71,9 @@ impl ShardEngine {
             last_report: 0,
             pub_seen: 0,
             dump_seen: 0,
+            sampled: 0,
+            latency: [0; LATENCY_BUCKETS_NS.len() + 1],
+            latency_sum_ns: 0,
         }
     }
 
@@ -82,6 +89,8 @@ impl ShardEngine {
             return;
         };
         r.pub_gen = want_pub;
+        r.latency = self.latency;
+        r.latency_sum_ns = self.latency_sum_ns;
         r.dests.clone_from(self.engine.dest_counters());
         r.engine = self.engine.stats.clone();
         r.conns = self.engine.conns().len();
@@ -138,7 +147,20 @@ impl PacketEngine for ShardEngine {
     }
 
     fn process(&mut self, now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
-        self.engine.process(now, frame, &*self.table)
+        self.sampled = self.sampled.wrapping_add(1);
+        if self.sampled % 64 != 1 {
+            return self.engine.process(now, frame, &*self.table);
+        }
+        // One packet in 64 is timed (the clock read costs about as much as
+        // an established-flow decision).
+        let t = std::time::Instant::now();
+        let v = self.engine.process(now, frame, &*self.table);
+        let ns = t.elapsed().as_nanos() as u64;
+        if let Some(b) = self.latency.get_mut(latency_bucket(ns)) {
+            *b += 1;
+        }
+        self.latency_sum_ns += ns;
+        v
     }
 
     fn tick(&mut self, now: Millis) {

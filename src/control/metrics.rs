@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::control::status::{sock, Status};
+use crate::control::status::{sock, Status, LATENCY_BUCKETS_NS};
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -145,6 +145,30 @@ pub fn render(st: &Status) -> String {
             );
         }
     }
+    family(
+        &mut o,
+        "xdpvs_datapath_engine_seconds",
+        "histogram",
+        "engine time per packet (sampled 1 in 64), all shards",
+    );
+    let mut cum = 0u64;
+    for (i, n) in st.latency_buckets.iter().enumerate() {
+        cum += n;
+        let le = LATENCY_BUCKETS_NS
+            .get(i)
+            .map(|ns| format!("{:e}", *ns as f64 / 1e9))
+            .unwrap_or_else(|| "+Inf".to_string());
+        let _ = writeln!(
+            o,
+            "xdpvs_datapath_engine_seconds_bucket{{le=\"{le}\"}} {cum}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "xdpvs_datapath_engine_seconds_sum {:e}",
+        st.latency_sum_ns as f64 / 1e9
+    );
+    let _ = writeln!(o, "xdpvs_datapath_engine_seconds_count {cum}");
     family(
         &mut o,
         "xdpvs_reloads_total",

@@ -21,6 +21,7 @@ use crate::control::proto::{RealSpec, Request, Response};
 use crate::control::snapshot::Snapshot;
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
+    LATENCY_BUCKETS_NS,
 };
 use crate::dataplane::counters::ShardCounters;
 use crate::model::{DestId, FwdMethod, ServiceKey};
@@ -51,7 +52,12 @@ pub struct ControlState {
     rates: HashMap<DestId, (Counters, Rates)>,
     last_rate: Option<Instant>,
     dump_gen: u64,
+    /// Drop counters per shard at the last rate tick (for burst logs).
+    last_drops: Vec<Vec<u64>>,
 }
+
+/// Drops in one rate interval (about 2 s) that make a log line.
+pub const DROP_BURST: u64 = 100;
 
 impl ControlState {
     pub fn new(
@@ -76,6 +82,7 @@ impl ControlState {
             rates: HashMap::new(),
             last_rate: None,
             dump_gen: 0,
+            last_drops: Vec::new(),
         }
     }
 
@@ -160,8 +167,49 @@ impl ControlState {
         self.down.contains_key(rk)
     }
 
+    /// Log a line when a shard dropped more than [`DROP_BURST`] frames
+    /// since the last call, with the reasons.
+    fn log_drop_bursts(&mut self) {
+        let Some(sc) = &self.shard_counters else {
+            return;
+        };
+        let now: Vec<Vec<u64>> = sc
+            .iter()
+            .map(|c| {
+                let st = c.snapshot();
+                DropReason::ALL.iter().map(|r| st.dropped(*r)).collect()
+            })
+            .collect();
+        for (shard, cur) in now.iter().enumerate() {
+            let prev = self.last_drops.get(shard);
+            let deltas: Vec<(DropReason, u64)> = DropReason::ALL
+                .iter()
+                .zip(cur.iter())
+                .enumerate()
+                .map(|(i, (r, n))| {
+                    let p = prev.and_then(|p| p.get(i)).copied().unwrap_or(0);
+                    (*r, n.saturating_sub(p))
+                })
+                .filter(|(_, d)| *d > 0)
+                .collect();
+            let total: u64 = deltas.iter().map(|(_, d)| d).sum();
+            if prev.is_some() && total >= DROP_BURST {
+                let why: Vec<String> = deltas
+                    .iter()
+                    .map(|(r, d)| format!("{}={d}", r.name()))
+                    .collect();
+                tracing::warn!(
+                    "shard {shard}: {total} frames dropped in the last interval ({})",
+                    why.join(" ")
+                );
+            }
+        }
+        self.last_drops = now;
+    }
+
     /// Refresh the smoothed rates (called every couple of seconds).
     pub fn tick_rates(&mut self, now: Instant) {
+        self.log_drop_bursts();
         let secs = self
             .last_rate
             .map(|t| now.duration_since(t).as_secs_f64())
@@ -245,7 +293,19 @@ impl ControlState {
                 });
             }
         }
+        let mut latency_buckets = vec![0u64; LATENCY_BUCKETS_NS.len() + 1];
+        let mut latency_sum_ns = 0;
+        for slot in self.reports.iter() {
+            if let Ok(r) = slot.report.lock() {
+                for (t, v) in latency_buckets.iter_mut().zip(r.latency.iter()) {
+                    *t += v;
+                }
+                latency_sum_ns += r.latency_sum_ns;
+            }
+        }
         Status {
+            latency_buckets,
+            latency_sum_ns,
             config: self.path.display().to_string(),
             generation: snap.generation,
             reloads: self.reloads,

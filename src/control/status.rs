@@ -32,6 +32,23 @@ pub struct ShardReport {
     pub dump_gen: u64,
     /// The last publish request this report answers.
     pub pub_gen: u64,
+    /// Engine time per packet, sampled: counts per [`LATENCY_BUCKETS_NS`]
+    /// bucket (the last one is +Inf), and the sum in ns.
+    pub latency: [u64; LATENCY_BUCKETS_NS.len() + 1],
+    pub latency_sum_ns: u64,
+}
+
+/// Upper bounds (ns) of the data-path latency histogram buckets.
+pub const LATENCY_BUCKETS_NS: [u64; 10] = [
+    50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000,
+];
+
+/// The bucket of a latency sample.
+pub fn latency_bucket(ns: u64) -> usize {
+    LATENCY_BUCKETS_NS
+        .iter()
+        .position(|&b| ns <= b)
+        .unwrap_or(LATENCY_BUCKETS_NS.len())
 }
 
 /// One shard's report slot: the report, and a request counter the control
@@ -211,6 +228,10 @@ pub struct ShardStatus {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Data-path engine time per packet (sampled 1 in 64), all shards:
+    /// cumulative-ready bucket counts for [`LATENCY_BUCKETS_NS`] + Inf.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_ns: u64,
     pub config: String,
     pub generation: u64,
     pub reloads: u64,
