@@ -8,6 +8,19 @@
 //! - [`xdp`]: the XDP program (assembled in Rust) and its maps, via `bpf()`.
 //! - [`dataplane`]: AF_XDP sockets, pinned shard threads, hand-off.
 
+// No panics on any input path: outside tests, unwrap/expect/panic and
+// unchecked indexing are compile errors (a proven-invariant site says why
+// it is allowed).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 pub mod cli;
 pub mod control;
 pub mod dataplane;

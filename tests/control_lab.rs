@@ -168,7 +168,7 @@ fn reload_storm_under_traffic_keeps_the_stream_and_the_client_server() {
     // A long TCP stream: 16 MiB at 1 MiB/s, about 16 s, through the director.
     let dl = e.lab.dir().join("stream.out");
     let ns_cl = e.lab.env("LAB_NS_CLIENT");
-    let mut curl = Command::new("ip")
+    let curl = Command::new("ip")
         .args(["netns", "exec", &ns_cl, "curl", "-sS", "--max-time", "60"])
         .args(["--limit-rate", "1M", "--interface", "198.18.102.9", "-o"])
         .arg(&dl)

@@ -323,7 +323,8 @@ impl FileWatch {
                 let len_at = off + head - 4;
                 let name_len = buf
                     .get(len_at..len_at + 4)
-                    .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(|b| u32::from_ne_bytes(b) as usize)
                     .unwrap_or(0);
                 let name = buf
                     .get(off + head..(off + head + name_len).min(n))

@@ -89,12 +89,14 @@ fn align4(n: usize) -> usize {
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
     b.get(off..off + 2)
-        .map(|s| u16::from_ne_bytes([s[0], s[1]]))
+        .and_then(|s| s.try_into().ok())
+        .map(u16::from_ne_bytes)
 }
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     b.get(off..off + 4)
-        .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+        .and_then(|s| s.try_into().ok())
+        .map(u32::from_ne_bytes)
 }
 
 /// Split a datagram into netlink messages.
@@ -148,7 +150,7 @@ pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> + '_ {
 
 fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
     match (i32::from(family), b.len()) {
-        (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        (libc::AF_INET, 4) => <[u8; 4]>::try_from(b).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a))),
         (libc::AF_INET6, 16) => {
             let mut a = [0u8; 16];
             a.copy_from_slice(b);
@@ -304,10 +306,14 @@ pub fn build(ty: u16, flags: u16, seq: u32, fixed: &[u8], attrs: &[(u16, &[u8])]
         m.resize(align4(m.len()), 0);
     }
     let total = m.len() as u32;
-    m[0..4].copy_from_slice(&total.to_ne_bytes());
-    m[4..6].copy_from_slice(&ty.to_ne_bytes());
-    m[6..8].copy_from_slice(&flags.to_ne_bytes());
-    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let mut head = Vec::with_capacity(12);
+    head.extend_from_slice(&total.to_ne_bytes());
+    head.extend_from_slice(&ty.to_ne_bytes());
+    head.extend_from_slice(&flags.to_ne_bytes());
+    head.extend_from_slice(&seq.to_ne_bytes());
+    if let Some(h) = m.get_mut(0..12) {
+        h.copy_from_slice(&head);
+    }
     m
 }
 

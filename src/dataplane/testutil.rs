@@ -2,6 +2,7 @@
 //! of the product): network namespace guards, running code inside a
 //! namespace, and a minimal XDP program that redirects every frame of queue
 //! `q` to the XSKMAP entry `q` (loaded with raw `bpf()` calls).
+#![allow(clippy::indexing_slicing)] // test support: fixed local buffers
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -548,7 +548,7 @@ impl ShardXsk {
             let mut w = q.dev.fill(want);
             let k = (w.capacity().min(want)) as usize;
             let from = self.free.len() - k;
-            let n = w.insert(self.free[from..].iter().copied()) as usize;
+            let n = w.insert(self.free.get(from..).unwrap_or(&[]).iter().copied()) as usize;
             w.commit();
             drop(w);
             self.free.truncate(self.free.len() - n);

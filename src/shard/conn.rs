@@ -367,6 +367,9 @@ impl Index {
 
     /// Load the home bucket (a software prefetch by plain load); returns the
     /// value stored in the first slot whose tag matches, if any.
+    // Buckets are fixed-size arrays indexed by slot constants below
+    // BUCKET_SLOTS / HANDLES / OVF, all within the array: cannot panic.
+    #[allow(clippy::indexing_slicing)]
     #[inline]
     fn touch(&self, hash: u64) -> Option<u32> {
         let w = self.bucket(self.home(hash))?;
@@ -376,6 +379,7 @@ impl Index {
             .map(|s| w[HANDLES + s])
     }
 
+    #[allow(clippy::indexing_slicing)] // fixed-size bucket, constant slots
     #[inline]
     fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<(usize, usize, u32)> {
         let tag = Self::tag(hash);
@@ -398,6 +402,7 @@ impl Index {
         None
     }
 
+    #[allow(clippy::indexing_slicing)] // fixed-size bucket, constant slots
     fn insert(&mut self, hash: u64, val: u32) -> bool {
         if self.len >= self.nb * BUCKET_SLOTS {
             return false;

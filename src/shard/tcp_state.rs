@@ -52,6 +52,7 @@ impl TcpState {
     ];
 
     /// The state with IPVS number `n`, if any.
+    #[allow(clippy::indexing_slicing)] // checked against TCP_STATES just above
     pub const fn from_index(n: u8) -> Option<TcpState> {
         if (n as usize) < TCP_STATES {
             Some(Self::ALL[n as usize])
@@ -186,6 +187,7 @@ const SECURE: Table = [
 
 /// The next state for `event` seen in direction `dir` in state `state`.
 /// `secure` selects IPVS's `tcp_states_dos` table (`secure_tcp`).
+#[allow(clippy::indexing_slicing)] // enum discriminants index tables sized by those enums
 pub const fn next_state(secure: bool, dir: Dir, state: TcpState, event: TcpEvent) -> TcpState {
     let t = if secure { &SECURE } else { &NORMAL };
     t[dir as usize][event as usize][state as usize]

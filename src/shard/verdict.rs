@@ -19,10 +19,14 @@ impl<'a> Frame<'a> {
         Frame { buf, start, len }
     }
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
+        self.buf
+            .get(self.start..self.start + self.len)
+            .unwrap_or_default()
     }
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..self.start + self.len]
+        self.buf
+            .get_mut(self.start..self.start + self.len)
+            .unwrap_or_default()
     }
     pub fn headroom(&self) -> usize {
         self.start

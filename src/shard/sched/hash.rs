@@ -24,9 +24,9 @@ pub fn addr_fold(addr: &IpAddr) -> u32 {
     match addr {
         IpAddr::V4(a) => u32::from(*a),
         IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            w(0) ^ w(4) ^ w(8) ^ w(12)
+            // The XOR of the four 32-bit words (IPVS's v6 fold).
+            let x = u128::from(*a);
+            (x as u32) ^ ((x >> 32) as u32) ^ ((x >> 64) as u32) ^ ((x >> 96) as u32)
         }
     }
 }
