@@ -146,6 +146,11 @@ impl DirectorProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The director's process id (`ip netns exec` execs it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

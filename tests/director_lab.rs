@@ -302,6 +302,39 @@ fn non_vip_traffic(r: &mut Running) {
     r.lab.kill("director-own-http");
 }
 
+/// After attaching, every thread of the director holds only CAP_NET_ADMIN,
+/// CAP_NET_RAW, CAP_IPC_LOCK and CAP_BPF (effective, permitted, bounding).
+fn least_privilege(r: &Running) {
+    let want: u64 = (1 << 12) | (1 << 13) | (1 << 14) | (1 << 39);
+    let pid = r.director.pid().expect("director pid");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let v = status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(u64::MAX);
+            assert_eq!(
+                v,
+                want,
+                "thread {} ({}) {key} {v:#x}, want {want:#x}",
+                t.file_name().to_string_lossy(),
+                comm.trim()
+            );
+        }
+        n += 1;
+    }
+    assert!(
+        n >= 4,
+        "expected the control, shard and neighbour threads, saw {n}"
+    );
+}
+
 /// Per-host persistence (/32) on a wrr service, weights 3/1/0: 64 hosts.
 fn weighted_spread(r: &Running) -> BTreeMap<String, usize> {
     let vip = r.lab.env("LAB_VIP4");
@@ -398,6 +431,7 @@ fn dr_native_two_shards_persistence_fwmark_weights_udp_ipv6() {
         1,
         "XDP should be attached while running"
     );
+    least_privilege(&r);
 
     let log = r.director.stop();
     let rx = shard_counter(&log, "rx");

@@ -152,6 +152,12 @@ pub fn run(
             None
         }
     };
+    // Everything that needed privileges is open now (XDP attached, sockets
+    // bound, listeners open): keep only what reloads and probes need.
+    match crate::control::privileges::drop_to_minimum() {
+        Ok(kept) => info!("capabilities dropped; kept {}", kept.join(", ")),
+        Err(e) => warn!("could not drop capabilities: {e}"),
+    }
     let mut health = Health::new(T_HEALTH_BASE);
     health.sync(configured_checks(&state.cfg), Instant::now());
     let mut health_gen = state.snaps.load().generation;

@@ -64,6 +64,7 @@ pub fn check(path: &Path) -> Result<Summary, ConfigError> {
 pub mod event_loop;
 pub mod health;
 pub mod metrics;
+pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod signals;

@@ -386,6 +386,11 @@ impl NeighborResolver {
         std::thread::Builder::new()
             .name("xdpvs-neigh".into())
             .spawn(move || {
+                // Capabilities are per thread: this one keeps only the
+                // director's minimum too.
+                if let Err(e) = crate::control::privileges::drop_to_minimum() {
+                    tracing::warn!("neighbour thread: could not drop capabilities: {e}");
+                }
                 let rx = self.req_rx.clone();
                 while !stop.load(Ordering::Relaxed) {
                     let wait = match self.step() {
