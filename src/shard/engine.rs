@@ -17,7 +17,7 @@ use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
 use crate::shard::forward;
 use crate::shard::nexthop::Neighbors;
 use crate::shard::sched::{DestStat, SchedKey, SchedState};
-use crate::shard::tcp_state::{Dir, TcpState};
+use crate::shard::tcp_state::{self, Dir, TcpState};
 use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
 use crate::wire::{self, L3Kind, PacketInfo};
@@ -51,7 +51,8 @@ pub struct DestCounters {
     pub outpkts: u64,
     pub inbytes: u64,
     pub outbytes: u64,
-    /// Live connections: established / other.
+    /// Live connections: active (ESTABLISHED and the handshake states
+    /// SYN_SENT / SYN_RECV / SYNACK, as IPVS's ActiveConn) / other.
     pub active: u32,
     pub inactive: u32,
     /// Live persistence templates pointing at it.
@@ -263,6 +264,13 @@ impl Engine {
                 self.inbound(now, frame, &info, key, svc_idx as usize, &snap, nh)
             }
             None => {
+                // Not for a virtual service: only a reply of a NAT real
+                // server (to a client) can be ours. Anything else is passed
+                // here, by any shard, as the XDP filter would.
+                if !is_nat_real(&snap, info.src) {
+                    self.stats.passed += 1;
+                    return Verdict::Pass;
+                }
                 let owner = owner_shard(info.dst, &snap, self.cfg.shards);
                 if owner != self.cfg.shard {
                     self.stats.handoff += 1;
@@ -319,10 +327,30 @@ impl Engine {
         Verdict::Drop(r)
     }
 
+    /// Is `a` a virtual address (any protocol, any port)? `vips` is sorted
+    /// by (proto, address, port) (see `build_snapshot`).
     fn is_vip(&self, a: IpAddr) -> bool {
-        self.snap.vips.iter().any(|(_, v, _)| *v == a)
+        let v = &self.snap.vips;
+        [Proto::Tcp, Proto::Udp].into_iter().any(|p| {
+            let i = v.partition_point(|&(q, b, _)| (q, b) < (p, a));
+            v.get(i).is_some_and(|&(q, b, _)| q == p && b == a)
+        })
     }
 
+    /// A packet to a virtual service, from a client.
+    ///
+    /// Connection reuse and unavailable real servers follow IPVS
+    /// (`ip_vs_in_hook`, `net/netfilter/ipvs/ip_vs_core.c`):
+    /// - a SYN on a connection in a closing state is a new connection,
+    ///   scheduled afresh (`conn_reuse_mode`); with `expire_nodest_conn`, so
+    ///   is a SYN on a connection whose real server is quiesced (weight 0);
+    /// - a packet of a connection whose real server is no longer in the
+    ///   snapshot (removed from the service) is dropped and counted as
+    ///   [`DropReason::DestRemoved`]; the connection's timer is not
+    ///   restarted, so it times out as it would have. With
+    ///   `expire_nodest_conn` the connection is expired at once instead, and
+    ///   the packet is scheduled afresh when it can open a connection (UDP,
+    ///   TCP SYN) — otherwise it is dropped as `DestRemoved` too.
     #[allow(clippy::too_many_arguments)]
     fn inbound(
         &mut self,
@@ -342,13 +370,34 @@ impl Engine {
             && info.tcp_flags & wire::tcp::flags::ACK == 0;
         let mut handle = self.conns.lookup_in(&key);
         if let (Some(h), true) = (handle, syn) {
-            // A new SYN on a connection that is closing: IPVS conn_reuse_mode
-            // reschedules it as a new connection.
             if let Some(c) = self.conns.get(h) {
-                if is_closing(c.state) {
+                // A new SYN on a connection that is closing: IPVS
+                // conn_reuse_mode reschedules it as a new connection; with
+                // expire_nodest_conn, so does one to a quiesced server.
+                let quiesced =
+                    svc.expire_nodest_conn && snap.dest(c.dest).is_some_and(|(_, d)| d.weight == 0);
+                if is_closing(c.state) || quiesced {
                     self.remove_conn(h);
                     handle = None;
                 }
+            }
+        }
+        if let Some(h) = handle {
+            let Some(c) = self.conns.get(h) else {
+                return self.drop(DropReason::NoDest);
+            };
+            if !snap.dest_index.contains_key(&c.dest) {
+                // The real server is gone (ip_vs_in_hook: "the destination
+                // server is not available").
+                if !svc.expire_nodest_conn {
+                    return self.drop(DropReason::DestRemoved);
+                }
+                self.remove_conn(h);
+                self.stats.expired_conns += 1;
+                if key.proto == Proto::Tcp && !syn {
+                    return self.drop(DropReason::DestRemoved);
+                }
+                handle = None;
             }
         }
         let conn = match handle {
@@ -356,10 +405,6 @@ impl Engine {
                 let Some(c) = self.conns.get(h) else {
                     return self.drop(DropReason::NoDest);
                 };
-                if !snap.dest_index.contains_key(&c.dest) && svc.expire_nodest_conn {
-                    self.remove_conn(h);
-                    return self.drop(DropReason::DestRemoved);
-                }
                 self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
                 c
             }
@@ -413,7 +458,19 @@ impl Engine {
     }
 
     /// ICMP errors about a tracked connection go where the connection goes
-    /// (path MTU discovery through the director).
+    /// (path MTU discovery through the director), as IPVS `ip_vs_in_icmp` /
+    /// `ip_vs_out_icmp`:
+    /// - quoting a packet from a virtual service to a client (a reply, sent
+    ///   by us for NAT or by the real server for DR/tunnels), the error goes
+    ///   to the connection's real server (NAT: outer destination and quoted
+    ///   source become the real server's); no such connection: dropped as
+    ///   [`DropReason::IcmpNoConn`];
+    /// - quoting a packet from a client to a NAT real server (an error from
+    ///   the real server's side), it goes to the client with the virtual
+    ///   address and port in place of the real server's;
+    /// - anything else is not ours: passed to the kernel.
+    ///
+    /// Either way the owner shard is the client's.
     fn process_icmp_error(
         &mut self,
         _now: Millis,
@@ -425,14 +482,44 @@ impl Engine {
             self.stats.passed += 1;
             return Verdict::Pass;
         };
-        // The quoted packet is one we (or a real server, DR) sent towards the
-        // client: VIP -> client. Its connection's inbound key is the reverse.
         let snap = Arc::clone(&self.snap);
-        let owner = owner_shard(inner.dst, &snap, self.cfg.shards);
+        let about_reply = snap
+            .classifier
+            .classify(inner.proto, inner.src, inner.sport)
+            .is_some();
+        let about_request = !about_reply && is_nat_real(&snap, inner.dst);
+        if !about_reply && !about_request {
+            self.stats.passed += 1;
+            return Verdict::Pass;
+        }
+        let client = if about_reply { inner.dst } else { inner.src };
+        let owner = owner_shard(client, &snap, self.cfg.shards);
         if owner != self.cfg.shard {
             self.stats.handoff += 1;
             return Verdict::Handoff(owner);
         }
+        if about_request {
+            // Quoted client -> RIP:rport: the reply key of a NAT connection.
+            let c = self
+                .conns
+                .lookup_out(&inner.reversed())
+                .and_then(|h| self.conns.get(h));
+            let Some(c) = c.filter(|c| c.fwd == FwdMethod::Nat) else {
+                self.stats.passed += 1;
+                return Verdict::Pass;
+            };
+            let Some(hop) = nh.lookup(c.caddr) else {
+                return self.no_neighbor(c.caddr);
+            };
+            return match forward::nat_icmp_out(frame, info, c.vaddr, c.vport, &hop) {
+                Ok(()) => Verdict::Forward {
+                    ifindex: hop.ifindex,
+                },
+                Err(e) => self.drop(e.drop_reason()),
+            };
+        }
+        // The quoted packet is one we (or a real server, DR) sent towards the
+        // client: VIP -> client. Its connection's inbound key is the reverse.
         let in_key = inner.reversed();
         let Some(h) = self.conns.lookup_in(&in_key) else {
             return self.drop(DropReason::IcmpNoConn);
@@ -527,7 +614,9 @@ impl Engine {
             };
             if old != new && c.flags & F_COUNTED != 0 {
                 let was = c.flags & F_ACTIVE != 0;
-                let is = new == TcpState::Established;
+                // IPVS tcp_state_active_table: ESTABLISHED and the
+                // handshake states count as active (lc/wlc/sed/nq).
+                let is = tcp_state::is_active(new);
                 if was != is {
                     if let Some(d) = self.dests.get_mut(&c.dest) {
                         if is {
@@ -631,6 +720,14 @@ impl Engine {
                             None => {
                                 // Invalid: reschedule and rebind the template.
                                 let Some(i) = self.schedule(svc_idx, svc, key) else {
+                                    // IPVS unhashes an invalid template in
+                                    // any case: forget it now unless live
+                                    // connections still refer to it.
+                                    if t.controls() == 0 && self.tpls.remove(h).is_some() {
+                                        if let Some(c) = self.dests.get_mut(&t.dest) {
+                                            c.persist = c.persist.saturating_sub(1);
+                                        }
+                                    }
                                     return Err(self.drop(DropReason::NoDest));
                                 };
                                 let Some(d) = svc.dests.get(i) else {
@@ -745,6 +842,12 @@ impl Engine {
         let i = svc.scheduler.schedule(&mut st.sched, &st.stat, &k)?;
         (i < svc.dests.len()).then_some(i)
     }
+}
+
+/// Is `a` the address of a NAT real server of `snap` (whose replies come
+/// back through the director)? `nat_reals` is sorted (see `build_snapshot`).
+fn is_nat_real(snap: &Snapshot, a: IpAddr) -> bool {
+    snap.nat_reals.binary_search(&a).is_ok()
 }
 
 /// The real server port for a packet: the configured one, or the packet's own
