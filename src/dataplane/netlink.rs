@@ -150,7 +150,9 @@ pub fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> + '_ {
 
 fn ip_from(family: u8, b: &[u8]) -> Option<IpAddr> {
     match (i32::from(family), b.len()) {
-        (libc::AF_INET, 4) => <[u8; 4]>::try_from(b).ok().map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+        (libc::AF_INET, 4) => <[u8; 4]>::try_from(b)
+            .ok()
+            .map(|a| IpAddr::V4(Ipv4Addr::from(a))),
         (libc::AF_INET6, 16) => {
             let mut a = [0u8; 16];
             a.copy_from_slice(b);
