@@ -381,7 +381,11 @@ fn gen_packet(inp: &mut Input<'_>) -> Gen {
                     h.src = s;
                     h.dst = d;
                 }
-                h.frag = if inp.byte().is_multiple_of(2) { 0x2000 } else { 185 };
+                h.frag = if inp.byte().is_multiple_of(2) {
+                    0x2000
+                } else {
+                    185
+                };
                 eth_ip(&h.build(&seg), false)
             };
             let mut g = Gen::new(frame);
