@@ -286,13 +286,19 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
         st.reloads, st.reloads_refused, st.last_reload
     );
     for (i, s) in st.shards.iter().enumerate() {
-        let drops: Vec<String> = s.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let drops: Vec<String> = s
+            .dropped
+            .iter()
+            .chain(s.malformed.iter())
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
         println!(
-            "shard {i}: rx {} tx {} handoff_out {} handoff_in {} conns {} templates {} drops [{}]",
+            "shard {i}: rx {} tx {} handoff_out {} handoff_in {} not_ours {} conns {} templates {} drops [{}]",
             s.rx,
             s.tx,
             s.handoff_out,
             s.handoff_in,
+            s.passed_unhandled,
             s.conns,
             s.templates,
             drops.join(" ")

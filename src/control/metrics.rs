@@ -102,7 +102,7 @@ pub fn render(st: &Status) -> String {
             }
         }
     }
-    let shard: [Field<crate::control::status::ShardStatus, u64>; 6] = [
+    let shard: [Field<crate::control::status::ShardStatus, u64>; 7] = [
         ("rx_total", "frames received", |s| s.rx),
         ("tx_total", "frames sent", |s| s.tx),
         (
@@ -114,6 +114,11 @@ pub fn render(st: &Status) -> String {
             "handoff_in_total",
             "frames received from other shards",
             |s| s.handoff_in,
+        ),
+        (
+            "not_ours_total",
+            "frames redirected to AF_XDP that were not ours after all",
+            |s| s.passed_unhandled,
         ),
         ("connections", "connection table entries", |s| s.conns),
         ("templates", "persistence templates", |s| s.templates),
@@ -141,6 +146,21 @@ pub fn render(st: &Status) -> String {
             let _ = writeln!(
                 o,
                 "xdpvs_shard_dropped_total{{shard=\"{i}\",reason=\"{}\"}} {n}",
+                esc(reason)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "xdpvs_shard_malformed_total",
+        "counter",
+        "malformed frames, by what was wrong",
+    );
+    for (i, s) in st.shards.iter().enumerate() {
+        for (reason, n) in &s.malformed {
+            let _ = writeln!(
+                o,
+                "xdpvs_shard_malformed_total{{shard=\"{i}\",reason=\"{}\"}} {n}",
                 esc(reason)
             );
         }

@@ -273,21 +273,34 @@ impl ControlState {
         if let Some(sc) = &self.shard_counters {
             for (i, c) in sc.iter().enumerate() {
                 let st = c.snapshot();
-                let (conns, templates) = self
+                let (conns, templates, mut malformed) = self
                     .reports
                     .get(i)
-                    .and_then(|s| s.report.lock().ok().map(|r| (r.conns, r.templates)))
-                    .unwrap_or((0, 0));
+                    .and_then(|s| {
+                        s.report.lock().ok().map(|r| {
+                            let m: Vec<(String, u64)> = r
+                                .engine
+                                .malformed
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), *v))
+                                .collect();
+                            (r.conns, r.templates, m)
+                        })
+                    })
+                    .unwrap_or((0, 0, Vec::new()));
+                malformed.sort();
                 shards.push(ShardStatus {
                     rx: st.rx,
                     tx: st.tx,
                     handoff_out: st.handoff_out,
                     handoff_in: st.handoff_in,
+                    passed_unhandled: st.passed_unhandled,
                     dropped: DropReason::ALL
                         .iter()
                         .map(|r| (r.name().to_string(), st.dropped(*r)))
                         .filter(|(_, n)| *n > 0)
                         .collect(),
+                    malformed,
                     conns: conns as u64,
                     templates: templates as u64,
                 });

@@ -221,7 +221,13 @@ pub struct ShardStatus {
     pub tx: u64,
     pub handoff_out: u64,
     pub handoff_in: u64,
+    /// Frames the engine would hand to the kernel but that came through
+    /// AF_XDP (not ours after all, e.g. an ICMP error about no connection):
+    /// recycled and counted here.
+    pub passed_unhandled: u64,
     pub dropped: Vec<(String, u64)>,
+    /// Malformed frames by what was wrong (a breakdown of drop "malformed").
+    pub malformed: Vec<(String, u64)>,
     pub conns: u64,
     pub templates: u64,
 }
