@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::control::build::build_snapshot;
 use crate::control::config::{Config, XdpMode as CfgXdpMode};
@@ -32,7 +32,8 @@ use crate::dataplane::{
     PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats,
 };
 use crate::model::{Millis, Proto};
-use crate::shard::engine::{Engine, EngineConfig};
+use crate::shard::engine::{owner_shard, Engine, EngineConfig};
+use crate::shard::state::{self, RestoreStats, ShardState};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
 use crate::xdp::{XdpLink, XdpMode, XdpProgram};
 
@@ -50,6 +51,16 @@ pub struct ShardEngine {
     sampled: u64,
     latency: [u64; LATENCY_BUCKETS_NS.len() + 1],
     latency_sum_ns: u64,
+    persist: Option<Persist>,
+}
+
+/// State handed across a restart: each shard takes its part of what was
+/// read at start, and leaves its export when it stops.
+#[derive(Clone)]
+pub struct Persist {
+    pub restore: Arc<Mutex<Vec<Option<ShardState>>>>,
+    pub restored: Arc<Mutex<RestoreStats>>,
+    pub saved: Arc<Mutex<Vec<Option<ShardState>>>>,
 }
 
 impl ShardEngine {
@@ -58,8 +69,22 @@ impl ShardEngine {
         snaps: Arc<ArcSwap<Snapshot>>,
         neigh: SharedNeighbors,
         reports: Reports,
+        persist: Option<Persist>,
     ) -> ShardEngine {
-        let engine = Engine::new(cfg, snaps.load_full());
+        let mut engine = Engine::new(cfg, snaps.load_full());
+        if let Some(p) = &persist {
+            let part = p
+                .restore
+                .lock()
+                .ok()
+                .and_then(|mut v| v.get_mut(cfg.shard as usize).and_then(Option::take));
+            if let Some(part) = part {
+                let r = engine.restore(crate::dataplane::monotonic_millis(), &part);
+                if let Ok(mut total) = p.restored.lock() {
+                    total.add(&r);
+                }
+            }
+        }
         let table = neigh.current();
         ShardEngine {
             engine,
@@ -74,6 +99,7 @@ impl ShardEngine {
             sampled: 0,
             latency: [0; LATENCY_BUCKETS_NS.len() + 1],
             latency_sum_ns: 0,
+            persist,
         }
     }
 
@@ -179,7 +205,87 @@ impl Drop for ShardEngine {
     fn drop(&mut self) {
         let now = self.last_report;
         self.publish(now);
+        if let Some(p) = &self.persist {
+            let st = self.engine.export(crate::dataplane::monotonic_millis());
+            if let Ok(mut v) = p.saved.lock() {
+                if let Some(slot) = v.get_mut(self.shard) {
+                    *slot = Some(st);
+                }
+            }
+        }
     }
+}
+
+/// `xdpvs run --takeover`: ask the running director (same control socket)
+/// to save its state and exit, and wait until it has (bounded), so this
+/// one starts from that state with the same clients on the same servers.
+fn take_over(cfg: &Config) {
+    let sock = &cfg.director.control_socket;
+    match crate::control::proto::call(sock, &crate::control::proto::Request::Handover) {
+        Ok(r) if r.ok => info!("takeover: the running director is handing over"),
+        Ok(r) => {
+            warn!("takeover refused: {}", r.error);
+            return;
+        }
+        Err(e) => {
+            info!("takeover: no running director ({e}); starting fresh");
+            return;
+        }
+    }
+    let t0 = std::time::Instant::now();
+    while sock.exists() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if sock.exists() {
+        warn!("takeover: the old director has not exited after 30 s; starting anyway");
+    } else {
+        info!(
+            "takeover: old director gone after {} ms",
+            t0.elapsed().as_millis()
+        );
+    }
+}
+
+/// Where connection state is kept across restarts: `state_file`, or next to
+/// the control socket (`/run/xdpvs.state` by default: survives a restart,
+/// not a reboot).
+pub fn state_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.director
+        .state_file
+        .clone()
+        .unwrap_or_else(|| cfg.director.control_socket.with_extension("state"))
+}
+
+/// Read the state file and split it by owner shard. A bad file is logged
+/// and ignored.
+fn load_state(cfg: &Config, snap: &Snapshot, shards: u16) -> Vec<Option<ShardState>> {
+    let path = state_path(cfg);
+    let mut parts: Vec<Option<ShardState>> = vec![None; shards as usize];
+    match state::read(&path, state::unix_ms()) {
+        Ok(None) => {}
+        Ok(Some(st)) => {
+            info!(
+                "state file {}: {} connection(s), {} template(s) to check against the config",
+                path.display(),
+                st.conns.len(),
+                st.templates.len()
+            );
+            for c in st.conns {
+                let o = owner_shard(c.caddr, snap, shards) as usize;
+                if let Some(p) = parts.get_mut(o) {
+                    p.get_or_insert_with(ShardState::default).conns.push(c);
+                }
+            }
+            for t in st.templates {
+                let o = owner_shard(t.client, snap, shards) as usize;
+                if let Some(p) = parts.get_mut(o) {
+                    p.get_or_insert_with(ShardState::default).templates.push(t);
+                }
+            }
+        }
+        Err(e) => warn!("state file ignored: {e}"),
+    }
+    parts
 }
 
 fn ifindex_of(name: &str) -> Result<u32, String> {
@@ -281,7 +387,7 @@ pub fn init_logging(level: &str) {
 }
 
 /// `xdpvs run --config FILE`.
-pub fn run_main(config: &Path, duration: Option<u64>) -> ExitCode {
+pub fn run_main(config: &Path, duration: Option<u64>, takeover: bool) -> ExitCode {
     let cfg = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {
@@ -290,6 +396,9 @@ pub fn run_main(config: &Path, duration: Option<u64>) -> ExitCode {
         }
     };
     init_logging(&cfg.director.log_level);
+    if takeover {
+        take_over(&cfg);
+    }
     match run(config, cfg, duration) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -401,7 +510,13 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
     let template_capacity = cfg.director.template_capacity as usize;
+    let persist = Persist {
+        restore: Arc::new(Mutex::new(load_state(&cfg, &snaps.load(), n_shards))),
+        restored: Arc::new(Mutex::new(RestoreStats::default())),
+        saved: Arc::new(Mutex::new(vec![None; n_shards as usize])),
+    };
     let factory = {
+        let persist = persist.clone();
         let snaps = snaps.clone();
         let neigh = neigh.clone();
         let reports = reports.clone();
@@ -420,12 +535,33 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
                 snaps.clone(),
                 neigh.clone(),
                 reports.clone(),
+                Some(persist.clone()),
             )
         }
     };
     let running = runtime
         .start(factory, stop.clone())
         .map_err(|e| format!("starting shards: {e}"))?;
+    // Shards restore their part of the state file as they start.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(5)
+        && persist
+            .restore
+            .lock()
+            .map(|v| v.iter().any(Option::is_some))
+            .unwrap_or(false)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Ok(r) = persist.restored.lock() {
+        if r.conns + r.templates + r.stale + r.expired > 0 {
+            info!(
+                "state restored: {} connection(s), {} template(s); {} no longer match the config, {} expired",
+                r.conns, r.templates, r.stale, r.expired
+            );
+        }
+    }
+
     info!(
         "forwarding: {} shard(s), interfaces {}, {} service(s), config {}",
         n_shards,
@@ -453,7 +589,6 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     if let Err(e) = &exit {
         error!("control loop: {e}");
     }
-    let _ = std::fs::remove_file(&cfg.director.control_socket);
     stop.store(true, Ordering::SeqCst);
     // Detach first so the kernel stops redirecting, then drain the shards.
     let links = std::mem::take(&mut att.links);
@@ -461,7 +596,27 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     info!("detached XDP from {}", cfg.director.interfaces.join(","));
     let stats = running.join().map_err(|e| format!("joining shards: {e}"))?;
     let _ = resolver_thread.join();
+    // Every shard left its export on the way out: write the state file.
+    let parts: Vec<ShardState> = persist
+        .saved
+        .lock()
+        .map(|v| v.iter().flatten().cloned().collect())
+        .unwrap_or_default();
+    let (nc, nt) = parts.iter().fold((0, 0), |(c, t), p| {
+        (c + p.conns.len(), t + p.templates.len())
+    });
+    let spath = state_path(&cfg);
+    match state::write(&spath, &parts, state::unix_ms()) {
+        Ok(()) => info!(
+            "state saved: {nc} connection(s), {nt} template(s) to {}",
+            spath.display()
+        ),
+        Err(e) => error!("state not saved: {e}"),
+    }
     println!("{}", final_counters(&stats, &reports, &snaps.load()));
+    // Last: a successor waiting for a takeover starts when this is gone.
+    let _ = std::fs::remove_file(&cfg.director.control_socket);
+    let _ = exit;
     Ok(())
 }
 

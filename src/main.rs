@@ -25,6 +25,10 @@ enum Cmd {
         /// Stop after this many seconds (for scripted runs).
         #[arg(long)]
         duration: Option<u64>,
+        /// Upgrade in place: ask the running director to save its
+        /// connections and templates and exit, then start from them.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config file: exit 0, or print every error with file:line:col.
     Check {
@@ -90,7 +94,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Run { config, duration } => xdpvs::director::run_main(&config, duration),
+        Cmd::Run {
+            config,
+            duration,
+            takeover,
+        } => xdpvs::director::run_main(&config, duration, takeover),
         Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
         Cmd::ImportIpvsadm(args) => xdpvs::control::ipvsadm::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),

@@ -33,6 +33,8 @@ pub enum Exit {
     Signal,
     Duration,
     ShardExited,
+    /// A successor took over (`xdpvs run --takeover`).
+    Handover,
 }
 
 pub struct LoopConfig {
@@ -212,6 +214,9 @@ pub fn run(
                 T_CONTROL => {
                     while let Ok((s, _)) = control.accept() {
                         serve_control(state, s);
+                    }
+                    if state.handover {
+                        return Ok(Exit::Handover);
                     }
                     ring.poll_readable(control.as_raw_fd(), T_CONTROL)?;
                 }

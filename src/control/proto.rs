@@ -29,6 +29,9 @@ pub enum Request {
     /// Replace a service (same name) by a `[[service]]` block, keeping its
     /// real servers when the block has none (`ipvsadm -E`).
     EditService { toml: String },
+    /// A successor (`xdpvs run --takeover`) asks this director to save its
+    /// state and exit, so it can start from that state.
+    Handover,
     /// `ipvsadm -D`.
     DelService { name: String },
     /// `ipvsadm -a`.

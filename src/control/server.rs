@@ -46,6 +46,8 @@ pub struct ControlState {
     pub reloads: u64,
     pub refused: u64,
     pub last_reload: String,
+    /// A successor asked for the state: stop (after answering).
+    pub handover: bool,
     /// Counter baselines set by `zero`.
     base: HashMap<DestId, Counters>,
     /// Last totals and smoothed rates per real server.
@@ -78,6 +80,7 @@ impl ControlState {
             reloads: 0,
             refused: 0,
             last_reload: "none yet".into(),
+            handover: false,
             base: HashMap::new(),
             rates: HashMap::new(),
             last_rate: None,
@@ -413,6 +416,11 @@ impl ControlState {
                 Ok(m) => Response::ok(format!("reloaded: {m}")),
                 Err(e) => Response::err(format!("reload refused, running config kept: {e}")),
             },
+            Request::Handover => {
+                self.handover = true;
+                tracing::info!("takeover requested: saving state and exiting");
+                Response::ok("handing over: saving state and exiting")
+            }
             Request::Zero => {
                 self.zero();
                 Response::ok("counters zeroed")

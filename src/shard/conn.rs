@@ -1167,6 +1167,17 @@ impl ConnTable {
 
     /// Re-arm to the current state's timeout (UDP: the UDP timeout).
     #[inline]
+    /// Put a restored connection back in TCP state `state` with `left` ms to
+    /// live (a state file read at start); UDP entries only get the timer.
+    pub fn restore(&mut self, h: ConnHandle, now: Millis, state: TcpState, left: Millis) -> bool {
+        let epoch = self.epoch(now);
+        self.with_entry(
+            h,
+            |inner, i| restore_in(inner, i, now, epoch, state, left),
+            |inner, i| restore_in(inner, i, now, epoch, state, left),
+        )
+    }
+
     pub fn touch(&mut self, h: ConnHandle, now: Millis) -> bool {
         let epoch = self.epoch(now);
         let t = self.timeouts;
@@ -1261,6 +1272,25 @@ fn update_tcp_in<A: Family>(
         inner.enqueue_if_evictable(i);
     }
     Some((old, new))
+}
+
+fn restore_in<A: Family>(
+    inner: &mut Inner<A>,
+    i: u32,
+    now: Millis,
+    epoch: u64,
+    state: TcpState,
+    left: Millis,
+) -> bool {
+    let Some(e) = inner.store.live_mut(i) else {
+        return false;
+    };
+    if e.bits & UDP == 0 {
+        e.bits = (e.bits & !ST_MASK) | state as u16;
+    }
+    inner.rearm(i, now, epoch, left.max(1));
+    inner.enqueue_if_evictable(i);
+    true
 }
 
 fn touch_in<A: Family>(

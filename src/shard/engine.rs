@@ -17,6 +17,7 @@ use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
 use crate::shard::forward;
 use crate::shard::nexthop::Neighbors;
 use crate::shard::sched::{DestStat, SchedKey, SchedState};
+use crate::shard::state::{self, RestoreStats, SavedConn, SavedTemplate, ShardState};
 use crate::shard::tcp_state::{self, Dir, TcpState};
 use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
@@ -848,6 +849,192 @@ impl Engine {
 /// back through the director)? `nat_reals` is sorted (see `build_snapshot`).
 fn is_nat_real(snap: &Snapshot, a: IpAddr) -> bool {
     snap.nat_reals.binary_search(&a).is_ok()
+}
+
+/// Saving and restoring state across a restart (see [`crate::shard::state`]).
+impl Engine {
+    /// This shard's connections and templates with the time they have left.
+    pub fn export(&self, now: Millis) -> ShardState {
+        let mut out = ShardState::default();
+        self.conns.for_each(|_, c| {
+            out.conns.push(SavedConn {
+                proto: c.proto.number(),
+                caddr: c.caddr,
+                cport: c.cport,
+                vaddr: c.vaddr,
+                vport: c.vport,
+                raddr: c.raddr,
+                rport: c.rport,
+                state: if c.proto == Proto::Tcp {
+                    c.state as u8
+                } else {
+                    0
+                },
+                left_ms: state::left(c.expires, now),
+            });
+        });
+        self.tpls.for_each(|t| {
+            let (fwmark, proto, client, vip, vport) = match *t.key() {
+                TemplateKey::Fwmark {
+                    client_masked,
+                    mark,
+                } => (Some(mark), 0, client_masked, None, 0),
+                TemplateKey::Addr {
+                    proto,
+                    client_masked,
+                    vip,
+                    vport,
+                } => (None, proto.number(), client_masked, Some(vip), vport),
+            };
+            out.templates.push(SavedTemplate {
+                fwmark,
+                proto,
+                client,
+                vip,
+                vport,
+                raddr: t.raddr,
+                rport: t.rport,
+                left_ms: state::left(t.expires(), now),
+            });
+        });
+        out
+    }
+
+    /// Restore saved entries that still make sense under the current
+    /// snapshot: the service must exist, the real server must still be one
+    /// of its real servers, and time must be left. Templates first, so
+    /// restored connections attach to them (and keep them alive).
+    pub fn restore(&mut self, now: Millis, st: &ShardState) -> RestoreStats {
+        let mut r = RestoreStats::default();
+        let snap = Arc::clone(&self.snap);
+        for t in &st.templates {
+            if t.left_ms == 0 {
+                r.expired += 1;
+                continue;
+            }
+            let key = match (t.fwmark, Proto::from_number(t.proto), t.vip) {
+                (Some(mark), _, _) => Some((
+                    ServiceKey::Fwmark(mark),
+                    TemplateKey::Fwmark {
+                        client_masked: t.client,
+                        mark,
+                    },
+                )),
+                (None, Some(proto), Some(vip)) => {
+                    let skey = |port| ServiceKey::Addr { proto, vip, port };
+                    let svc_port = if snap.services.iter().any(|s| s.key == skey(t.vport)) {
+                        t.vport
+                    } else {
+                        0
+                    };
+                    Some((
+                        skey(svc_port),
+                        TemplateKey::Addr {
+                            proto,
+                            client_masked: t.client,
+                            vip,
+                            vport: t.vport,
+                        },
+                    ))
+                }
+                _ => None,
+            };
+            let dest = key.and_then(|(skey, tkey)| {
+                let svc = snap.services.iter().find(|s| s.key == skey)?;
+                svc.persistence?;
+                let d = svc
+                    .dests
+                    .iter()
+                    .find(|d| d.addr == t.raddr && d.port == t.rport)?;
+                Some((tkey, d.id, d.addr, d.port))
+            });
+            let Some((tkey, id, addr, port)) = dest else {
+                r.stale += 1;
+                continue;
+            };
+            if self
+                .tpls
+                .insert(now, tkey, id, addr, port, t.left_ms)
+                .is_ok()
+            {
+                self.dests.entry(id).or_default().persist += 1;
+                r.templates += 1;
+            }
+        }
+        for c in &st.conns {
+            if c.left_ms == 0 {
+                r.expired += 1;
+                continue;
+            }
+            let Some(proto) = Proto::from_number(c.proto) else {
+                r.stale += 1;
+                continue;
+            };
+            let found = snap
+                .classifier
+                .classify(proto, c.vaddr, c.vport)
+                .and_then(|i| snap.services.get(i as usize))
+                .and_then(|svc| {
+                    let d = svc
+                        .dests
+                        .iter()
+                        .find(|d| d.addr == c.raddr && dest_port(d, c.vport) == c.rport)?;
+                    Some((svc, d))
+                });
+            let Some((svc, d)) = found else {
+                r.stale += 1;
+                continue;
+            };
+            let key = FlowKey {
+                proto,
+                src: c.caddr,
+                dst: c.vaddr,
+                sport: c.cport,
+                dport: c.vport,
+            };
+            let tpl = svc.persistence.and_then(|p| {
+                let client = mask_addr(c.caddr, p.prefix4, p.prefix6);
+                let tkey = match svc.key {
+                    ServiceKey::Fwmark(mark) => TemplateKey::Fwmark {
+                        client_masked: client,
+                        mark,
+                    },
+                    ServiceKey::Addr { proto, vip, port } => TemplateKey::Addr {
+                        proto,
+                        client_masked: client,
+                        vip,
+                        vport: if port == 0 { 0 } else { c.vport },
+                    },
+                };
+                self.tpls.lookup(&tkey)
+            });
+            let state = TcpState::from_index(c.state).unwrap_or(TcpState::Established);
+            let active = proto == Proto::Tcp && tcp_state::is_active(state);
+            let mut nc = NewConn::from_key(&key, d.addr, c.rport, d.id, d.fwd);
+            nc.template = tpl;
+            nc.flags = F_COUNTED | if active { F_ACTIVE } else { 0 };
+            let Ok(ins) = self.conns.insert(now, nc) else {
+                r.stale += 1;
+                continue;
+            };
+            if let Some(ev) = ins.evicted {
+                release_conn(&mut self.dests, &mut self.tpls, &ev);
+            }
+            self.conns.restore(ins.handle, now, state, c.left_ms);
+            if let Some(h) = tpl {
+                self.tpls.attach(h);
+            }
+            let dc = self.dests.entry(d.id).or_default();
+            if active {
+                dc.active += 1;
+            } else {
+                dc.inactive += 1;
+            }
+            r.conns += 1;
+        }
+        self.refresh_stats();
+        r
+    }
 }
 
 /// The real server port for a packet: the configured one, or the packet's own

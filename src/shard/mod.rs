@@ -4,6 +4,7 @@ pub mod engine;
 pub mod forward;
 pub mod nexthop;
 pub mod sched;
+pub mod state;
 pub mod tcp_state;
 pub mod template;
 pub mod timer;
