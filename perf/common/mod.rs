@@ -140,11 +140,38 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     Ok(m)
 }
 
-/// MAC of interface `name` in the calling thread's namespace.
+/// MAC of interface `name` in the calling thread's namespace (SIOCGIFHWADDR:
+/// `/sys` would show the namespace the process was started in, not the one
+/// a thread entered with setns).
 pub fn if_mac(name: &str) -> Result<[u8; 6], String> {
-    let p = format!("/sys/class/net/{name}/address");
-    let s = std::fs::read_to_string(&p).map_err(|e| format!("{p}: {e}"))?;
-    parse_mac(&s)
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(format!("bad interface name {name:?}"));
+    }
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain data; the name is NUL-terminated (length checked).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills `ifr` for a valid socket.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) };
+    let err = io::Error::last_os_error();
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+    if r != 0 {
+        return Err(format!("SIOCGIFHWADDR {name}: {err}"));
+    }
+    // SAFETY: the kernel filled the hwaddr member of the union.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(m)
 }
 
 pub fn ifindex(name: &str) -> Result<u32, String> {
@@ -152,7 +179,10 @@ pub fn ifindex(name: &str) -> Result<u32, String> {
     // SAFETY: valid NUL-terminated string.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if i == 0 {
-        Err(format!("no interface {name}: {}", io::Error::last_os_error()))
+        Err(format!(
+            "no interface {name}: {}",
+            io::Error::last_os_error()
+        ))
     } else {
         Ok(i)
     }

@@ -171,14 +171,7 @@ impl Gen {
                     Proto::Tcp if round == 0 => (0x02, isn, false),
                     Proto::Tcp => (0x10, isn.wrapping_add(1 + (round as u32 - 1) * 20), false),
                 };
-                (
-                    self.src_base + ip as u32,
-                    sport,
-                    dport,
-                    flags,
-                    s,
-                    udp,
-                )
+                (self.src_base + ip as u32, sport, dport, flags, s, udp)
             }
         };
         let l4_len = if udp { UDP_LEN } else { TCP_LEN };
@@ -240,7 +233,9 @@ impl Gen {
             put16(b, l4 + 18, 0);
         }
         let mut s = csum_add(0, &b[ip + 12..ip + 20]);
-        s = s.wrapping_add(u32::from(b[ip + 9])).wrapping_add(seg as u32);
+        s = s
+            .wrapping_add(u32::from(b[ip + 9]))
+            .wrapping_add(seg as u32);
         s = csum_add(s, &b[l4..l4 + seg]);
         let mut c = csum_fold(s);
         if udp {
@@ -427,11 +422,7 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let secs = (send_end - start) as f64 / 1e9;
     let (rx_dropped, _, _, tx_invalid) = xsk.kernel_stats();
-    let frame_len = if queued > 0 {
-        bytes / queued
-    } else {
-        0
-    };
+    let frame_len = if queued > 0 { bytes / queued } else { 0 };
     let summary = serde_json::json!({
         "queued": queued,
         "sent": completed,

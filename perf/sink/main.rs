@@ -118,7 +118,14 @@ fn owned(fd: RawFd) -> OwnedFd {
 
 /// The program: pass unless the frame is IPv4 (no options) UDP/TCP to our
 /// MAC with a destination port in lo..=hi; redirect those to XSKMAP[queue].
+#[cfg(test)]
 fn program(map_fd: RawFd, mac: [u8; 6], lo: u16, hi: u16) -> Vec<u8> {
+    program_with_fallback(map_fd, mac, lo, hi, 2)
+}
+
+/// `fallback`: what a matching frame returns when XSKMAP has no socket for
+/// its queue (XDP_PASS; the self-test uses XDP_TX to see the match).
+fn program_with_fallback(map_fd: RawFd, mac: [u8; 6], lo: u16, hi: u16, fallback: i32) -> Vec<u8> {
     const PASS: i16 = 27; // index of the PASS label
     let mac_lo = i32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]);
     let mac_hi = i32::from(u16::from_ne_bytes([mac[4], mac[5]]));
@@ -149,7 +156,7 @@ fn program(map_fd: RawFd, mac: [u8; 6], lo: u16, hi: u16) -> Vec<u8> {
     v.push(insn(0x61, 2, 6, 16, 0)); // 21: r2 = ctx->rx_queue_index
     v.push(insn(0x18, 1, 1, 0, map_fd)); // 22: r1 = map (ld_imm64)
     v.push(insn(0, 0, 0, 0, 0)); // 23
-    v.push(insn(0xb7, 3, 0, 0, 2)); // 24: r3 = XDP_PASS
+    v.push(insn(0xb7, 3, 0, 0, fallback)); // 24: r3 = XDP_PASS
     v.push(insn(0x85, 0, 0, 0, 51)); // 25: call bpf_redirect_map
     v.push(insn(0x95, 0, 0, 0, 0)); // 26: exit
     v.push(insn(0xb7, 0, 0, 0, 2)); // 27 PASS: r0 = XDP_PASS
@@ -160,13 +167,17 @@ fn program(map_fd: RawFd, mac: [u8; 6], lo: u16, hi: u16) -> Vec<u8> {
 
 impl SinkProg {
     fn load(mac: [u8; 6], lo: u16, hi: u16) -> io::Result<SinkProg> {
+        Self::load_with(mac, lo, hi, 2)
+    }
+
+    fn load_with(mac: [u8; 6], lo: u16, hi: u16, fallback: i32) -> io::Result<SinkProg> {
         let mut a = [0u8; 128];
         a32(&mut a, 0, BPF_MAP_TYPE_XSKMAP);
         a32(&mut a, 4, 4);
         a32(&mut a, 8, 4);
         a32(&mut a, 12, 64);
         let map = owned(bpf(BPF_MAP_CREATE, &mut a)?);
-        let code = program(map.as_raw_fd(), mac, lo, hi);
+        let code = program_with_fallback(map.as_raw_fd(), mac, lo, hi, fallback);
         let license = b"GPL\0";
         let mut log = vec![0u8; 16384];
         let mut a = [0u8; 128];
@@ -513,6 +524,44 @@ mod tests {
                 assert_eq!(i as i16 + 1 + off, 27, "insn {i}");
             }
         }
+    }
+
+    /// BPF_PROG_TEST_RUN of the filter (root only; skips otherwise).
+    #[test]
+    fn filter_matches_only_our_frames() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skip: needs root");
+            return;
+        }
+        let mac = [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        let p = SinkProg::load_with(mac, 10000, 10099, 3).expect("load");
+        let run = |f: &[u8]| -> u32 {
+            let mut a = [0u8; 128];
+            a32(&mut a, 0, p._prog.as_raw_fd() as u32);
+            a32(&mut a, 8, f.len() as u32);
+            a64(&mut a, 16, f.as_ptr() as u64);
+            a32(&mut a, 32, 1);
+            bpf(10, &mut a).expect("test run");
+            u32::from_ne_bytes(a[4..8].try_into().unwrap())
+        };
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(&mac);
+        f[12] = 8;
+        f[14] = 0x45;
+        f[23] = 17;
+        f[36..38].copy_from_slice(&10005u16.to_be_bytes());
+        assert_eq!(run(&f), 3, "udp to our mac and port");
+        f[23] = 6;
+        assert_eq!(run(&f), 3, "tcp");
+        f[36..38].copy_from_slice(&10100u16.to_be_bytes());
+        assert_eq!(run(&f), 2, "port out of range");
+        f[36..38].copy_from_slice(&10000u16.to_be_bytes());
+        f[5] = 0;
+        assert_eq!(run(&f), 2, "other mac");
+        f[5] = 0xee;
+        f[12] = 0x86;
+        assert_eq!(run(&f), 2, "not ipv4");
     }
 
     #[test]
