@@ -1,0 +1,559 @@
+#!/usr/bin/env bash
+# xdpvs side-by-side benchmark (issue #5).
+#
+#   perf/bench.sh [--quick] [--out DIR] [--rounds N] [--no-build]
+#
+# Builds the lab (scripts/lab.sh up dr), then sends the same traffic, in
+# alternating rounds, through:
+#   xdpvs-generic / xdpvs-native  xdpvs run: DR, one fwmark service (UDP+TCP
+#                                 ports 10000-10099 of VIP 198.18.0.100), /24
+#                                 persistence, 3 real servers, one shard on CPU 1
+#   kernel-fwd                    the director namespace routes the VIP to a real
+#                                 server (ip_forward, RPS on CPU 1): the physical
+#                                 reference
+#   nft-dnat                      nftables DNAT to the 3 real servers, conntrack,
+#                                 RPS on CPU 1 (IPVS is not built in this kernel)
+#
+# Traffic: xdpvs-loadgen (AF_XDP TX) in the router namespace on lan0 (the LAN
+# side, as the router would), pinned to CPU 0, frames addressed to the
+# director's MAC; xdpvs-sink (XDP + AF_XDP RX) on the 3 real servers counts,
+# checks sequence numbers and checksums, and records one-way latency.
+#
+# Phases: (1) flat out, 64-byte UDP, 16384 flows -> Mpps, drop %, CPU;
+# (2) every config at the same offered rate, half of the slowest config's
+# maximum -> latency percentiles (.hgrm files); (3) scale: new connections per
+# second (unique client SYNs), throughput with all those connections live,
+# idle CPU of the director, `xdpvs check` and reload time of a 10,000-service
+# / 100,000-real-server config with traffic running (loss counted).
+#
+# Everything runs in a private mount namespace with its own /run/netns, so
+# the lab's namespaces cannot collide with another lab on the machine. The lab
+# is torn down and every process stopped on exit (trap). Addresses only from
+# 198.18.0.0/15. Every loop is bounded in count and time.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ARGS=("$@")
+QUICK=0
+OUT=""
+ROUNDS=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --out) OUT=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" -eq 0 ] || { echo "bench.sh: must run as root" >&2; exit 1; }
+
+# A private mount namespace: our own /run/netns (the lab's names are fixed).
+if [ -z "${XDPVS_BENCH_PRIVATE:-}" ]; then
+    exec unshare --mount --propagation private env XDPVS_BENCH_PRIVATE=1 "$0" "${ARGS[@]}"
+fi
+mkdir -p /run/netns
+mount -t tmpfs -o size=1M,mode=0755 xdpvs-bench-netns /run/netns
+
+# ---- parameters -----------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-1}; T_MAX=2; T_LAT=2; T_IDLE=2; CPS_N=100000; RELOAD_T=4
+    BIG_SERVICES=10000; BIG_REALS=10
+else
+    ROUNDS=${ROUNDS:-3}; T_MAX=5; T_LAT=5; T_IDLE=5; CPS_N=2000000; RELOAD_T=10
+    BIG_SERVICES=10000; BIG_REALS=10
+fi
+FLOWS=16384
+PORTS=10000-10099
+VIP=198.18.0.100
+GEN_CPU=0
+DIR_CPU=1
+CONFIGS=(xdpvs-generic xdpvs-native kernel-fwd nft-dnat)
+# Every process of the bench (generator, sink, director) and the softirq
+# threads run at this nice level, so that other work on a shared machine
+# disturbs the measurement less (restored on exit).
+NICE=-19
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-$ROOT/perf/results/$STAMP}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+RUNS=$OUT/runs.jsonl
+: >"$RUNS"
+LOG=$OUT/bench.log
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+
+say() { echo "== $*" | tee -a "$LOG" >&2; }
+die() { echo "bench.sh: $*" | tee -a "$LOG" >&2; exit 1; }
+
+DIR_PID=""
+SINK_PID=""
+KSOFTIRQD_SAVED=()
+cleanup() {
+    set +e
+    local e
+    for e in "${KSOFTIRQD_SAVED[@]}"; do renice -n "${e#*:}" -p "${e%%:*}" >/dev/null 2>&1; done
+    [ -n "$SINK_PID" ] && kill -INT "$SINK_PID" 2>/dev/null && sleep 0.3 && kill -KILL "$SINK_PID" 2>/dev/null
+    director_stop
+    "$ROOT/scripts/lab.sh" down >/dev/null 2>&1
+    umount /run/netns 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$ROOT/scripts/deps.sh"
+if [ "$BUILD" = 1 ]; then
+    say "building (cargo build --release)"
+    (cd "$ROOT" && cargo build --release --bin xdpvs --bin xdpvs-loadgen --bin xdpvs-sink) >>"$LOG" 2>&1 ||
+        die "build failed, see $LOG"
+fi
+for b in xdpvs xdpvs-loadgen xdpvs-sink; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+for pid in $(pgrep '^ksoftirqd/' || true); do
+    KSOFTIRQD_SAVED+=("$pid:$(ps -o ni= -p "$pid" | tr -d ' ')")
+    renice -n "$NICE" -p "$pid" >/dev/null 2>&1 || true
+done
+
+# ---- lab -------------------------------------------------------------------
+say "lab up (dr), results in $OUT"
+"$ROOT/scripts/lab.sh" up dr >>"$LOG" 2>&1 || die "lab.sh up dr failed"
+DIR_MAC=$(nsx xdpvs-dir cat /sys/class/net/dr0/address)
+RS_IPS=(198.18.0.11 198.18.0.12 198.18.0.13)
+# Fixed layer 2: permanent neighbours on the director and static bridge
+# entries, so nothing floods or re-resolves while the sinks hold the real
+# servers' traffic.
+for i in 1 2 3; do
+    mac=$(nsx "xdpvs-rs$i" cat /sys/class/net/eth0/address)
+    ip -n xdpvs-dir neigh replace "198.18.0.1$i" lladdr "$mac" dev dr0 nud permanent
+    nsx xdpvs-lan bridge fdb replace "$mac" dev "rs$i" master static
+done
+nsx xdpvs-lan bridge fdb replace "$DIR_MAC" dev dir master static
+nsx xdpvs-lan bridge fdb replace "$(nsx xdpvs-rt cat /sys/class/net/lan0/address)" dev rt master static
+# XPS on the bridge port: every frame to the director on queue 0 (xdpvs
+# runs one shard, on queue 0). RPS is set per config (use_config).
+nsx xdpvs-lan sh -c 'echo 3 > /sys/class/net/dir/queues/tx-0/xps_cpus; echo 0 > /sys/class/net/dir/queues/tx-1/xps_cpus' 2>>"$LOG" || true
+nsx xdpvs-dir sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.dr0.send_redirects=0 >/dev/null
+
+# ---- director configurations ----------------------------------------------
+SOCK=$OUT/xdpvs.sock
+DIR_CFG=$OUT/director/xdpvs.toml   # its own directory: xdpvs watches it (inotify)
+mkdir -p "$OUT/director"
+
+xdpvs_config() { # $1 = generic|native
+    cat <<EOF
+# xdpvs bench config ($1 XDP)
+[director]
+interfaces = ["dr0"]
+xdp_mode = "$1"
+cores = [$DIR_CPU]
+control_socket = "$SOCK"
+metrics = "off"
+log_level = "info"
+conn_capacity = 4194304
+
+[[fwmark]]
+mark = 1
+rules = [ { vip = "$VIP", proto = "udp", ports = "$PORTS" },
+          { vip = "$VIP", proto = "tcp", ports = "$PORTS" } ]
+
+[[service]]
+name = "bench"
+fwmark = 1
+scheduler = "rr"
+persistence = { timeout = 300, netmask = "255.255.255.0" }
+EOF
+    local a
+    for a in "${RS_IPS[@]}"; do
+        printf '  [[service.real]]\n  addr = "%s"\n  forward = "dr"\n' "$a"
+    done
+}
+
+director_stop() {
+    if [ -n "$DIR_PID" ]; then
+        kill -TERM "$DIR_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 1 100); do
+            kill -0 "$DIR_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$DIR_PID" 2>/dev/null || true
+        wait "$DIR_PID" 2>/dev/null || true
+        DIR_PID=""
+    fi
+}
+
+director_start() { # $1 = generic|native
+    xdpvs_config "$1" >"$DIR_CFG"
+    local log=$OUT/director-$1.log try i
+    for try in 1 2 3; do
+        : >"$log"
+        # Not through a shell function: $! must be the director itself
+        # (`ip netns exec` execs it).
+        ip netns exec xdpvs-dir nice -n "$NICE" "$BIN/xdpvs" run --config "$DIR_CFG" >>"$log" 2>&1 &
+        DIR_PID=$!
+        for i in $(seq 1 200); do
+            grep -q forwarding "$log" && return 0
+            kill -0 "$DIR_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        wait "$DIR_PID" 2>/dev/null || true
+        DIR_PID=""
+        # A closed AF_XDP socket releases its queue asynchronously (EBUSY).
+        grep -q "resource busy" "$log" || break
+        sleep 1
+    done
+    die "xdpvs did not start: $(tail -5 "$log")"
+}
+
+# RPS mask of the director's interface (0 = off).
+rps() {
+    nsx xdpvs-dir sh -c "for q in /sys/class/net/dr0/queues/rx-*; do echo $1 > \$q/rps_cpus; done"
+}
+
+# Neutral director namespace: what lab.sh built (VIP on lo, no forwarding).
+dir_neutral() {
+    director_stop
+    nsx xdpvs-dir nft delete table ip xdpvs_bench 2>/dev/null || true
+    ip -n xdpvs-dir route del "$VIP/32" 2>/dev/null || true
+    ip -n xdpvs-dir addr replace "$VIP/32" dev lo
+    nsx xdpvs-dir sysctl -qw net.ipv4.ip_forward=0 >/dev/null
+}
+
+CUR=""
+use_config() { # $1 = one of CONFIGS
+    [ "$CUR" = "$1" ] && return 0
+    dir_neutral
+    # RPS puts the kernel baselines' receive work on CPU 1 (without it veth
+    # receive runs on the sender's CPU and they use one core). xdpvs brings
+    # its own thread on CPU 1: with RPS its generic-XDP softirq would compete
+    # with it on that core, so xdpvs runs without (as an AF_XDP application
+    # on a NIC whose interrupts are on another core).
+    case "$1" in
+    xdpvs-generic) rps 0; director_start generic ;;
+    xdpvs-native) rps 0; director_start native ;;
+    kernel-fwd)
+        rps $((1 << DIR_CPU))
+        ip -n xdpvs-dir addr del "$VIP/32" dev lo
+        ip -n xdpvs-dir route add "$VIP/32" via "${RS_IPS[0]}" dev dr0
+        nsx xdpvs-dir sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+        ;;
+    nft-dnat)
+        rps $((1 << DIR_CPU))
+        ip -n xdpvs-dir addr del "$VIP/32" dev lo
+        nsx xdpvs-dir sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+        nsx xdpvs-dir nft -f - <<EOF
+table ip xdpvs_bench {
+    chain pre {
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr $VIP meta l4proto { tcp, udp } th dport $PORTS dnat to numgen inc mod 3 map { 0 : ${RS_IPS[0]}, 1 : ${RS_IPS[1]}, 2 : ${RS_IPS[2]} }
+    }
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+    }
+}
+EOF
+        nsx xdpvs-dir conntrack -F >/dev/null 2>&1 || true
+        ;;
+    *) die "unknown config $1" ;;
+    esac
+    CUR=$1
+}
+
+# ---- measuring -------------------------------------------------------------
+cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
+
+# CPU time (ns) of the director process, all threads.
+dir_cpu_ns() {
+    [ -n "$DIR_PID" ] || { echo 0; return; }
+    cat /proc/"$DIR_PID"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'
+}
+
+RUN_ID=0
+# measure CONFIG PHASE RATE SECS COUNT PROTO FLOWS [extra loadgen args...]
+# Appends one JSON line to $RUNS.
+measure() {
+    local cfg=$1 phase=$2 rate=$3 secs=$4 count=$5 proto=$6 flows=$7
+    shift 7
+    RUN_ID=$((RUN_ID + 1))
+    local tag="$phase-$cfg-$RUN_ID"
+    local sj=$OUT/$tag.sink.json hg=$OUT/$tag.hgrm so=$OUT/$tag.sink.out
+    nice -n "$NICE" "$BIN/xdpvs-sink" --netns xdpvs-rs1,xdpvs-rs2,xdpvs-rs3 --ports "$PORTS" \
+        --run-id "$RUN_ID" --duration "$((secs + 20))" --idle-exit 0.5 \
+        --json "$sj" --hgrm "$hg" >"$so" 2>&1 &
+    SINK_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        grep -q ready "$so" 2>/dev/null && break
+        kill -0 "$SINK_PID" 2>/dev/null || die "sink failed: $(cat "$so")"
+        sleep 0.1
+    done
+    grep -q ready "$so" || die "sink not ready after 10 s"
+    local c0 c1 d0 d1 lj
+    c0=$(cpu_snap)
+    d0=$(dir_cpu_ns)
+    lj=$(timeout $((secs + 15)) ip netns exec xdpvs-rt nice -n "$NICE" "$BIN/xdpvs-loadgen" --iface lan0 \
+        --dst-mac "$DIR_MAC" --dst "$VIP" --dst-ports "$PORTS" --src 198.18.100.0/22 \
+        --flows "$flows" --proto "$proto" --rate "$rate" --count "$count" --duration "$secs" \
+        --run-id "$RUN_ID" --cpu "$GEN_CPU" "$@" 2>>"$LOG") || die "loadgen failed ($tag)"
+    c1=$(cpu_snap)
+    d1=$(dir_cpu_ns)
+    for i in $(seq 1 $(((secs + 20) * 10))); do
+        kill -0 "$SINK_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -INT "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+    [ -s "$sj" ] || die "sink wrote no summary ($tag): $(cat "$so")"
+    python3 - "$cfg" "$phase" "$tag" "$hg" "$lj" "$sj" "$d0" "$d1" "$GEN_CPU" "$DIR_CPU" \
+        "$c0" "$c1" >>"$RUNS" <<'PY'
+import json, sys
+cfg, phase, tag, hg, lj, sj, d0, d1, gcpu, dcpu, c0, c1 = sys.argv[1:13]
+gen = json.loads(lj)
+sink = json.load(open(sj))
+def cpus(s):
+    out = {}
+    for line in s.splitlines():
+        f = line.split()
+        v = list(map(int, f[1:9]))
+        out[f[0]] = (sum(v), v[3] + v[4], v[5] + v[6])
+    return out
+a, b = cpus(c0), cpus(c1)
+def busy(c):
+    c = "cpu%s" % c
+    t = b[c][0] - a[c][0]
+    i = b[c][1] - a[c][1]
+    return 100.0 * (t - i) / t if t > 0 else 0.0
+def soft(c):
+    c = "cpu%s" % c
+    t = b[c][0] - a[c][0]
+    return 100.0 * (b[c][2] - a[c][2]) / t if t > 0 else 0.0
+secs = gen["secs"] or 1e-9
+rec = {
+    "config": cfg, "phase": phase, "tag": tag, "hgrm": hg,
+    "sent": gen["sent"], "received": sink["unique"], "secs": secs,
+    "offered_pps": gen["sent"] / secs, "pps": sink["unique"] / secs,
+    "drop_pct": 100.0 * (1 - sink["unique"] / gen["sent"]) if gen["sent"] else 0.0,
+    "lat_us": sink["lat_us"], "reordered": sink["reordered"], "duplicates": sink["duplicates"],
+    "bad_csum": sink["bad_csum"], "sink_xsk_drops": sink["xsk_drops"],
+    "gen_cpu_pct": busy(gcpu), "dir_cpu_pct": busy(dcpu), "dir_softirq_pct": soft(dcpu),
+    "xdpvs_cpu_pct": (int(d1) - int(d0)) / 1e7 / secs if int(d1) > 0 else None,
+    "per_rs": [p["received"] for p in sink["ports"]],
+}
+print(json.dumps(rec))
+PY
+    tail -1 "$RUNS" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+l = r["lat_us"]
+x = r["xdpvs_cpu_pct"]
+print("   %-14s %-6s offered %6.3f Mpps  delivered %6.3f Mpps  drop %5.2f%%  p50 %7.1f us  p99 %8.1f us  cpu1 %3.0f%% (softirq %3.0f%%, xdpvs %s)  per-rs %s" % (
+    r["config"], r["phase"], r["offered_pps"] / 1e6, r["pps"] / 1e6, r["drop_pct"], l["p50"], l["p99"], r["dir_cpu_pct"],
+    r["dir_softirq_pct"], "-" if x is None else "%.0f%%" % x, r["per_rs"]))' | tee -a "$LOG" >&2
+}
+
+# ---- phase 1: maximum throughput ---------------------------------------------
+say "machine: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+IDLE_JSON=$OUT/idle.json
+echo '{}' >"$IDLE_JSON"
+idle_measure() { # the running xdpvs's own CPU use with no traffic
+    local mode=$1 n0 n1 t0 t1
+    sleep 1
+    n0=$(dir_cpu_ns); t0=$(date +%s%N)
+    sleep "$T_IDLE"
+    n1=$(dir_cpu_ns); t1=$(date +%s%N)
+    python3 - "$IDLE_JSON" "$mode" "$n0" "$n1" "$t0" "$t1" <<'PY'
+import json, sys
+p, mode, n0, n1, t0, t1 = sys.argv[1:7]
+d = json.load(open(p))
+d[mode] = 100.0 * (int(n1) - int(n0)) / (int(t1) - int(t0))
+json.dump(d, open(p, "w"))
+print("   idle CPU of xdpvs (%s): %.3f%% of a core" % (mode, d[mode]))
+PY
+}
+
+say "phase 1: flat out, 64-byte UDP, $FLOWS flows, ${T_MAX}s per run, $ROUNDS round(s)"
+for r in $(seq 1 "$ROUNDS"); do
+    for cfg in "${CONFIGS[@]}"; do
+        use_config "$cfg"
+        if [ "$r" = 1 ] && [[ $cfg == xdpvs-* ]]; then
+            idle_measure "${cfg#xdpvs-}" 2>&1 | tee -a "$LOG" >&2
+        fi
+        measure "$cfg" max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
+    done
+done
+
+LAT_RATE=$(python3 - "$RUNS" <<'PY'
+import json, sys, statistics
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r in runs:
+    if r["phase"] == "max":
+        by.setdefault(r["config"], []).append(r["pps"])
+slowest = min(statistics.median(v) for v in by.values())
+print(max(10000, int(slowest / 2 / 1000) * 1000))
+PY
+)
+
+# ---- phase 2: latency at the same offered rate --------------------------------
+say "phase 2: every config at $LAT_RATE pps (half of the slowest maximum), ${T_LAT}s per run"
+for r in $(seq 1 "$ROUNDS"); do
+    for cfg in "${CONFIGS[@]}"; do
+        use_config "$cfg"
+        measure "$cfg" lat "$LAT_RATE" "$T_LAT" $((LAT_RATE * T_LAT + 1)) udp "$FLOWS"
+    done
+done
+
+# ---- phase 3: scale ----------------------------------------------------------
+say "phase 3: $CPS_N new connections (unique client SYNs), then ACKs over all of them"
+for cfg in xdpvs-native nft-dnat kernel-fwd; do
+    CUR="" # a fresh director / empty conntrack for each
+    use_config "$cfg"
+    measure "$cfg" cps 0 30 "$CPS_N" syn "$CPS_N"
+    if [ "$cfg" = xdpvs-native ]; then
+        nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$OUT/cps-stats.json" 2>>"$LOG" || true
+        python3 - "$OUT/cps-stats.json" <<'PY' | tee -a "$LOG" >&2
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+    print("   xdpvs connection table after the SYNs: %d connections, %d templates" % (
+        sum(x.get("conns", 0) for x in s.get("shards", [])), sum(x.get("templates", 0) for x in s.get("shards", []))))
+except Exception as e:
+    print("   (no stats: %s)" % e)
+PY
+        measure "$cfg" live 0 30 "$((CPS_N * 2))" ack "$CPS_N"
+    fi
+done
+
+say "phase 3: reload of $BIG_SERVICES services / $((BIG_SERVICES * BIG_REALS)) real servers under traffic"
+use_config xdpvs-native
+BIG=$OUT/big.toml
+python3 - "$DIR_CFG" "$BIG_SERVICES" "$BIG_REALS" >"$BIG" <<'PY'
+import sys
+base, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = [open(base).read()]
+# VIPs 198.18.32.0 - 198.18.63.255 (ports 80..), reals 198.19.0.0/16: all in 198.18.0.0/15.
+for i in range(n):
+    vip = "198.18.%d.%d" % (32 + (i // 3) // 256, (i // 3) % 256)
+    port = 80 + i % 3
+    out.append('[[service]]\nname = "s%d"\nproto = "tcp"\nvip = "%s"\nport = %d\nscheduler = "wrr"\n' % (i, vip, port))
+    for j in range(k):
+        r = (i * k + j) % 65536
+        out.append('  [[service.real]]\n  addr = "198.19.%d.%d"\n  weight = %d\n  forward = "dr"\n' % (r // 256, r % 256, 1 + j % 3))
+print("\n".join(out))
+PY
+RELOAD_JSON=$OUT/reload.json
+t0=$(date +%s%N)
+nsx xdpvs-dir "$BIN/xdpvs" check --config "$BIG" >"$OUT/big-check.out" 2>&1 || die "xdpvs check of the big config failed: $(tail -3 "$OUT/big-check.out")"
+t1=$(date +%s%N)
+CHECK_S=$(python3 -c "print(($t1 - $t0) / 1e9)")
+echo "   xdpvs check (big config): ${CHECK_S}s" | tee -a "$LOG" >&2
+# Traffic at the latency rate for RELOAD_T seconds; reloads in the middle.
+(
+    sleep 1
+    cp "$DIR_CFG" "$OUT/small.toml"
+    a=$(date +%s%N)
+    nsx xdpvs-dir "$BIN/xdpvs" reload -s "$SOCK" >"$OUT/reload0.out" 2>&1 # same config
+    b=$(date +%s%N)
+    cp "$BIG" "$DIR_CFG.tmp" && mv "$DIR_CFG.tmp" "$DIR_CFG" # inotify: reload after 200 ms
+    for i in $(seq 1 300); do
+        grep -q "10001 service" "$OUT/director-native.log" && break
+        sleep 0.05
+    done
+    c=$(date +%s%N)
+    nsx xdpvs-dir "$BIN/xdpvs" reload -s "$SOCK" >"$OUT/reload1.out" 2>&1 # big again, explicit
+    d=$(date +%s%N)
+    cp "$OUT/small.toml" "$DIR_CFG.tmp" && mv "$DIR_CFG.tmp" "$DIR_CFG"
+    sleep 0.5
+    e=$(date +%s%N)
+    nsx xdpvs-dir "$BIN/xdpvs" reload -s "$SOCK" >"$OUT/reload2.out" 2>&1 # back to small
+    f=$(date +%s%N)
+    python3 -c "import json; print(json.dumps({'small_s': ($b-$a)/1e9, 'big_s': ($d-$c)/1e9, 'big_to_small_s': ($f-$e)/1e9}))" >"$RELOAD_JSON"
+) &
+RELOADER=$!
+measure xdpvs-native reload "$LAT_RATE" "$RELOAD_T" $((LAT_RATE * RELOAD_T + 1)) udp "$FLOWS"
+wait "$RELOADER" || true
+grep -E "reload \(" "$OUT/director-native.log" | tail -6 >>"$LOG" || true
+python3 - "$RELOAD_JSON" "$CHECK_S" <<'PY' | tee -a "$LOG" >&2
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+    print("   reload: small %.3fs, 10k/100k config %.3fs, back to small %.3fs (check %.2fs)" % (
+        r["small_s"], r["big_s"], r["big_to_small_s"], float(sys.argv[2])))
+except Exception as e:
+    print("   reload timing missing: %s" % e)
+PY
+dir_neutral
+
+# ---- report ------------------------------------------------------------------
+python3 - "$RUNS" "$IDLE_JSON" "$RELOAD_JSON" "$CHECK_S" "$LAT_RATE" "$OUT" <<'PY' | tee "$OUT/report.txt"
+import json, sys, statistics as st
+runs_p, idle_p, reload_p, check_s, lat_rate, out = sys.argv[1:7]
+runs = [json.loads(l) for l in open(runs_p) if l.strip()]
+idle = json.load(open(idle_p))
+try:
+    rel = json.load(open(reload_p))
+except Exception:
+    rel = {}
+configs = ["xdpvs-generic", "xdpvs-native", "kernel-fwd", "nft-dnat"]
+def med(xs):
+    return st.median(xs) if xs else float("nan")
+def pick(phase, cfg):
+    return [r for r in runs if r["phase"] == phase and r["config"] == cfg]
+print()
+print("Phase 1: flat out (64-byte UDP, 16384 flows), median of %d round(s)" % len(pick("max", "kernel-fwd")))
+print("%-14s %8s %8s %7s %8s %8s %8s %8s" % ("config", "offered", "Mpps", "drop%", "cpu1%", "softirq%", "xdpvs%", "cpu0%"))
+mx = {}
+for c in configs:
+    rs = pick("max", c)
+    mx[c] = med([r["pps"] for r in rs]) / 1e6
+    xc = [r["xdpvs_cpu_pct"] for r in rs if r["xdpvs_cpu_pct"] is not None]
+    print("%-14s %8.3f %8.3f %7.2f %8.0f %8.0f %8s %8.0f" % (c, med([r["offered_pps"] for r in rs]) / 1e6, mx[c],
+          med([r["drop_pct"] for r in rs]), med([r["dir_cpu_pct"] for r in rs]), med([r["dir_softirq_pct"] for r in rs]),
+          "%.0f" % med(xc) if xc else "-", med([r["gen_cpu_pct"] for r in rs])))
+print()
+print("Phase 2: latency at the same offered rate, %s pps (half of the slowest maximum); one-way, us" % lat_rate)
+print("%-14s %8s %7s %8s %8s %8s %8s %9s %8s %8s" % ("config", "Mpps", "drop%", "p50", "p90", "p99", "p99.9", "max", "cpu1%", "xdpvs%"))
+p99 = {}
+for c in configs:
+    rs = pick("lat", c)
+    L = lambda k: med([r["lat_us"][k] for r in rs])
+    p99[c] = L("p99")
+    xc = [r["xdpvs_cpu_pct"] for r in rs if r["xdpvs_cpu_pct"] is not None]
+    print("%-14s %8.3f %7.2f %8.1f %8.1f %8.1f %8.1f %9.1f %8.0f %8s" % (c, med([r["pps"] for r in rs]) / 1e6,
+          med([r["drop_pct"] for r in rs]), L("p50"), L("p90"), L("p99"), L("p999"), L("max"), med([r["dir_cpu_pct"] for r in rs]),
+          "%.0f" % med(xc) if xc else "-"))
+    for r in rs:
+        print("%-14s   histogram: %s" % ("", r["hgrm"]))
+print()
+print("Phase 3: scale")
+for c in ["xdpvs-native", "nft-dnat", "kernel-fwd"]:
+    for r in pick("cps", c):
+        print("  %-14s new connections/s (unique SYNs): %8.0f  (%d sent, drop %.2f%%)" % (c, r["pps"], r["sent"], r["drop_pct"]))
+for r in pick("live", "xdpvs-native"):
+    print("  %-14s ACKs over %s live connections: %.3f Mpps, drop %.2f%%" % ("xdpvs-native", "all", r["pps"] / 1e6, r["drop_pct"]))
+for mode, v in sorted(idle.items()):
+    print("  xdpvs-%-8s idle CPU: %.3f%% of a core" % (mode, v))
+for r in pick("reload", "xdpvs-native"):
+    print("  reload under %d pps: sent %d, received %d, lost %d (%.3f%%), p99 %.1f us, max %.1f us" % (
+        int(lat_rate), r["sent"], r["received"], r["sent"] - r["received"], r["drop_pct"], r["lat_us"]["p99"], r["lat_us"]["max"]))
+if rel:
+    print("  xdpvs check 10k services/100k reals: %.2fs; reload: same small config %.3fs, 10k/100k %.3fs, back %.3fs" % (
+        float(check_s), rel["small_s"], rel["big_s"], rel["big_to_small_s"]))
+xd = max(mx["xdpvs-generic"], mx["xdpvs-native"])
+best = "native" if mx["xdpvs-native"] >= mx["xdpvs-generic"] else "generic"
+kf, nf = mx["kernel-fwd"], mx["nft-dnat"]
+idle_pct = max(idle.values()) if idle else float("nan")
+print()
+print("Targets: xdpvs (%s) %.2fx nft DNAT (>= 1.3), %.2fx kernel forwarding (>= 0.8); p99 %.1f us vs nft %.1f us at the same rate; idle %.3f%% (< 1%%)" % (
+    best, xd / nf, xd / kf, p99["xdpvs-" + best], p99["nft-dnat"], idle_pct))
+print("SUMMARY xdpvs_mpps=%.3f kernel_fwd_mpps=%.3f nft_dnat_mpps=%.3f vs_kernel=%.2f vs_nft=%.2f p99_us=%.1f idle_cpu_pct=%.3f" % (
+    xd, kf, nf, xd / kf, xd / nf, p99["xdpvs-" + best], idle_pct))
+PY
+say "results: $OUT (runs.jsonl, report.txt, *.hgrm)"
