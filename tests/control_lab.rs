@@ -154,41 +154,10 @@ fn reload_storm_under_traffic_keeps_the_stream_and_the_client_server() {
     }
     let _l = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let mut e = start(&web("255.255.255.0", &[1, 1, 1], ""), "off");
-    let expect = {
-        let out = Command::new("sha256sum")
-            .arg(e.lab.dir().join("rs1/big"))
-            .output()
-            .expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    // A long TCP stream: 16 MiB at 1 MiB/s, about 16 s, through the director.
-    let dl = e.lab.dir().join("stream.out");
-    let ns_cl = e.lab.env("LAB_NS_CLIENT");
-    let curl = Command::new("ip")
-        .args(["netns", "exec", &ns_cl, "curl", "-sS", "--max-time", "60"])
-        .args(["--limit-rate", "1M", "--interface", "198.18.102.9", "-o"])
-        .arg(&dl)
-        .arg(format!("http://{}/big", e.lab.env("LAB_VIP4")))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl");
+    let (curl, dl, expect) = start_stream(&e, "1M");
     let client = e.lab.client4(1, 3);
     let first = server_of(&e, &client, 80);
-    let dir_pid = Command::new("pgrep")
-        .args(["-f", &format!("xdpvs run --config {}", e.cfg.display())])
-        .output()
-        .expect("pgrep");
-    let dir_pid = String::from_utf8_lossy(&dir_pid.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!dir_pid.is_empty(), "director pid not found");
+    let dir_pid = director_pid(&e);
     let mut reloads = 0;
     for i in 0..50u32 {
         // Unrelated services come and go, weights change (also of the
@@ -228,18 +197,7 @@ fn reload_storm_under_traffic_keeps_the_stream_and_the_client_server() {
             );
         }
     }
-    let out = curl.wait_with_output().expect("curl wait");
-    assert!(
-        out.status.success(),
-        "the long stream failed during reloads: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        e.log()
-    );
-    let got = Command::new("sha256sum").arg(&dl).output().expect("sha");
-    assert!(
-        String::from_utf8_lossy(&got.stdout).starts_with(&expect),
-        "the stream's content differs after {reloads} reloads"
-    );
+    finish_stream(&e, curl, &dl, &expect, "50 reloads");
     std::thread::sleep(Duration::from_millis(400));
     let st = e.status();
     assert!(
@@ -252,6 +210,148 @@ fn reload_storm_under_traffic_keeps_the_stream_and_the_client_server() {
     assert!(log.contains("reload (SIGHUP) ok"), "{log}");
     assert!(log.contains("reload (file changed) ok"), "{log}");
     assert!(log.contains("reload (control socket) ok"), "{log}");
+}
+
+/// A long TCP stream through the director: curl downloads the 16 MiB file
+/// at `rate`. Returns the process, the output path and the expected sha256.
+fn start_stream(e: &Env, rate: &str) -> (std::process::Child, PathBuf, String) {
+    let sha = |p: &Path| {
+        let out = Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let expect = sha(&e.lab.dir().join("rs1/big"));
+    let dl = e.lab.dir().join("stream.out");
+    let ns_cl = e.lab.env("LAB_NS_CLIENT");
+    let curl = Command::new("ip")
+        .args(["netns", "exec", &ns_cl, "curl", "-sS", "--max-time", "90"])
+        .args(["--limit-rate", rate, "--interface", "198.18.102.9", "-o"])
+        .arg(&dl)
+        .arg(format!("http://{}/big", e.lab.env("LAB_VIP4")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    (curl, dl, expect)
+}
+
+fn finish_stream(e: &Env, curl: std::process::Child, dl: &Path, expect: &str, what: &str) {
+    let out = curl.wait_with_output().expect("curl wait");
+    assert!(
+        out.status.success(),
+        "the long stream failed during {what}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        e.log()
+    );
+    let got = Command::new("sha256sum").arg(dl).output().expect("sha");
+    assert!(
+        String::from_utf8_lossy(&got.stdout).starts_with(expect),
+        "the stream's content differs after {what}"
+    );
+}
+
+fn director_pid(e: &Env) -> String {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("xdpvs run --config {}", e.cfg.display())])
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!pid.is_empty(), "director pid not found");
+    pid
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reload_storm_of_200_valid_and_invalid_loses_nothing_and_memory_stays_flat() {
+    if skip("reload_storm_of_200_valid_and_invalid_loses_nothing_and_memory_stays_flat") {
+        return;
+    }
+    let _l = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let e = start(&web("255.255.255.0", &[1, 1, 1], ""), "off");
+    let (curl, dl, expect) = start_stream(&e, "512K");
+    let clients: Vec<String> = (0..4).map(|g| e.lab.client4(g, 6)).collect();
+    let servers: Vec<String> = clients.iter().map(|c| server_of(&e, c, 80)).collect();
+    let pid = director_pid(&e);
+    let templates =
+        |e: &Env| -> u64 { e.status().services[0].reals.iter().map(|r| r.persist).sum() };
+    let tpl0 = templates(&e);
+    let mut rss_warm = 0;
+    let mut invalid = 0;
+    for i in 0..200u32 {
+        let mut cfg = web("255.255.255.0", &[1 + i % 2, 1, 1 + (i / 2) % 3], "");
+        cfg.push_str(&format!(
+            "[[service]]\nname = \"extra{i}\"\nproto = \"tcp\"\nvip = \"198.18.0.100\"\nport = {}\nscheduler = \"wlc\"\n{}",
+            6000 + i % 50,
+            reals(&[i % 3, 1, 1], "")
+        ));
+        let broken = i % 4 == 3;
+        if broken {
+            invalid += 1;
+            cfg = match i % 3 {
+                0 => cfg.replace("scheduler = \"wlc\"", "scheduler = \"nope\""),
+                1 => cfg.replace("fwmark = 1", "fwmark = 8"),
+                _ => format!("{cfg}[[service]\n"),
+            };
+        }
+        write_config(&e, &cfg);
+        let out = e.cli(&["reload"]);
+        assert_eq!(
+            out.status.success(),
+            !broken,
+            "reload #{i} (broken: {broken}): {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        if i == 20 {
+            rss_warm = rss_kib(&pid);
+        }
+        if i % 25 == 24 {
+            for (c, s) in clients.iter().zip(&servers) {
+                assert_eq!(
+                    &server_of(&e, c, 443),
+                    s,
+                    "a client changed server at reload #{i}"
+                );
+            }
+        }
+    }
+    finish_stream(&e, curl, &dl, &expect, "200 reloads");
+    let st = e.status();
+    assert!(st.reloads >= 150, "valid reloads applied: {}", st.reloads);
+    assert!(
+        st.reloads_refused >= invalid,
+        "refused: {}",
+        st.reloads_refused
+    );
+    assert_eq!(
+        templates(&e),
+        tpl0,
+        "templates lost or leaked during the storm"
+    );
+    let rss_end = rss_kib(&pid);
+    assert!(
+        rss_end <= rss_warm + 16 * 1024,
+        "memory grew from {rss_warm} KiB to {rss_end} KiB over 180 reloads"
+    );
 }
 
 #[test]
