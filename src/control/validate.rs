@@ -190,7 +190,7 @@ impl Validator<'_> {
             if p.as_os_str().is_empty() {
                 self.err(
                     "director.state_file",
-                    "must not be empty (omit it for none)",
+                    "must not be empty (omit it for the default, next to control_socket)",
                 );
             }
         }
