@@ -60,6 +60,9 @@ struct Args {
     /// Pin to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
+    /// Busy-poll this long (µs) after the last packet before blocking in poll().
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// RX ring entries per socket (power of two).
     #[arg(long, default_value_t = 8192)]
     ring: u32,
@@ -368,6 +371,7 @@ fn run(a: &Args) -> Result<(), String> {
     let start = mono_ns();
     let deadline = start + (a.duration * 1e9) as u64;
     let idle_ns = (a.idle_exit * 1e9) as u64;
+    let spin_ns = a.spin_us * 1000;
     let mut last_rx = start;
     let mut got_any = false;
     let mut frames: Vec<RxFrame> = Vec::with_capacity(256);
@@ -446,7 +450,7 @@ fn run(a: &Args) -> Result<(), String> {
         if got_any && idle_ns > 0 && now - last_rx > idle_ns {
             break;
         }
-        if now - last_rx < 50_000 {
+        if now - last_rx < spin_ns {
             std::hint::spin_loop();
             continue;
         }
