@@ -422,7 +422,7 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let secs = (send_end - start) as f64 / 1e9;
     let (rx_dropped, _, _, tx_invalid) = xsk.kernel_stats();
-    let frame_len = if queued > 0 { bytes / queued } else { 0 };
+    let frame_len = bytes.checked_div(queued).unwrap_or(0);
     let summary = serde_json::json!({
         "queued": queued,
         "sent": completed,
