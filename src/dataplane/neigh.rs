@@ -19,7 +19,6 @@ use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::netlink::{nud, LinkInfo, NeighEntry, Netlink, NetlinkError, RouteEntry};
-use crate::model::mask_addr;
 use crate::shard::nexthop::{Neighbors, NextHop};
 
 /// A configured neighbour: `addr` is reached at `mac`, overriding the
@@ -51,15 +50,61 @@ struct LinkL2 {
 }
 
 /// An immutable snapshot of routes and neighbours.
+///
+/// Lookups are per packet, so the table is built for them: the maps use
+/// `hashbrown`'s foldhash (keys come from the kernel and the config, not
+/// from packets), the answer for every address with a usable neighbour or
+/// pinned entry is computed once at build time (`hosts`: a real server on a
+/// connected prefix costs one hash lookup), and each gateway route carries
+/// its resolved next hop (`via`: an address behind a gateway costs a route
+/// scan, no neighbour lookup). Answers are the same as resolving from the
+/// routes and neighbours every time.
 #[derive(Clone, Debug, Default)]
 pub struct NeighborTable {
-    links: HashMap<u32, LinkL2>,
+    links: hashbrown::HashMap<u32, LinkL2>,
     /// Longest prefix first, then lowest metric.
     routes: Vec<RouteEntry>,
-    neigh: HashMap<(u32, IpAddr), [u8; 6]>,
-    pinned: HashMap<IpAddr, Pinned>,
+    /// `routes`, same order, in the form the lookup matches.
+    fast: Vec<FastRoute>,
+    neigh: hashbrown::HashMap<(u32, IpAddr), [u8; 6]>,
+    pinned: hashbrown::HashMap<IpAddr, Pinned>,
+    /// Precomputed answers: every neighbour and pinned address that resolves.
+    hosts: hashbrown::HashMap<IpAddr, NextHop>,
     allowed: Option<Vec<u32>>,
     requester: Option<Requester>,
+}
+
+/// A route as the lookup matches it: `addr & mask == net` within a family.
+#[derive(Clone, Copy, Debug)]
+struct FastRoute {
+    v4: bool,
+    net: u128,
+    mask: u128,
+    oif: u32,
+    /// Gateway routes: the resolved next hop (the gateway's), or why not.
+    via: Option<Result<NextHop, Miss>>,
+}
+
+fn addr_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The mask of a prefix length, as `mask_addr` applies it.
+fn prefix_mask(v4: bool, len: u8) -> u128 {
+    if v4 {
+        let p = len.min(32);
+        u128::from(if p == 0 { 0 } else { u32::MAX << (32 - p) })
+    } else {
+        let p = len.min(128);
+        if p == 0 {
+            0
+        } else {
+            u128::MAX << (128 - p)
+        }
+    }
 }
 
 impl NeighborTable {
@@ -92,33 +137,73 @@ impl NeighborTable {
             .filter(|n| n.state & nud::VALID != 0)
             .map(|n| ((n.ifindex, n.addr), n.mac))
             .collect();
-        let pinned = pinned.iter().map(|p| (p.addr, *p)).collect();
-        NeighborTable {
+        let pinned_map = pinned.iter().map(|p| (p.addr, *p)).collect();
+        let mut t = NeighborTable {
             links,
             routes,
+            fast: Vec::new(),
             neigh,
-            pinned,
+            pinned: pinned_map,
+            hosts: hashbrown::HashMap::new(),
             allowed,
             requester,
+        };
+        let fast: Vec<FastRoute> = t
+            .routes
+            .iter()
+            .map(|r| {
+                let v4 = r.dst.is_ipv4();
+                FastRoute {
+                    v4,
+                    net: addr_bits(r.dst),
+                    mask: prefix_mask(v4, r.prefix_len),
+                    oif: r.oif,
+                    via: r.gateway.map(|gw| t.hop(r.oif, gw)),
+                }
+            })
+            .collect();
+        t.fast = fast;
+        let candidates = neighs
+            .iter()
+            .filter(|n| n.state & nud::VALID != 0)
+            .map(|n| n.addr)
+            .chain(pinned.iter().map(|p| p.addr));
+        let mut hosts = hashbrown::HashMap::new();
+        for a in candidates {
+            if let Ok(h) = t.resolve(a) {
+                hosts.insert(a, h);
+            }
         }
+        t.hosts = hosts;
+        t
     }
 
     /// The route to `addr`: (outgoing interface, next-hop address), where the
     /// next hop is the gateway or `addr` itself when on-link.
     pub fn route(&self, addr: IpAddr) -> Option<(u32, IpAddr)> {
-        if let Some(Pinned {
-            ifindex: Some(i), ..
-        }) = self.pinned.get(&addr)
-        {
-            return Some((*i, addr));
+        if let Some(i) = self.pinned_ifindex(addr) {
+            return Some((i, addr));
         }
-        self.routes
+        let i = self.route_index(addr)?;
+        let r = self.routes.get(i)?;
+        Some((r.oif, r.gateway.unwrap_or(addr)))
+    }
+
+    /// A pinned entry for `addr` that names its interface.
+    fn pinned_ifindex(&self, addr: IpAddr) -> Option<u32> {
+        if self.pinned.is_empty() {
+            return None;
+        }
+        self.pinned.get(&addr).and_then(|p| p.ifindex)
+    }
+
+    /// Position in `routes` of the first (longest) matching route.
+    fn route_index(&self, addr: IpAddr) -> Option<usize> {
+        let v4 = addr.is_ipv4();
+        let a = addr_bits(addr);
+        self.fast
             .iter()
-            .find(|r| {
-                r.dst.is_ipv4() == addr.is_ipv4()
-                    && mask_addr(addr, r.prefix_len, r.prefix_len) == r.dst
-            })
-            .map(|r| (r.oif, r.gateway.unwrap_or(addr)))
+            .position(|r| r.v4 == v4 && a & r.mask == r.net)
     }
 
     fn allowed(&self, ifindex: u32) -> bool {
@@ -133,9 +218,8 @@ impl NeighborTable {
         }
     }
 
-    /// Like [`Neighbors::lookup`] but never queues a resolution request.
-    pub fn lookup_quiet(&self, addr: IpAddr) -> Result<NextHop, Miss> {
-        let (oif, nh) = self.route(addr).ok_or(Miss::NoRoute)?;
+    /// The next hop `nh` (gateway, or the address itself) out of `oif`.
+    fn hop(&self, oif: u32, nh: IpAddr) -> Result<NextHop, Miss> {
         if !self.allowed(oif) {
             return Err(Miss::NotAllowed);
         }
@@ -147,6 +231,30 @@ impl NeighborTable {
             dst_mac,
             mtu: l2.mtu,
         })
+    }
+
+    /// Resolve from the routes and neighbours (no precomputed host answer).
+    fn resolve(&self, addr: IpAddr) -> Result<NextHop, Miss> {
+        if let Some(i) = self.pinned_ifindex(addr) {
+            return self.hop(i, addr);
+        }
+        let r = self
+            .route_index(addr)
+            .and_then(|i| self.fast.get(i))
+            .ok_or(Miss::NoRoute)?;
+        match r.via {
+            Some(via) => via,
+            None => self.hop(r.oif, addr),
+        }
+    }
+
+    /// Like [`Neighbors::lookup`] but never queues a resolution request.
+    #[inline]
+    pub fn lookup_quiet(&self, addr: IpAddr) -> Result<NextHop, Miss> {
+        if let Some(h) = self.hosts.get(&addr) {
+            return Ok(*h);
+        }
+        self.resolve(addr)
     }
 
     /// MAC and MTU of interface `ifindex` (Ethernet interfaces only).
@@ -591,6 +699,110 @@ mod tests {
         };
         assert!(e.lookup(ip("198.18.0.99")).is_none());
         assert!(rx.try_recv().is_err());
+    }
+
+    /// The lookup as it was before the precomputed answers: route scan with
+    /// `mask_addr`, then link and neighbour (or pinned) lookups.
+    fn reference(t: &NeighborTable, addr: IpAddr) -> Result<NextHop, Miss> {
+        let (oif, nh) = match t.pinned.get(&addr) {
+            Some(Pinned {
+                ifindex: Some(i), ..
+            }) => (*i, addr),
+            _ => t
+                .routes
+                .iter()
+                .find(|r| {
+                    r.dst.is_ipv4() == addr.is_ipv4()
+                        && crate::model::mask_addr(addr, r.prefix_len, r.prefix_len) == r.dst
+                })
+                .map(|r| (r.oif, r.gateway.unwrap_or(addr)))
+                .ok_or(Miss::NoRoute)?,
+        };
+        if !t.allowed.as_ref().is_none_or(|a| a.contains(&oif)) {
+            return Err(Miss::NotAllowed);
+        }
+        let l2 = t.links.get(&oif).ok_or(Miss::NoLink)?;
+        let dst_mac = match t.pinned.get(&nh) {
+            Some(p) if p.ifindex.is_none_or(|i| i == oif) => Some(p.mac),
+            _ => t.neigh.get(&(oif, nh)).copied(),
+        }
+        .ok_or(Miss::NoNeighbor)?;
+        Ok(NextHop {
+            ifindex: oif,
+            src_mac: l2.mac,
+            dst_mac,
+            mtu: l2.mtu,
+        })
+    }
+
+    #[test]
+    fn precomputed_answers_match_resolving_every_time() {
+        let pins = [
+            Pinned {
+                addr: ip("198.18.0.11"),
+                mac: [2, 9, 9, 9, 9, 9],
+                ifindex: None,
+            },
+            Pinned {
+                addr: ip("198.18.0.1"),
+                mac: [2, 9, 9, 9, 9, 1],
+                ifindex: Some(3),
+            },
+            Pinned {
+                addr: ip("198.18.77.1"),
+                mac: [2, 7, 7, 7, 7, 7],
+                ifindex: Some(3),
+            },
+            Pinned {
+                addr: ip("198.18.9.5"),
+                mac: [2, 7, 7, 7, 7, 5],
+                ifindex: Some(1),
+            },
+        ];
+        let mut addrs: Vec<IpAddr> = [
+            "198.18.0.1",
+            "198.18.0.11",
+            "198.18.0.12",
+            "198.18.0.99",
+            "198.18.3.1",
+            "198.18.3.11",
+            "198.18.3.200",
+            "198.18.9.1",
+            "198.18.9.5",
+            "198.18.77.1",
+            "203.0.113.5",
+            "0.0.0.0",
+            "255.255.255.255",
+            "2001:db8::1",
+            "2001:db8::77",
+            "2001:db8:ffff::1",
+            "::",
+        ]
+        .iter()
+        .map(|a| ip(a))
+        .collect();
+        addrs.extend((0..=255u8).map(|i| IpAddr::from([198, 18, 3, i])));
+        for pinned in [&pins[..0], &pins[..1], &pins[..]] {
+            for allowed in [None, Some(vec![3]), Some(vec![2]), Some(vec![])] {
+                let t = table(pinned, allowed.clone());
+                for &a in &addrs {
+                    assert_eq!(
+                        t.lookup_quiet(a),
+                        reference(&t, a),
+                        "{a} pinned {} allowed {allowed:?}",
+                        pinned.len()
+                    );
+                    let want = reference(&t, a).ok().map(|h| {
+                        let (oif, nh) = t.route(a).expect("a hop has a route");
+                        assert_eq!(oif, h.ifindex);
+                        nh
+                    });
+                    if let Some(nh) = want {
+                        assert!(nh == a || t.routes.iter().any(|r| r.gateway == Some(nh)));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,10 +6,17 @@
 //! tables; the owner of a packet is a hash of its client address masked by the
 //! snapshot's shard prefix, so both directions of a flow and every flow of a
 //! persistence group meet in one engine.
+//!
+//! Per-packet cost: every map read per packet uses a fast hasher (the
+//! connection table its own, the snapshot and the per real server state
+//! `hashbrown`'s foldhash); the snapshot is borrowed, not reference-counted,
+//! per packet; an established packet does one connection lookup, one
+//! classification, one lookup of its real server's state (still in the
+//! snapshot? counters) and one next-hop lookup.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::control::snapshot::{Dest, Service, Snapshot};
 use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
@@ -86,6 +93,27 @@ struct SvcState {
     stat: Vec<DestStat>,
 }
 
+/// One real server's state in this shard: its counters, and where it is in
+/// the current snapshot (`None`: removed, kept while live state refers to it).
+#[derive(Clone, Copy, Debug, Default)]
+struct DestSlot {
+    c: DestCounters,
+    /// (service index, dest index) in the current snapshot: the same as
+    /// `snap.dest_index[id]`, kept here so that a packet needs one lookup.
+    at: Option<(u32, u32)>,
+}
+
+/// Real server state by id (foldhash: ids come from the config).
+type DestMap = hashbrown::HashMap<DestId, DestSlot>;
+
+/// [`Engine::dest_counters`] as a `std` map, built on demand; `keys` is the
+/// value of `Engine::dest_keys` it was built for.
+#[derive(Debug)]
+struct DestView {
+    keys: u64,
+    map: HashMap<DestId, DestCounters>,
+}
+
 /// Flag bit kept in the connection: it counts as active in the dest counters.
 const F_ACTIVE: u8 = 0x1;
 /// Flag bit: the connection is counted in a dest's counters at all.
@@ -98,13 +126,35 @@ pub struct Engine {
     cfg: EngineConfig,
     snap: Arc<Snapshot>,
     svc: Vec<SvcState>,
-    dests: HashMap<DestId, DestCounters>,
+    dests: DestMap,
+    /// Changes whenever ids may have been added to or removed from `dests`.
+    dest_keys: u64,
+    /// `dests` as [`Engine::dest_counters`] returns it: built on the first
+    /// call after a change, dropped (into `spare_view`) by the next change.
+    dest_view: OnceLock<DestView>,
+    /// The last view, reused (values refreshed in place) while the set of
+    /// ids is unchanged.
+    spare_view: Mutex<Option<DestView>>,
     conns: ConnTable,
     tpls: TemplateTable,
     pub stats: EngineStats,
     /// Next hops that were missing; the runtime asks the kernel to resolve them.
     pub want_neighbors: Vec<IpAddr>,
     last_expire: Millis,
+}
+
+/// What one packet works with: the snapshot borrowed (no reference count
+/// per packet) next to the mutable state.
+struct Ctx<'a> {
+    cfg: &'a EngineConfig,
+    snap: &'a Snapshot,
+    svc: &'a mut [SvcState],
+    dests: &'a mut DestMap,
+    dest_keys: &'a mut u64,
+    conns: &'a mut ConnTable,
+    tpls: &'a mut TemplateTable,
+    stats: &'a mut EngineStats,
+    want_neighbors: &'a mut Vec<IpAddr>,
 }
 
 /// The owner shard of a (masked) client address: a fixed hash, the same in
@@ -132,7 +182,10 @@ impl Engine {
             cfg,
             snap: Arc::new(Snapshot::empty()),
             svc: Vec::new(),
-            dests: HashMap::new(),
+            dests: DestMap::new(),
+            dest_keys: 0,
+            dest_view: OnceLock::new(),
+            spare_view: Mutex::new(None),
             conns,
             tpls: TemplateTable::new(cfg.template_capacity),
             stats: EngineStats::default(),
@@ -155,9 +208,59 @@ impl Engine {
         &self.tpls
     }
 
-    /// Per real server counters of this shard.
+    /// Per real server counters of this shard: every real server of the
+    /// current snapshot, and removed ones that live connections or templates
+    /// still refer to.
+    ///
+    /// The engine keeps its counters in a map made for the packet path; this
+    /// `std` map view is built by the first call after a change (the values
+    /// are refreshed in place while the set of real servers is unchanged),
+    /// so call it per report, not per packet.
     pub fn dest_counters(&self) -> &HashMap<DestId, DestCounters> {
-        &self.dests
+        &self
+            .dest_view
+            .get_or_init(|| {
+                let spare = self.spare_view.lock().ok().and_then(|mut s| s.take());
+                match spare {
+                    Some(mut v) if v.keys == self.dest_keys => {
+                        for (id, c) in v.map.iter_mut() {
+                            if let Some(d) = self.dests.get(id) {
+                                *c = d.c;
+                            }
+                        }
+                        v
+                    }
+                    _ => DestView {
+                        keys: self.dest_keys,
+                        map: self.dests.iter().map(|(id, d)| (*id, d.c)).collect(),
+                    },
+                }
+            })
+            .map
+    }
+
+    /// The counters are about to change: retire the view (kept for reuse).
+    #[inline]
+    fn stale_view(&mut self) {
+        if let Some(v) = self.dest_view.take() {
+            if let Ok(s) = self.spare_view.get_mut() {
+                *s = Some(v);
+            }
+        }
+    }
+
+    fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            cfg: &self.cfg,
+            snap: &self.snap,
+            svc: &mut self.svc,
+            dests: &mut self.dests,
+            dest_keys: &mut self.dest_keys,
+            conns: &mut self.conns,
+            tpls: &mut self.tpls,
+            stats: &mut self.stats,
+            want_neighbors: &mut self.want_neighbors,
+        }
     }
 
     /// Switch to a new snapshot (called once per batch when the published
@@ -166,14 +269,17 @@ impl Engine {
         if Arc::ptr_eq(&snap, &self.snap) {
             return;
         }
+        self.stale_view();
+        self.dest_keys = self.dest_keys.wrapping_add(1);
+        // Old services by key (the first one of a key, as a scan would find).
+        let mut old_pos: hashbrown::HashMap<ServiceKey, usize> =
+            hashbrown::HashMap::with_capacity(self.snap.services.len());
+        for (j, o) in self.snap.services.iter().enumerate() {
+            old_pos.entry(o.key).or_insert(j);
+        }
         let mut svc = Vec::with_capacity(snap.services.len());
         for (i, s) in snap.services.iter().enumerate() {
-            let old = self
-                .snap
-                .services
-                .iter()
-                .position(|o| o.key == s.key)
-                .and_then(|j| self.svc.get(j));
+            let old = old_pos.get(&s.key).and_then(|&j| self.svc.get(j));
             let sched = match old {
                 Some(o) => o.sched.clone(),
                 None => {
@@ -193,7 +299,7 @@ impl Engine {
                 .dests
                 .iter()
                 .map(|d| {
-                    let c = self.dests.entry(d.id).or_default();
+                    let c = &mut self.dests.entry(d.id).or_default().c;
                     update_overload(c, d);
                     DestStat {
                         weight: d.weight,
@@ -205,9 +311,11 @@ impl Engine {
                 .collect();
             svc.push(SvcState { sched, stat });
         }
-        // Forget counters of servers that are gone and have no live state.
-        self.dests.retain(|id, c| {
-            snap.dest_index.contains_key(id) || c.active + c.inactive + c.persist > 0
+        // Where each server is in the new snapshot; forget counters of
+        // servers that are gone and have no live state.
+        self.dests.retain(|id, d| {
+            d.at = snap.dest_index.get(id).copied();
+            d.at.is_some() || d.c.active + d.c.inactive + d.c.persist > 0
         });
         self.conns.set_timeouts(snap.timeouts);
         self.svc = svc;
@@ -216,6 +324,54 @@ impl Engine {
 
     /// Decide about one frame. `now` is the caller's monotonic clock in ms.
     pub fn process(&mut self, now: Millis, frame: &mut Frame<'_>, nh: &dyn Neighbors) -> Verdict {
+        self.stale_view();
+        self.ctx().process(now, frame, nh)
+    }
+
+    /// Expire connections and templates whose time has come (bounded work).
+    pub fn tick(&mut self, now: Millis) {
+        if now < self.last_expire + 50 && now >= self.last_expire {
+            return;
+        }
+        self.stale_view();
+        self.last_expire = now;
+        let dests = &mut self.dests;
+        let tpls = &mut self.tpls;
+        let stats = &mut self.stats;
+        self.conns.expire(now, 65_536, |c| {
+            stats.expired_conns += 1;
+            release_conn(dests, tpls, c);
+        });
+        self.tpls.expire(now, 65_536, |t| {
+            stats.expired_templates += 1;
+            if let Some(d) = dests.get_mut(&t.dest) {
+                d.c.persist = d.c.persist.saturating_sub(1);
+            }
+        });
+        self.refresh_stats();
+    }
+
+    fn refresh_stats(&mut self) {
+        for (si, s) in self.snap.services.iter().enumerate() {
+            if let Some(st) = self.svc.get_mut(si) {
+                for (di, d) in s.dests.iter().enumerate() {
+                    if let (Some(e), Some(ds)) = (self.dests.get_mut(&d.id), st.stat.get_mut(di)) {
+                        let c = &mut e.c;
+                        update_overload(c, d);
+                        ds.active = c.active;
+                        ds.inactive = c.inactive;
+                        ds.overloaded = c.overloaded;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// [`Engine::process`].
+    #[inline]
+    fn process(&mut self, now: Millis, frame: &mut Frame<'_>, nh: &dyn Neighbors) -> Verdict {
         self.stats.packets += 1;
         let info = match wire::parse(frame.data()) {
             Ok(i) => i,
@@ -254,69 +410,30 @@ impl Engine {
             sport: info.sport,
             dport: info.dport,
         };
-        let snap = Arc::clone(&self.snap);
+        let snap = self.snap;
         match snap.classifier.classify(proto, info.dst, info.dport) {
             Some(svc_idx) => {
-                let owner = owner_shard(info.src, &snap, self.cfg.shards);
+                let owner = owner_shard(info.src, snap, self.cfg.shards);
                 if owner != self.cfg.shard {
                     self.stats.handoff += 1;
                     return Verdict::Handoff(owner);
                 }
-                self.inbound(now, frame, &info, key, svc_idx as usize, &snap, nh)
+                self.inbound(now, frame, &info, &key, svc_idx as usize, nh)
             }
             None => {
                 // Not for a virtual service: only a reply of a NAT real
                 // server (to a client) can be ours. Anything else is passed
                 // here, by any shard, as the XDP filter would.
-                if !is_nat_real(&snap, info.src) {
+                if !is_nat_real(snap, info.src) {
                     self.stats.passed += 1;
                     return Verdict::Pass;
                 }
-                let owner = owner_shard(info.dst, &snap, self.cfg.shards);
+                let owner = owner_shard(info.dst, snap, self.cfg.shards);
                 if owner != self.cfg.shard {
                     self.stats.handoff += 1;
                     return Verdict::Handoff(owner);
                 }
-                self.outbound(now, frame, &info, key, nh)
-            }
-        }
-    }
-
-    /// Expire connections and templates whose time has come (bounded work).
-    pub fn tick(&mut self, now: Millis) {
-        if now < self.last_expire + 50 && now >= self.last_expire {
-            return;
-        }
-        self.last_expire = now;
-        let dests = &mut self.dests;
-        let tpls = &mut self.tpls;
-        let stats = &mut self.stats;
-        self.conns.expire(now, 65_536, |c| {
-            stats.expired_conns += 1;
-            release_conn(dests, tpls, c);
-        });
-        let snap = &self.snap;
-        self.tpls.expire(now, 65_536, |t| {
-            stats.expired_templates += 1;
-            if let Some(c) = dests.get_mut(&t.dest) {
-                c.persist = c.persist.saturating_sub(1);
-            }
-            let _ = snap;
-        });
-        self.refresh_stats();
-    }
-
-    fn refresh_stats(&mut self) {
-        for (si, s) in self.snap.services.iter().enumerate() {
-            if let Some(st) = self.svc.get_mut(si) {
-                for (di, d) in s.dests.iter().enumerate() {
-                    if let (Some(c), Some(ds)) = (self.dests.get_mut(&d.id), st.stat.get_mut(di)) {
-                        update_overload(c, d);
-                        ds.active = c.active;
-                        ds.inactive = c.inactive;
-                        ds.overloaded = c.overloaded;
-                    }
-                }
+                self.outbound(now, frame, &info, &key, nh)
             }
         }
     }
@@ -338,6 +455,11 @@ impl Engine {
         })
     }
 
+    /// The state of real server `id` (see [`slot_of`]).
+    fn slot(&mut self, id: DestId) -> &mut DestSlot {
+        slot_of(self.dests, self.dest_keys, self.snap, id)
+    }
+
     /// A packet to a virtual service, from a client.
     ///
     /// Connection reuse and unavailable real servers follow IPVS
@@ -352,78 +474,73 @@ impl Engine {
     ///   `expire_nodest_conn` the connection is expired at once instead, and
     ///   the packet is scheduled afresh when it can open a connection (UDP,
     ///   TCP SYN) — otherwise it is dropped as `DestRemoved` too.
-    #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn inbound(
         &mut self,
         now: Millis,
         frame: &mut Frame<'_>,
         info: &PacketInfo,
-        key: FlowKey,
+        key: &FlowKey,
         svc_idx: usize,
-        snap: &Snapshot,
         nh: &dyn Neighbors,
     ) -> Verdict {
+        let snap = self.snap;
         let Some(svc) = snap.services.get(svc_idx) else {
             return self.drop(DropReason::NoDest);
         };
         let syn = key.proto == Proto::Tcp
             && info.tcp_flags & wire::tcp::flags::SYN != 0
             && info.tcp_flags & wire::tcp::flags::ACK == 0;
-        let mut handle = self.conns.lookup_in(&key);
-        if let (Some(h), true) = (handle, syn) {
-            if let Some(c) = self.conns.get(h) {
-                // A new SYN on a connection that is closing: IPVS
-                // conn_reuse_mode reschedules it as a new connection; with
-                // expire_nodest_conn, so does one to a quiesced server.
-                let quiesced =
-                    svc.expire_nodest_conn && snap.dest(c.dest).is_some_and(|(_, d)| d.weight == 0);
-                if is_closing(c.state) || quiesced {
-                    self.remove_conn(h);
-                    handle = None;
-                }
-            }
-        }
-        if let Some(h) = handle {
+        let mut hit: Option<(ConnHandle, Conn)> = None;
+        if let Some(h) = self.conns.lookup_in(key) {
             let Some(c) = self.conns.get(h) else {
                 return self.drop(DropReason::NoDest);
             };
-            if !snap.dest_index.contains_key(&c.dest) {
-                // The real server is gone (ip_vs_in_hook: "the destination
-                // server is not available").
-                if !svc.expire_nodest_conn {
-                    return self.drop(DropReason::DestRemoved);
-                }
+            hit = Some((h, c));
+        }
+        if let (Some((h, c)), true) = (hit, syn) {
+            // A new SYN on a connection that is closing: IPVS
+            // conn_reuse_mode reschedules it as a new connection; with
+            // expire_nodest_conn, so does one to a quiesced server.
+            let quiesced =
+                svc.expire_nodest_conn && snap.dest(c.dest).is_some_and(|(_, d)| d.weight == 0);
+            if is_closing(c.state) || quiesced {
                 self.remove_conn(h);
-                self.stats.expired_conns += 1;
-                if key.proto == Proto::Tcp && !syn {
-                    return self.drop(DropReason::DestRemoved);
-                }
-                handle = None;
+                hit = None;
             }
         }
-        let conn = match handle {
-            Some(h) => {
-                let Some(c) = self.conns.get(h) else {
-                    return self.drop(DropReason::NoDest);
-                };
+        if let Some((h, c)) = hit {
+            // One lookup: is the real server still in the snapshot, and its
+            // counters.
+            if let Some(d) = self.dests.get_mut(&c.dest).filter(|d| d.at.is_some()) {
+                d.c.inpkts += 1;
+                d.c.inbytes += u64::from(info.l3_len);
                 self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-                c
+                return self.transmit_in(frame, info, &c, nh);
             }
-            None => {
-                if key.proto == Proto::Tcp && !syn {
-                    return self.drop(DropReason::NotSyn);
-                }
-                match self.new_conn(now, &key, svc_idx, svc, info) {
-                    Ok(c) => c,
-                    Err(v) => return v,
-                }
+            // The real server is gone (ip_vs_in_hook: "the destination
+            // server is not available").
+            if !svc.expire_nodest_conn {
+                return self.drop(DropReason::DestRemoved);
             }
-        };
-        if let Some(c) = self.dests.get_mut(&conn.dest) {
-            c.inpkts += 1;
-            c.inbytes += info.l3_len as u64;
+            self.remove_conn(h);
+            self.stats.expired_conns += 1;
+            if key.proto == Proto::Tcp && !syn {
+                return self.drop(DropReason::DestRemoved);
+            }
         }
-        self.transmit_in(frame, info, &conn, snap, nh)
+        if key.proto == Proto::Tcp && !syn {
+            return self.drop(DropReason::NotSyn);
+        }
+        let conn = match self.new_conn(now, key, svc_idx, svc, info) {
+            Ok(c) => c,
+            Err(v) => return v,
+        };
+        if let Some(d) = self.dests.get_mut(&conn.dest) {
+            d.c.inpkts += 1;
+            d.c.inbytes += u64::from(info.l3_len);
+        }
+        self.transmit_in(frame, info, &conn, nh)
     }
 
     fn outbound(
@@ -431,10 +548,10 @@ impl Engine {
         now: Millis,
         frame: &mut Frame<'_>,
         info: &PacketInfo,
-        key: FlowKey,
+        key: &FlowKey,
         nh: &dyn Neighbors,
     ) -> Verdict {
-        let Some(h) = self.conns.lookup_out(&key) else {
+        let Some(h) = self.conns.lookup_out(key) else {
             self.stats.passed += 1;
             return Verdict::Pass;
         };
@@ -444,8 +561,8 @@ impl Engine {
         };
         self.touch_conn(h, &c, now, Dir::Output, info.tcp_flags);
         if let Some(d) = self.dests.get_mut(&c.dest) {
-            d.outpkts += 1;
-            d.outbytes += info.l3_len as u64;
+            d.c.outpkts += 1;
+            d.c.outbytes += u64::from(info.l3_len);
         }
         let Some(hop) = nh.lookup(c.caddr) else {
             return self.no_neighbor(c.caddr);
@@ -483,18 +600,18 @@ impl Engine {
             self.stats.passed += 1;
             return Verdict::Pass;
         };
-        let snap = Arc::clone(&self.snap);
+        let snap = self.snap;
         let about_reply = snap
             .classifier
             .classify(inner.proto, inner.src, inner.sport)
             .is_some();
-        let about_request = !about_reply && is_nat_real(&snap, inner.dst);
+        let about_request = !about_reply && is_nat_real(snap, inner.dst);
         if !about_reply && !about_request {
             self.stats.passed += 1;
             return Verdict::Pass;
         }
         let client = if about_reply { inner.dst } else { inner.src };
-        let owner = owner_shard(client, &snap, self.cfg.shards);
+        let owner = owner_shard(client, snap, self.cfg.shards);
         if owner != self.cfg.shard {
             self.stats.handoff += 1;
             return Verdict::Handoff(owner);
@@ -540,7 +657,7 @@ impl Engine {
                     Err(_) => self.drop(DropReason::NoRoom),
                 }
             }
-            FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &c, &snap, nh),
+            FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &c, nh),
             FwdMethod::Nat => {
                 let Some(hop) = nh.lookup(c.raddr) else {
                     return self.no_neighbor(c.raddr);
@@ -563,12 +680,12 @@ impl Engine {
         self.drop(DropReason::NoNeighbor)
     }
 
+    #[inline]
     fn transmit_in(
         &mut self,
         frame: &mut Frame<'_>,
         info: &PacketInfo,
         c: &Conn,
-        snap: &Snapshot,
         nh: &dyn Neighbors,
     ) -> Verdict {
         let Some(hop) = nh.lookup(c.raddr) else {
@@ -578,6 +695,7 @@ impl Engine {
             FwdMethod::Dr => forward::dr(frame, info, &hop),
             FwdMethod::Nat => forward::nat_in(frame, info, c.raddr, c.rport, &hop),
             FwdMethod::Ipip | FwdMethod::Gue => {
+                let snap = self.snap;
                 let src = match c.raddr {
                     IpAddr::V4(_) => snap.tunnel_src4.map(IpAddr::V4),
                     IpAddr::V6(_) => snap.tunnel_src6.map(IpAddr::V6),
@@ -603,6 +721,7 @@ impl Engine {
 
     /// Update state/timer of an existing connection and keep the dest's
     /// active/inactive counts in step.
+    #[inline]
     fn touch_conn(&mut self, h: ConnHandle, c: &Conn, now: Millis, dir: Dir, flags: u8) {
         if c.proto == Proto::Tcp {
             let dir = if dir == Dir::Input && c.fwd != FwdMethod::Nat {
@@ -619,22 +738,22 @@ impl Engine {
                 // handshake states count as active (lc/wlc/sed/nq).
                 let is = tcp_state::is_active(new);
                 if was != is {
-                    if let Some(d) = self.dests.get_mut(&c.dest) {
-                        if is {
-                            d.active += 1;
-                            d.inactive = d.inactive.saturating_sub(1);
-                        } else {
-                            d.inactive += 1;
-                            d.active = d.active.saturating_sub(1);
-                        }
-                    }
                     let f = if is {
                         c.flags | F_ACTIVE
                     } else {
                         c.flags & !F_ACTIVE
                     };
                     self.conns.set_flags(h, f);
-                    self.sync_stat(c.dest);
+                    if let Some(d) = self.dests.get_mut(&c.dest) {
+                        if is {
+                            d.c.active += 1;
+                            d.c.inactive = d.c.inactive.saturating_sub(1);
+                        } else {
+                            d.c.inactive += 1;
+                            d.c.active = d.c.active.saturating_sub(1);
+                        }
+                        sync_slot(self.snap, self.svc, d);
+                    }
                 }
             }
         } else {
@@ -644,35 +763,15 @@ impl Engine {
 
     fn remove_conn(&mut self, h: ConnHandle) {
         if let Some(c) = self.conns.remove(h) {
-            release_conn(&mut self.dests, &mut self.tpls, &c);
+            release_conn(self.dests, self.tpls, &c);
             self.sync_stat(c.dest);
         }
     }
 
     /// Mirror a dest's live counts into the scheduler's view.
     fn sync_stat(&mut self, id: DestId) {
-        let Some(&(s, d)) = self.snap.dest_index.get(&id) else {
-            return;
-        };
-        let Some(c) = self.dests.get_mut(&id) else {
-            return;
-        };
-        if let Some(dest) = self
-            .snap
-            .services
-            .get(s as usize)
-            .and_then(|x| x.dests.get(d as usize))
-        {
-            update_overload(c, dest);
-        }
-        if let Some(st) = self
-            .svc
-            .get_mut(s as usize)
-            .and_then(|x| x.stat.get_mut(d as usize))
-        {
-            st.active = c.active;
-            st.inactive = c.inactive;
-            st.overloaded = c.overloaded;
+        if let Some(d) = self.dests.get_mut(&id) {
+            sync_slot(self.snap, self.svc, d);
         }
     }
 
@@ -686,7 +785,6 @@ impl Engine {
         svc: &Service,
         info: &PacketInfo,
     ) -> Result<Conn, Verdict> {
-        let _ = info;
         let mut tpl: Option<TplHandle> = None;
         let dest_idx = match svc.persistence {
             Some(p) => {
@@ -725,8 +823,8 @@ impl Engine {
                                     // any case: forget it now unless live
                                     // connections still refer to it.
                                     if t.controls() == 0 && self.tpls.remove(h).is_some() {
-                                        if let Some(c) = self.dests.get_mut(&t.dest) {
-                                            c.persist = c.persist.saturating_sub(1);
+                                        if let Some(d) = self.dests.get_mut(&t.dest) {
+                                            d.c.persist = d.c.persist.saturating_sub(1);
                                         }
                                     }
                                     return Err(self.drop(DropReason::NoDest));
@@ -734,15 +832,15 @@ impl Engine {
                                 let Some(d) = svc.dests.get(i) else {
                                     return Err(self.drop(DropReason::NoDest));
                                 };
-                                if let Some(c) = self.dests.get_mut(&t.dest) {
-                                    c.persist = c.persist.saturating_sub(1);
+                                if let Some(o) = self.dests.get_mut(&t.dest) {
+                                    o.c.persist = o.c.persist.saturating_sub(1);
                                 }
                                 if let Some(t) = self.tpls.get_mut(h) {
                                     t.dest = d.id;
                                     t.raddr = d.addr;
                                     t.rport = d.port;
                                 }
-                                self.dests.entry(d.id).or_default().persist += 1;
+                                self.slot(d.id).c.persist += 1;
                                 chosen = Some(i);
                                 tpl = Some(h);
                             }
@@ -764,7 +862,7 @@ impl Engine {
                         {
                             Ok(h) => {
                                 tpl = Some(h);
-                                self.dests.entry(d.id).or_default().persist += 1;
+                                self.slot(d.id).c.persist += 1;
                             }
                             Err(_) => return Err(self.drop(DropReason::TableFull)),
                         }
@@ -803,17 +901,17 @@ impl Engine {
         };
         if let Some(ev) = ins.evicted {
             self.stats.evicted_conns += 1;
-            release_conn(&mut self.dests, &mut self.tpls, &ev);
+            release_conn(self.dests, self.tpls, &ev);
             self.sync_stat(ev.dest);
         }
         if let Some(h) = tpl {
             self.tpls.attach(h);
         }
         self.stats.new_conns += 1;
-        let c = self.dests.entry(d.id).or_default();
-        c.conns += 1;
-        c.inactive += 1;
-        self.sync_stat(d.id);
+        let s = slot_of(self.dests, self.dest_keys, self.snap, d.id);
+        s.c.conns += 1;
+        s.c.inactive += 1;
+        sync_slot(self.snap, self.svc, s);
         let h = ins.handle;
         let Some(conn) = self.conns.get(h) else {
             return Err(self.drop(DropReason::TableFull));
@@ -824,12 +922,11 @@ impl Engine {
             } else {
                 Dir::InputOnly
             };
-            let conn2 = conn;
-            self.touch_conn(h, &conn2, now, dir, info.tcp_flags);
+            self.touch_conn(h, &conn, now, dir, info.tcp_flags);
         }
-        self.conns
-            .get(h)
-            .ok_or_else(|| self.drop(DropReason::TableFull))
+        // The copy from before the touch: the caller needs its real server,
+        // which the touch does not change.
+        Ok(conn)
     }
 
     fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {
@@ -842,6 +939,48 @@ impl Engine {
         };
         let i = svc.scheduler.schedule(&mut st.sched, &st.stat, &k)?;
         (i < svc.dests.len()).then_some(i)
+    }
+}
+
+/// The state of real server `id`, created if missing (as the counters map's
+/// `entry().or_default()` did; every server of the snapshot has one already).
+fn slot_of<'d>(
+    dests: &'d mut DestMap,
+    keys: &mut u64,
+    snap: &Snapshot,
+    id: DestId,
+) -> &'d mut DestSlot {
+    dests.entry(id).or_insert_with(|| {
+        *keys = keys.wrapping_add(1);
+        DestSlot {
+            c: DestCounters::default(),
+            at: snap.dest_index.get(&id).copied(),
+        }
+    })
+}
+
+/// Mirror a dest's live counts into the scheduler's view (and update its
+/// overload state), if it is in the snapshot.
+#[inline]
+fn sync_slot(snap: &Snapshot, svc: &mut [SvcState], d: &mut DestSlot) {
+    let Some((s, i)) = d.at else {
+        return;
+    };
+    let c = &mut d.c;
+    if let Some(dest) = snap
+        .services
+        .get(s as usize)
+        .and_then(|x| x.dests.get(i as usize))
+    {
+        update_overload(c, dest);
+    }
+    if let Some(st) = svc
+        .get_mut(s as usize)
+        .and_then(|x| x.stat.get_mut(i as usize))
+    {
+        st.active = c.active;
+        st.inactive = c.inactive;
+        st.overloaded = c.overloaded;
     }
 }
 
@@ -905,6 +1044,7 @@ impl Engine {
     /// of its real servers, and time must be left. Templates first, so
     /// restored connections attach to them (and keep them alive).
     pub fn restore(&mut self, now: Millis, st: &ShardState) -> RestoreStats {
+        self.stale_view();
         let mut r = RestoreStats::default();
         let snap = Arc::clone(&self.snap);
         for t in &st.templates {
@@ -957,7 +1097,9 @@ impl Engine {
                 .insert(now, tkey, id, addr, port, t.left_ms)
                 .is_ok()
             {
-                self.dests.entry(id).or_default().persist += 1;
+                slot_of(&mut self.dests, &mut self.dest_keys, &snap, id)
+                    .c
+                    .persist += 1;
                 r.templates += 1;
             }
         }
@@ -1024,7 +1166,7 @@ impl Engine {
             if let Some(h) = tpl {
                 self.tpls.attach(h);
             }
-            let dc = self.dests.entry(d.id).or_default();
+            let dc = &mut slot_of(&mut self.dests, &mut self.dest_keys, &snap, d.id).c;
             if active {
                 dc.active += 1;
             } else {
@@ -1080,9 +1222,9 @@ fn update_overload(c: &mut DestCounters, d: &Dest) {
 }
 
 /// Account for a connection leaving the table (expired, evicted or removed).
-fn release_conn(dests: &mut HashMap<DestId, DestCounters>, tpls: &mut TemplateTable, c: &Conn) {
+fn release_conn(dests: &mut DestMap, tpls: &mut TemplateTable, c: &Conn) {
     if c.flags & F_COUNTED != 0 {
-        if let Some(d) = dests.get_mut(&c.dest) {
+        if let Some(d) = dests.get_mut(&c.dest).map(|d| &mut d.c) {
             if c.flags & F_ACTIVE != 0 {
                 d.active = d.active.saturating_sub(1);
             } else {
