@@ -433,22 +433,32 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # ---- phase 3: scale ----------------------------------------------------------
+conn_count() { # $1 = label: the running xdpvs's connection table size -> $OUT/conns-$1.json
+    nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$OUT/stats-$1.json" 2>>"$LOG" || true
+    python3 - "$OUT/stats-$1.json" "$1" "$OUT/conns-$1.json" <<'PY' | tee -a "$LOG" >&2
+import json, sys
+try:
+    s = json.load(open(sys.argv[1]))
+    c = sum(x.get("conns", 0) for x in s.get("shards", []))
+    t = sum(x.get("templates", 0) for x in s.get("shards", []))
+    json.dump({"conns": c, "templates": t}, open(sys.argv[3], "w"))
+    print("   xdpvs connection table after %s: %d connections, %d templates" % (sys.argv[2], c, t))
+except Exception as e:
+    print("   (no stats: %s)" % e)
+PY
+}
+
 say "phase 3: $CPS_N new connections (unique client SYNs), then ACKs over all of them"
 for cfg in xdpvs-native nft-dnat kernel-fwd; do
     CUR="" # a fresh director / empty conntrack for each
     use_config "$cfg"
     measure "$cfg" cps 0 30 "$CPS_N" syn "$CPS_N"
     if [ "$cfg" = xdpvs-native ]; then
-        nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$OUT/cps-stats.json" 2>>"$LOG" || true
-        python3 - "$OUT/cps-stats.json" <<'PY' | tee -a "$LOG" >&2
-import json, sys
-try:
-    s = json.load(open(sys.argv[1]))
-    print("   xdpvs connection table after the SYNs: %d connections, %d templates" % (
-        sum(x.get("conns", 0) for x in s.get("shards", [])), sum(x.get("templates", 0) for x in s.get("shards", []))))
-except Exception as e:
-    print("   (no stats: %s)" % e)
-PY
+        conn_count cps
+        # The same SYNs again at a rate it carries, so that every flow has
+        # its connection; then ACKs flat out over all of them.
+        measure "$cfg" fill "$LAT_RATE" $((CPS_N / LAT_RATE + 3)) "$CPS_N" syn "$CPS_N"
+        conn_count fill
         measure "$cfg" live 0 30 "$((CPS_N * 2))" ack "$CPS_N"
     fi
 done
@@ -558,8 +568,15 @@ print("Phase 3: scale")
 for c in ["xdpvs-native", "nft-dnat", "kernel-fwd"]:
     for r in pick("cps", c):
         print("  %-14s new connections/s (unique SYNs): %8.0f  (%d sent, drop %.2f%%)" % (c, r["pps"], r["sent"], r["drop_pct"]))
+def conns(label):
+    try:
+        return json.load(open("%s/conns-%s.json" % (out, label)))["conns"]
+    except Exception:
+        return -1
+print("  %-14s connections in the table after the flood: %d; after the same SYNs again at %s pps: %d" % (
+    "xdpvs-native", conns("cps"), lat_rate, conns("fill")))
 for r in pick("live", "xdpvs-native"):
-    print("  %-14s ACKs over %s live connections: %.3f Mpps, drop %.2f%%" % ("xdpvs-native", "all", r["pps"] / 1e6, r["drop_pct"]))
+    print("  %-14s ACKs over %d live connections, flat out: %.3f Mpps, drop %.2f%%" % ("xdpvs-native", conns("fill"), r["pps"] / 1e6, r["drop_pct"]))
 for mode, v in sorted(idle.items()):
     print("  xdpvs-%-8s idle CPU: %.3f%% of a core" % (mode, v))
 for r in pick("reload", "xdpvs-native"):
