@@ -70,7 +70,11 @@ pub enum DropReason {
     NoRoom,
     /// A TCP packet other than a SYN for an unknown connection.
     NotSyn,
-    /// The real server of the connection was removed (`expire_nodest_conn`).
+    /// A packet of a connection to a removed real server (dropped, or
+    /// expired with `expire_nodest_conn`): without `expire_nodest_conn` the
+    /// connection is left to time out; with it, the connection is expired
+    /// and only a packet that cannot open a new one (TCP other than SYN)
+    /// is dropped.
     DestRemoved,
     /// Hand-off channel to the owner shard was full.
     HandoffFull,
