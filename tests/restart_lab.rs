@@ -8,66 +8,14 @@
 //! Root only (network namespaces, XDP).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod labkit;
+
+use labkit::{exe, start_echo, Held};
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{is_root, Lab, LabMode, Request};
-
-fn exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_xdpvs"))
-}
-
-const ECHO: &str = r#"
-import socket, sys, threading
-name = sys.argv[1]
-l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("::", 7000)); l.listen(16)
-def serve(c):
-    f = c.makefile("rwb")
-    for line in f:
-        f.write(name.encode() + b" " + line); f.flush()
-while True:
-    c, _ = l.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
-/// A client that holds one TCP session and sends a line on demand.
-const HOLD: &str = r#"
-import socket, sys
-s = socket.create_connection(("198.18.0.100", 7000), timeout=20, source_address=("198.18.102.7", 0))
-f = s.makefile("rwb")
-for line in sys.stdin:
-    f.write(line.encode()); f.flush()
-    print(f.readline().decode().strip(), flush=True)
-"#;
-
-struct Held {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Held {
-    fn ask(&mut self, n: u32) -> String {
-        let _ = writeln!(self.stdin, "ping {n}");
-        let _ = self.stdin.flush();
-        let mut line = String::new();
-        let _ = self.stdout.read_line(&mut line);
-        line.trim().to_string()
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(lab: &Lab, with_rs2: bool) -> String {
     let mut reals = String::new();
@@ -160,12 +108,7 @@ fn restart_and_takeover_keep_sessions_and_persistence() {
     }
     let mut lab = Lab::up(LabMode::Dr).expect("lab");
     lab.start_http(&[80], 0).expect("http");
-    for (i, ns) in lab.rs_namespaces().iter().enumerate() {
-        let name = format!("rs{}", i + 1);
-        lab.spawn(&format!("echo-{name}"), ns, &["python3", "-c", ECHO, &name])
-            .expect("echo");
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    start_echo(&mut lab);
     // Unlike an IPVS director, an xdpvs director needs no VIP of its own;
     // without one, packets that arrive while no xdpvs runs are dropped
     // (and retransmitted) instead of answered with a reset by the kernel.
@@ -179,18 +122,7 @@ fn restart_and_takeover_keep_sessions_and_persistence() {
 
     let mut a = start(&lab, &cfg, "a.log", false);
     let before = groups(&lab, &[0, 1, 2, 3]);
-    let ns_cl = lab.env("LAB_NS_CLIENT");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns_cl, "python3", "-c", HOLD])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("held client");
-    let mut held = Held {
-        stdin: child.stdin.take().expect("stdin"),
-        stdout: BufReader::new(child.stdout.take().expect("stdout")),
-        child,
-    };
+    let mut held = Held::open(&lab, "198.18.102.7", 20);
     let first = held.ask(1);
     let rs = first
         .split_whitespace()

@@ -1,0 +1,116 @@
+//! Shared pieces of the lab tests: the binary under test, the root check,
+//! a TCP echo server for real servers, and a client that holds one session.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use xdpvs::lab::{is_root, Lab};
+
+/// The lab's namespace names are fixed: one lab test at a time per binary.
+pub static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold this while a test uses the lab.
+pub fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
+    LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xdpvs"))
+}
+
+/// True (and says why) when the test cannot run here.
+pub fn skip(name: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIP {name}: needs root (network namespaces, XDP, AF_XDP sockets)");
+    true
+}
+
+/// A TCP echo on port 7000 that prefixes each line with the server's name.
+pub const ECHO: &str = r#"
+import socket, sys, threading
+name = sys.argv[1]
+l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("::", 7000)); l.listen(16)
+def serve(c):
+    f = c.makefile("rwb")
+    for line in f:
+        f.write(name.encode() + b" " + line); f.flush()
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Start [`ECHO`] on every real server.
+pub fn start_echo(lab: &mut Lab) {
+    for (i, ns) in lab.rs_namespaces().iter().enumerate() {
+        let name = format!("rs{}", i + 1);
+        lab.spawn(&format!("echo-{name}"), ns, &["python3", "-c", ECHO, &name])
+            .expect("echo");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+}
+
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection(("198.18.0.100", 7000), timeout=float(sys.argv[2]), source_address=(sys.argv[1], 0))
+f = s.makefile("rwb")
+for line in sys.stdin:
+    try:
+        f.write(line.encode()); f.flush()
+        print(f.readline().decode().strip() or "closed", flush=True)
+    except Exception as e:
+        print("error " + str(e), flush=True)
+"#;
+
+/// One TCP session from the client namespace to VIP:7000, held open; each
+/// [`Held::ask`] sends a line and returns the echo ("rsN ping N").
+pub struct Held {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Held {
+    pub fn open(lab: &Lab, src: &str, timeout_s: u32) -> Held {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.env("LAB_NS_CLIENT"),
+                "python3",
+                "-c",
+                HOLD,
+            ])
+            .args([src, &timeout_s.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("held client");
+        Held {
+            stdin: child.stdin.take().expect("stdin"),
+            stdout: BufReader::new(child.stdout.take().expect("stdout")),
+            child,
+        }
+    }
+
+    pub fn ask(&mut self, n: u32) -> String {
+        let _ = writeln!(self.stdin, "ping {n}");
+        let _ = self.stdin.flush();
+        let mut line = String::new();
+        let _ = self.stdout.read_line(&mut line);
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
