@@ -201,7 +201,11 @@ impl Lab {
                 "the lab needs root (network namespaces, XDP)",
             ));
         }
-        let dir = std::env::temp_dir().join(format!("xdpvs-lab-{}", std::process::id()));
+        // One directory per lab, never reused: a director's state file or
+        // logs must not leak into the next lab of the same process.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("xdpvs-lab-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("lab.sh"), LAB_SH)?;
         std::fs::write(dir.join("deps.sh"), DEPS_SH)?;

@@ -29,9 +29,10 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xdpvs"))
 }
 
+/// Fields drop in order: the director stops before the lab goes away.
 struct Env {
-    lab: Lab,
     director: Option<DirectorProcess>,
+    lab: Lab,
     cfg: PathBuf,
     sock: PathBuf,
 }

@@ -119,9 +119,10 @@ scheduler = "rr"
     )
 }
 
+/// Fields drop in order: the director stops before the lab goes away.
 struct Running {
-    lab: Lab,
     director: DirectorProcess,
+    lab: Lab,
 }
 
 fn start(mode: LabMode, xdp: &str) -> Running {

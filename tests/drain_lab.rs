@@ -46,9 +46,10 @@ health = {{ type = "tcp", port = 80, interval = 1, timeout = 1, rise = 2, fall =
     )
 }
 
+/// Fields drop in order: the director stops before the lab goes away.
 struct Env {
-    lab: Lab,
     director: DirectorProcess,
+    lab: Lab,
     cfg: PathBuf,
 }
 
