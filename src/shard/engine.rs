@@ -103,6 +103,50 @@ struct DestSlot {
     at: Option<(u32, u32)>,
 }
 
+/// Where a connection's inbound packets go.
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    dest: DestId,
+    raddr: IpAddr,
+    rport: u16,
+    fwd: FwdMethod,
+}
+
+impl Target {
+    fn of(c: &Conn) -> Target {
+        Target {
+            dest: c.dest,
+            raddr: c.raddr,
+            rport: c.rport,
+            fwd: c.fwd,
+        }
+    }
+}
+
+/// What [`Ctx::new_conn`] found.
+enum NewTarget {
+    /// A new connection (its first packet counted).
+    New(Target),
+    /// The connection exists (nothing counted).
+    Existing(Target),
+}
+
+/// What [`Ctx::established_in`] did.
+enum Fast {
+    /// Forwarded or dropped.
+    Done(Verdict),
+    /// Not for the fast path; the connection lookup's result.
+    Slow(Option<ConnHandle>),
+    /// Not for the fast path, nothing looked up (a TCP SYN).
+    NoLookup,
+}
+
+/// A TCP SYN without ACK (a connection attempt).
+#[inline]
+fn is_syn(tcp_flags: u8) -> bool {
+    tcp_flags & wire::tcp::flags::SYN != 0 && tcp_flags & wire::tcp::flags::ACK == 0
+}
+
 /// Real server state by id (foldhash: ids come from the config).
 type DestMap = hashbrown::HashMap<DestId, DestSlot>;
 
@@ -373,7 +417,9 @@ impl Ctx<'_> {
     #[inline]
     fn process(&mut self, now: Millis, frame: &mut Frame<'_>, nh: &dyn Neighbors) -> Verdict {
         self.stats.packets += 1;
-        let info = match wire::parse(frame.data()) {
+        // Borrowed in place: moving the parsed headers out costs a copy.
+        let parsed = wire::parse(frame.data());
+        let info = match &parsed {
             Ok(i) => i,
             Err(e) => {
                 *self.stats.malformed.entry(e.reason()).or_default() += 1;
@@ -385,7 +431,7 @@ impl Ctx<'_> {
             return Verdict::Pass;
         }
         if info.inner.is_some() {
-            return self.process_icmp_error(now, frame, &info, nh);
+            return self.process_icmp_error(now, frame, info, nh);
         }
         let proto = match Proto::from_number(info.proto) {
             Some(p) => p,
@@ -411,6 +457,18 @@ impl Ctx<'_> {
             dport: info.dport,
         };
         let snap = self.snap;
+        // IPVS order (ip_vs_in_hook): an existing connection is found by its
+        // 5-tuple first. Replies of NAT real servers are looked up by their
+        // reply key below instead.
+        let mut looked_up = None;
+        let from_nat_real = is_nat_real(snap, info.src);
+        if !from_nat_real {
+            match self.established_in(now, frame, info, &key, nh) {
+                Fast::Done(v) => return v,
+                Fast::Slow(h) => looked_up = Some(h),
+                Fast::NoLookup => {}
+            }
+        }
         match snap.classifier.classify(proto, info.dst, info.dport) {
             Some(svc_idx) => {
                 let owner = owner_shard(info.src, snap, self.cfg.shards);
@@ -418,13 +476,13 @@ impl Ctx<'_> {
                     self.stats.handoff += 1;
                     return Verdict::Handoff(owner);
                 }
-                self.inbound(now, frame, &info, &key, svc_idx as usize, nh)
+                self.inbound(now, frame, info, &key, svc_idx as usize, looked_up, nh)
             }
             None => {
                 // Not for a virtual service: only a reply of a NAT real
                 // server (to a client) can be ours. Anything else is passed
                 // here, by any shard, as the XDP filter would.
-                if !is_nat_real(snap, info.src) {
+                if !from_nat_real {
                     self.stats.passed += 1;
                     return Verdict::Pass;
                 }
@@ -433,9 +491,59 @@ impl Ctx<'_> {
                     self.stats.handoff += 1;
                     return Verdict::Handoff(owner);
                 }
-                self.outbound(now, frame, &info, &key, nh)
+                self.outbound(now, frame, info, &key, nh)
             }
         }
+    }
+
+    /// The established-connection fast path: a packet (not a TCP SYN) of a
+    /// connection whose real server is in the snapshot is forwarded without
+    /// classifying it. That is what the classify-first path would do: the
+    /// connection's service is in the snapshot (its real server's id is
+    /// bound to the service key), so an address service still classifies
+    /// the packet; a firewall-mark service is asked (its fwmark rules may
+    /// have changed). Anything else (SYNs, which may reopen or reschedule a
+    /// connection; removed real servers; another owner shard) takes the
+    /// full path, with the lookup's result when there was one.
+    #[inline]
+    fn established_in(
+        &mut self,
+        now: Millis,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        key: &FlowKey,
+        nh: &dyn Neighbors,
+    ) -> Fast {
+        if key.proto == Proto::Tcp && is_syn(info.tcp_flags) {
+            return Fast::NoLookup;
+        }
+        let Some(h) = self.conns.lookup_in(key) else {
+            return Fast::Slow(None);
+        };
+        let Some(c) = self.conns.get(h) else {
+            return Fast::Slow(Some(h));
+        };
+        let snap = self.snap;
+        let Some(d) = self.dests.get_mut(&c.dest) else {
+            return Fast::Slow(Some(h));
+        };
+        let classified = match d.at.and_then(|(s, _)| snap.services.get(s as usize)) {
+            Some(svc) => match svc.key {
+                ServiceKey::Addr { .. } => true,
+                ServiceKey::Fwmark(_) => snap
+                    .classifier
+                    .classify(key.proto, key.dst, key.dport)
+                    .is_some(),
+            },
+            None => false,
+        };
+        if !classified || owner_shard(key.src, snap, self.cfg.shards) != self.cfg.shard {
+            return Fast::Slow(Some(h));
+        }
+        d.c.inpkts += 1;
+        d.c.inbytes += u64::from(info.l3_len);
+        self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
+        Fast::Done(self.transmit_in(frame, info, &Target::of(&c), nh))
     }
 
     fn drop(&mut self, r: DropReason) -> Verdict {
@@ -474,7 +582,7 @@ impl Ctx<'_> {
     ///   `expire_nodest_conn` the connection is expired at once instead, and
     ///   the packet is scheduled afresh when it can open a connection (UDP,
     ///   TCP SYN) — otherwise it is dropped as `DestRemoved` too.
-    #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn inbound(
         &mut self,
         now: Millis,
@@ -482,17 +590,20 @@ impl Ctx<'_> {
         info: &PacketInfo,
         key: &FlowKey,
         svc_idx: usize,
+        looked_up: Option<Option<ConnHandle>>,
         nh: &dyn Neighbors,
     ) -> Verdict {
         let snap = self.snap;
         let Some(svc) = snap.services.get(svc_idx) else {
             return self.drop(DropReason::NoDest);
         };
-        let syn = key.proto == Proto::Tcp
-            && info.tcp_flags & wire::tcp::flags::SYN != 0
-            && info.tcp_flags & wire::tcp::flags::ACK == 0;
+        let syn = key.proto == Proto::Tcp && is_syn(info.tcp_flags);
         let mut hit: Option<(ConnHandle, Conn)> = None;
-        if let Some(h) = self.conns.lookup_in(key) {
+        let handle = match looked_up {
+            Some(h) => h,
+            None => self.conns.lookup_in(key),
+        };
+        if let Some(h) = handle {
             let Some(c) = self.conns.get(h) else {
                 return self.drop(DropReason::NoDest);
             };
@@ -516,7 +627,7 @@ impl Ctx<'_> {
                 d.c.inpkts += 1;
                 d.c.inbytes += u64::from(info.l3_len);
                 self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-                return self.transmit_in(frame, info, &c, nh);
+                return self.transmit_in(frame, info, &Target::of(&c), nh);
             }
             // The real server is gone (ip_vs_in_hook: "the destination
             // server is not available").
@@ -532,15 +643,18 @@ impl Ctx<'_> {
         if key.proto == Proto::Tcp && !syn {
             return self.drop(DropReason::NotSyn);
         }
-        let conn = match self.new_conn(now, key, svc_idx, svc, info) {
-            Ok(c) => c,
+        let t = match self.new_conn(now, key, svc_idx, svc, info) {
+            Ok(NewTarget::New(t)) => t,
+            Ok(NewTarget::Existing(t)) => {
+                if let Some(d) = self.dests.get_mut(&t.dest) {
+                    d.c.inpkts += 1;
+                    d.c.inbytes += u64::from(info.l3_len);
+                }
+                t
+            }
             Err(v) => return v,
         };
-        if let Some(d) = self.dests.get_mut(&conn.dest) {
-            d.c.inpkts += 1;
-            d.c.inbytes += u64::from(info.l3_len);
-        }
-        self.transmit_in(frame, info, &conn, nh)
+        self.transmit_in(frame, info, &t, nh)
     }
 
     fn outbound(
@@ -657,7 +771,7 @@ impl Ctx<'_> {
                     Err(_) => self.drop(DropReason::NoRoom),
                 }
             }
-            FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &c, nh),
+            FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &Target::of(&c), nh),
             FwdMethod::Nat => {
                 let Some(hop) = nh.lookup(c.raddr) else {
                     return self.no_neighbor(c.raddr);
@@ -685,7 +799,7 @@ impl Ctx<'_> {
         &mut self,
         frame: &mut Frame<'_>,
         info: &PacketInfo,
-        c: &Conn,
+        c: &Target,
         nh: &dyn Neighbors,
     ) -> Verdict {
         let Some(hop) = nh.lookup(c.raddr) else {
@@ -776,7 +890,9 @@ impl Ctx<'_> {
     }
 
     /// Schedule a new connection (through the persistence template when the
-    /// service is persistent) and insert it.
+    /// service is persistent) and insert it, with the first packet applied
+    /// (state, and the real server's counters including the packet: `New`);
+    /// or find that it exists (`Existing`: the packet is not counted yet).
     fn new_conn(
         &mut self,
         now: Millis,
@@ -784,8 +900,12 @@ impl Ctx<'_> {
         svc_idx: usize,
         svc: &Service,
         info: &PacketInfo,
-    ) -> Result<Conn, Verdict> {
+    ) -> Result<NewTarget, Verdict> {
         let mut tpl: Option<TplHandle> = None;
+        // A template now points at this server: its `persist` count goes
+        // up with the connection's counters below (one update), or before
+        // any return in between.
+        let mut persist_for: Option<DestId> = None;
         let dest_idx = match svc.persistence {
             Some(p) => {
                 let client = mask_addr(key.src, p.prefix4, p.prefix6);
@@ -840,7 +960,7 @@ impl Ctx<'_> {
                                     t.raddr = d.addr;
                                     t.rport = d.port;
                                 }
-                                self.slot(d.id).c.persist += 1;
+                                persist_for = Some(d.id);
                                 chosen = Some(i);
                                 tpl = Some(h);
                             }
@@ -862,7 +982,7 @@ impl Ctx<'_> {
                         {
                             Ok(h) => {
                                 tpl = Some(h);
-                                self.slot(d.id).c.persist += 1;
+                                persist_for = Some(d.id);
                             }
                             Err(_) => return Err(self.drop(DropReason::TableFull)),
                         }
@@ -883,19 +1003,28 @@ impl Ctx<'_> {
             }
         };
         let Some(d) = svc.dests.get(dest_idx) else {
+            if let Some(id) = persist_for {
+                self.slot(id).c.persist += 1;
+            }
             return Err(self.drop(DropReason::NoDest));
         };
         let rport = dest_port(d, key.dport);
         let mut nc = NewConn::from_key(key, d.addr, rport, d.id, d.fwd);
         nc.template = tpl;
         nc.flags = F_COUNTED;
-        let ins = match self.conns.insert(now, nc) {
+        let ins = self.conns.insert(now, nc);
+        if ins.is_err() {
+            if let Some(id) = persist_for {
+                self.slot(id).c.persist += 1;
+            }
+        }
+        let ins = match ins {
             Ok(i) => i,
             Err(InsertError::Exists(h)) => {
-                return self
-                    .conns
-                    .get(h)
-                    .ok_or_else(|| self.drop(DropReason::TableFull));
+                return match self.conns.get(h) {
+                    Some(c) => Ok(NewTarget::Existing(Target::of(&c))),
+                    None => Err(self.drop(DropReason::TableFull)),
+                };
             }
             Err(_) => return Err(self.drop(DropReason::TableFull)),
         };
@@ -908,25 +1037,47 @@ impl Ctx<'_> {
             self.tpls.attach(h);
         }
         self.stats.new_conns += 1;
-        let s = slot_of(self.dests, self.dest_keys, self.snap, d.id);
-        s.c.conns += 1;
-        s.c.inactive += 1;
-        sync_slot(self.snap, self.svc, s);
+        // The first packet (TCP): the state moves from NONE, as
+        // `touch_conn` would move it, and the connection counts as active
+        // from the start when its new state is (one counters update instead
+        // of inactive + 1, then active + 1 and inactive - 1).
         let h = ins.handle;
-        let Some(conn) = self.conns.get(h) else {
-            return Err(self.drop(DropReason::TableFull));
-        };
+        let mut active = false;
         if key.proto == Proto::Tcp {
             let dir = if d.fwd == FwdMethod::Nat {
                 Dir::Input
             } else {
                 Dir::InputOnly
             };
-            self.touch_conn(h, &conn, now, dir, info.tcp_flags);
+            if let Some((old, new)) = self.conns.update_tcp(h, now, dir, info.tcp_flags) {
+                if old != new && tcp_state::is_active(new) {
+                    active = true;
+                    self.conns.set_flags(h, F_COUNTED | F_ACTIVE);
+                }
+            }
         }
-        // The copy from before the touch: the caller needs its real server,
-        // which the touch does not change.
-        Ok(conn)
+        if let Some(id) = persist_for.filter(|&id| id != d.id) {
+            self.slot(id).c.persist += 1;
+        }
+        let s = slot_of(self.dests, self.dest_keys, self.snap, d.id);
+        if persist_for == Some(d.id) {
+            s.c.persist += 1;
+        }
+        s.c.conns += 1;
+        if active {
+            s.c.active += 1;
+        } else {
+            s.c.inactive += 1;
+        }
+        s.c.inpkts += 1;
+        s.c.inbytes += u64::from(info.l3_len);
+        sync_slot(self.snap, self.svc, s);
+        Ok(NewTarget::New(Target {
+            dest: d.id,
+            raddr: d.addr,
+            rport,
+            fwd: d.fwd,
+        }))
     }
 
     fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {
@@ -944,6 +1095,7 @@ impl Ctx<'_> {
 
 /// The state of real server `id`, created if missing (as the counters map's
 /// `entry().or_default()` did; every server of the snapshot has one already).
+#[inline]
 fn slot_of<'d>(
     dests: &'d mut DestMap,
     keys: &mut u64,
@@ -986,8 +1138,9 @@ fn sync_slot(snap: &Snapshot, svc: &mut [SvcState], d: &mut DestSlot) {
 
 /// Is `a` the address of a NAT real server of `snap` (whose replies come
 /// back through the director)? `nat_reals` is sorted (see `build_snapshot`).
+#[inline]
 fn is_nat_real(snap: &Snapshot, a: IpAddr) -> bool {
-    snap.nat_reals.binary_search(&a).is_ok()
+    snap.is_nat_real(a)
 }
 
 /// Saving and restoring state across a restart (see [`crate::shard::state`]).
@@ -1239,3 +1392,174 @@ fn release_conn(dests: &mut DestMap, tpls: &mut TemplateTable, c: &Conn) {
 
 #[allow(dead_code)]
 fn _kinds(_: L3Kind) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{build_snapshot, Config};
+    use crate::shard::nexthop::{NextHop, StaticNeighbors};
+
+    const CLIENT: [u8; 4] = [198, 18, 7, 7];
+
+    fn snap(text: &str, prev: Option<&Snapshot>) -> Arc<Snapshot> {
+        let cfg = Config::parse(text, "t.toml").unwrap();
+        Arc::new(build_snapshot(&cfg, prev).unwrap())
+    }
+
+    fn nb() -> StaticNeighbors {
+        StaticNeighbors {
+            entries: Vec::new(),
+            default: Some(NextHop {
+                ifindex: 3,
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                mtu: 1500,
+            }),
+        }
+    }
+
+    /// Ethernet + IPv4 + TCP, checksums left zero (not verified).
+    fn tcp(dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 0x08, 0x00];
+        f.extend([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        f.extend(CLIENT);
+        f.extend(dst);
+        f.extend(40_000u16.to_be_bytes());
+        f.extend(dport.to_be_bytes());
+        f.extend([0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    fn send(e: &mut Engine, frame: &[u8]) -> Verdict {
+        let mut buf = vec![0u8; 128 + frame.len()];
+        buf[128..].copy_from_slice(frame);
+        let mut f = Frame::new(&mut buf, 128, frame.len());
+        e.process(1_000, &mut f, &nb())
+    }
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FWD: Verdict = Verdict::Forward { ifindex: 3 };
+
+    const HEAD: &str = "[director]\ninterfaces = [\"eth0\"]\n";
+    const FWMARK_SVC: &str = r#"
+[[service]]
+name = "marked"
+fwmark = 1
+  [[service.real]]
+  addr = "198.19.254.1"
+  forward = "dr"
+"#;
+
+    fn fwmark_rule(vip: &str) -> String {
+        format!(
+            "[[fwmark]]\nmark = 1\nrules = [ {{ vip = \"{vip}\", proto = \"tcp\", ports = \"80\" }} ]\n"
+        )
+    }
+
+    /// The established fast path skips classification only where the
+    /// classify-first path would classify too: a connection of a fwmark
+    /// service whose rule no longer covers its address is not ours.
+    #[test]
+    fn fast_path_follows_fwmark_rule_changes() {
+        let s1 = snap(
+            &format!("{HEAD}{}{FWMARK_SVC}", fwmark_rule("198.19.255.1")),
+            None,
+        );
+        let mut e = Engine::new(EngineConfig::default(), Arc::clone(&s1));
+        let vip = [198, 19, 255, 1];
+        assert_eq!(send(&mut e, &tcp(vip, 80, SYN)), FWD);
+        assert_eq!(send(&mut e, &tcp(vip, 80, ACK)), FWD);
+        // Same service and real server (same id), the rule moved elsewhere.
+        let s2 = snap(
+            &format!("{HEAD}{}{FWMARK_SVC}", fwmark_rule("198.19.255.9")),
+            Some(&s1),
+        );
+        assert!(s2.dest_index.keys().eq(s1.dest_index.keys()));
+        e.set_snapshot(s2);
+        assert_eq!(e.conns().len(), 1);
+        assert_eq!(send(&mut e, &tcp(vip, 80, ACK)), Verdict::Pass);
+        assert_eq!(e.dest_counters().values().map(|c| c.inpkts).sum::<u64>(), 2);
+    }
+
+    /// A connection of an address service is still forwarded to its real
+    /// server when a fwmark service now classifies its address, as with
+    /// classification first.
+    #[test]
+    fn fast_path_keeps_connections_of_address_services() {
+        let addr_svc = r#"
+[[service]]
+name = "web"
+proto = "tcp"
+vip = "198.19.255.1"
+port = 80
+  [[service.real]]
+  addr = "198.19.254.7"
+  forward = "dr"
+"#;
+        let s1 = snap(&format!("{HEAD}{addr_svc}"), None);
+        let mut e = Engine::new(EngineConfig::default(), Arc::clone(&s1));
+        let vip = [198, 19, 255, 1];
+        assert_eq!(send(&mut e, &tcp(vip, 80, SYN)), FWD);
+        let s2 = snap(
+            &format!(
+                "{HEAD}{}{FWMARK_SVC}{addr_svc}",
+                fwmark_rule("198.19.255.1")
+            ),
+            Some(&s1),
+        );
+        e.set_snapshot(s2);
+        assert_eq!(send(&mut e, &tcp(vip, 80, ACK)), FWD);
+        let h = e
+            .conns()
+            .lookup_in(&FlowKey {
+                proto: Proto::Tcp,
+                src: IpAddr::from(CLIENT),
+                dst: IpAddr::from(vip),
+                sport: 40_000,
+                dport: 80,
+            })
+            .unwrap();
+        let c = e.conns().get(h).unwrap();
+        assert_eq!(c.raddr, IpAddr::from([198, 19, 254, 7]));
+        assert_eq!(c.state, TcpState::Established);
+        // A new connection goes to the fwmark service.
+        let mut syn = tcp(vip, 80, SYN);
+        syn[35] = 0x41; // another client port
+        assert_eq!(send(&mut e, &syn), FWD);
+        let by_raddr = |a: [u8; 4]| {
+            let mut n = 0;
+            e.conns()
+                .for_each(|_, c| n += usize::from(c.raddr == IpAddr::from(a)));
+            n
+        };
+        assert_eq!(
+            (by_raddr([198, 19, 254, 7]), by_raddr([198, 19, 254, 1])),
+            (1, 1)
+        );
+    }
+
+    /// The counters view follows every change and is reused.
+    #[test]
+    fn dest_counters_view_is_current() {
+        let s1 = snap(
+            &format!("{HEAD}{}{FWMARK_SVC}", fwmark_rule("198.19.255.1")),
+            None,
+        );
+        let mut e = Engine::new(EngineConfig::default(), s1);
+        let vip = [198, 19, 255, 1];
+        let inpkts = |e: &Engine| e.dest_counters().values().map(|c| c.inpkts).sum::<u64>();
+        assert_eq!(inpkts(&e), 0);
+        assert_eq!(send(&mut e, &tcp(vip, 80, SYN)), FWD);
+        assert_eq!(inpkts(&e), 1);
+        assert_eq!(inpkts(&e), 1);
+        assert_eq!(send(&mut e, &tcp(vip, 80, ACK)), FWD);
+        assert_eq!(inpkts(&e), 2);
+        let c = *e.dest_counters().values().next().unwrap();
+        assert_eq!((c.conns, c.active, c.inactive, c.persist), (1, 1, 0, 0));
+        e.tick(2_000);
+        assert_eq!(e.dest_counters().values().next().map(|c| c.active), Some(1));
+        e.tick(10_000_000);
+        assert_eq!(e.dest_counters().values().next().map(|c| c.active), Some(0));
+    }
+}
