@@ -196,6 +196,7 @@ pub fn build_snapshot_with(
     snap.shard_prefix4 = prefix4;
     snap.shard_prefix6 = prefix6;
     snap.next_dest_id = next_id;
+    snap.finish();
     Ok(snap)
 }
 
