@@ -414,7 +414,7 @@ impl Engine {
 
 impl Ctx<'_> {
     /// [`Engine::process`].
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, now: Millis, frame: &mut Frame<'_>, nh: &dyn Neighbors) -> Verdict {
         self.stats.packets += 1;
         // Borrowed in place: moving the parsed headers out costs a copy.
@@ -505,7 +505,7 @@ impl Ctx<'_> {
     /// have changed). Anything else (SYNs, which may reopen or reschedule a
     /// connection; removed real servers; another owner shard) takes the
     /// full path, with the lookup's result when there was one.
-    #[inline]
+    #[inline(always)]
     fn established_in(
         &mut self,
         now: Millis,
