@@ -292,16 +292,22 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
             .chain(s.malformed.iter())
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
+        let io: Vec<String> = s.io_loss.iter().map(|(r, n)| format!("{r}={n}")).collect();
         println!(
-            "shard {i}: rx {} tx {} handoff_out {} handoff_in {} not_ours {} conns {} templates {} drops [{}]",
+            "shard {i}: rx {} tx {} handoff_out {} handoff_in {} not_ours {} conns {} (new {} expired {} evicted {}) templates {} (expired {}) drops [{}] io_loss [{}]",
             s.rx,
             s.tx,
             s.handoff_out,
             s.handoff_in,
             s.passed_unhandled,
             s.conns,
+            s.new_conns,
+            s.expired_conns,
+            s.evicted_conns,
             s.templates,
-            drops.join(" ")
+            s.expired_templates,
+            drops.join(" "),
+            io.join(" ")
         );
     }
     ExitCode::SUCCESS

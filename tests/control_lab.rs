@@ -588,4 +588,14 @@ fn list_stats_connections_and_metrics_match_the_traffic() {
     );
     assert!(m.contains("xdpvs_shard_rx_total{shard=\"0\"}"), "{m}");
     assert!(m.contains("xdpvs_reloads_total 0"), "{m}");
+    let new_conns: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("xdpvs_shard_conns_new_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(new_conns, 13, "connections created, all shards:\n{m}");
+    assert!(
+        m.contains("# TYPE xdpvs_shard_io_loss_total counter"),
+        "{m}"
+    );
 }

@@ -50,7 +50,7 @@ fn vip(v6: bool) -> IpAddr {
 fn key(k: KeyIx) -> TemplateKey {
     let client_masked = client(k.v6, k.client);
     match k.kind {
-        0 | 1 | 2 => TemplateKey::Addr {
+        0..=2 => TemplateKey::Addr {
             proto: if k.kind == 2 { Proto::Udp } else { Proto::Tcp },
             client_masked,
             vip: vip(k.v6),

@@ -102,7 +102,7 @@ pub fn render(st: &Status) -> String {
             }
         }
     }
-    let shard: [Field<crate::control::status::ShardStatus, u64>; 7] = [
+    let shard: [Field<crate::control::status::ShardStatus, u64>; 11] = [
         ("rx_total", "frames received", |s| s.rx),
         ("tx_total", "frames sent", |s| s.tx),
         (
@@ -122,6 +122,22 @@ pub fn render(st: &Status) -> String {
         ),
         ("connections", "connection table entries", |s| s.conns),
         ("templates", "persistence templates", |s| s.templates),
+        ("conns_new_total", "connections created", |s| s.new_conns),
+        (
+            "conns_expired_total",
+            "connections expired by their timer",
+            |s| s.expired_conns,
+        ),
+        (
+            "conns_evicted_total",
+            "connections evicted because the table was full",
+            |s| s.evicted_conns,
+        ),
+        (
+            "templates_expired_total",
+            "persistence templates expired",
+            |s| s.expired_templates,
+        ),
     ];
     for (name, help, get) in shard {
         let n = format!("xdpvs_shard_{name}");
@@ -146,6 +162,21 @@ pub fn render(st: &Status) -> String {
             let _ = writeln!(
                 o,
                 "xdpvs_shard_dropped_total{{shard=\"{i}\",reason=\"{}\"}} {n}",
+                esc(reason)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "xdpvs_shard_io_loss_total",
+        "counter",
+        "frames lost in the I/O layer (TX ring full, no UMEM frame, kernel XSK drops), by reason",
+    );
+    for (i, s) in st.shards.iter().enumerate() {
+        for (reason, n) in &s.io_loss {
+            let _ = writeln!(
+                o,
+                "xdpvs_shard_io_loss_total{{shard=\"{i}\",reason=\"{}\"}} {n}",
                 esc(reason)
             );
         }

@@ -276,7 +276,7 @@ impl ControlState {
         if let Some(sc) = &self.shard_counters {
             for (i, c) in sc.iter().enumerate() {
                 let st = c.snapshot();
-                let (conns, templates, mut malformed) = self
+                let (conns, templates, mut malformed, eng) = self
                     .reports
                     .get(i)
                     .and_then(|s| {
@@ -287,10 +287,17 @@ impl ControlState {
                                 .iter()
                                 .map(|(k, v)| (k.to_string(), *v))
                                 .collect();
-                            (r.conns, r.templates, m)
+                            let e = &r.engine;
+                            let eng = [
+                                e.new_conns,
+                                e.expired_conns,
+                                e.evicted_conns,
+                                e.expired_templates,
+                            ];
+                            (r.conns, r.templates, m, eng)
                         })
                     })
-                    .unwrap_or((0, 0, Vec::new()));
+                    .unwrap_or((0, 0, Vec::new(), [0; 4]));
                 malformed.sort();
                 shards.push(ShardStatus {
                     rx: st.rx,
@@ -306,6 +313,11 @@ impl ControlState {
                     malformed,
                     conns: conns as u64,
                     templates: templates as u64,
+                    new_conns: eng[0],
+                    expired_conns: eng[1],
+                    evicted_conns: eng[2],
+                    expired_templates: eng[3],
+                    io_loss: st.io_loss(),
                 });
             }
         }

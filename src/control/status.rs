@@ -230,6 +230,23 @@ pub struct ShardStatus {
     pub malformed: Vec<(String, u64)>,
     pub conns: u64,
     pub templates: u64,
+    /// Connections created, expired by their timer, and evicted because
+    /// the table was full (half-open and closing ones first).
+    #[serde(default)]
+    pub new_conns: u64,
+    #[serde(default)]
+    pub expired_conns: u64,
+    #[serde(default)]
+    pub evicted_conns: u64,
+    #[serde(default)]
+    pub expired_templates: u64,
+    /// Frames lost in the I/O layer, not by a decision of the engine:
+    /// `tx_full` (TX ring full), `no_frame` (no UMEM frame for a hand-off),
+    /// `tx_invalid`, `forward_no_socket`, `handoff_invalid`, and the kernel's
+    /// XSK statistics `xsk_rx_dropped` (frames), `xsk_rx_ring_full` and
+    /// `xsk_fill_empty` (events), `xsk_tx_invalid`. Only nonzero entries.
+    #[serde(default)]
+    pub io_loss: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -61,6 +61,26 @@ impl ShardStats {
         self.dropped.get(reason as usize).copied().unwrap_or(0)
     }
 
+    /// Frames lost in the I/O layer (and the kernel's XSK events), by name;
+    /// only the nonzero ones.
+    pub fn io_loss(&self) -> Vec<(String, u64)> {
+        [
+            ("tx_full", self.tx_full),
+            ("no_frame", self.no_frame),
+            ("tx_invalid", self.tx_invalid),
+            ("forward_no_socket", self.forward_no_socket),
+            ("handoff_invalid", self.handoff_invalid),
+            ("xsk_rx_dropped", self.xsk_rx_dropped),
+            ("xsk_rx_ring_full", self.xsk_rx_ring_full),
+            ("xsk_fill_empty", self.xsk_fill_empty),
+            ("xsk_tx_invalid", self.xsk_tx_invalid),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
+    }
+
     /// Count one more drop for `reason`.
     pub fn count_drop(&mut self, reason: DropReason) {
         if let Some(c) = self.dropped.get_mut(reason as usize) {
