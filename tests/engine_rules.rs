@@ -1476,3 +1476,41 @@ fn engine_config_default_is_single_shard() {
     let c = EngineConfig::default();
     assert_eq!((c.shard, c.shards), (0, 1));
 }
+
+// ======================================================= next-hop cache
+
+/// An established packet takes its real server's next hop from a per-real
+/// cache while the neighbour table's version is unchanged, and looks it up
+/// again as soon as the table changes (a route or MAC change is followed);
+/// a table that does not allow caching is asked every time.
+#[test]
+fn next_hop_cache_follows_the_neighbour_table_version() {
+    let text = cfg(&[svc("web", &key("tcp", VIP4, 80), RR, &reals(&[RA], ""))]);
+    let moved = Verdict::Forward {
+        ifindex: IFINDEX + 1,
+    };
+    for cacheable in [true, false] {
+        let mut h = Harness::new(&text);
+        h.nb.version = cacheable.then_some(1);
+        assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+        let ack = tcp_pkt(C1, 1000, VIP4, 80, ACK);
+        assert_eq!(h.process(&ack).0, FORWARD);
+        // The answer changes without a new version: a cached hop is kept
+        // (the version promises the same answers), an uncached one is not.
+        h.nb.ifindex_shift = 1;
+        let want = if cacheable { FORWARD } else { moved };
+        assert_eq!(h.process(&ack).0, want, "cacheable {cacheable}");
+        // A new table version: looked up again.
+        h.nb.version = cacheable.then_some(2);
+        assert_eq!(h.process(&ack).0, moved, "cacheable {cacheable}");
+        // A neighbour that disappears with a new version is not served
+        // from the cache either.
+        h.nb.missing = vec![ip(RA)];
+        h.nb.version = cacheable.then_some(3);
+        assert_eq!(
+            h.process(&ack).0,
+            Verdict::Drop(DropReason::NoNeighbor),
+            "cacheable {cacheable}"
+        );
+    }
+}

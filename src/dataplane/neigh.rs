@@ -72,7 +72,13 @@ pub struct NeighborTable {
     hosts: hashbrown::HashMap<IpAddr, NextHop>,
     allowed: Option<Vec<u32>>,
     requester: Option<Requester>,
+    /// Unique per built table (see [`Neighbors::version`]); the table is
+    /// immutable once built.
+    version: u64,
 }
+
+/// Versions of built tables (0 is the empty default table).
+static TABLE_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A route as the lookup matches it: `addr & mask == net` within a family.
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +153,7 @@ impl NeighborTable {
             hosts: hashbrown::HashMap::new(),
             allowed,
             requester,
+            version: TABLE_VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let fast: Vec<FastRoute> = t
             .routes
@@ -295,6 +302,10 @@ impl Neighbors for NeighborTable {
             }
             Err(_) => None,
         }
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
     }
 }
 
@@ -606,6 +617,19 @@ mod tests {
             allowed,
             None,
         )
+    }
+
+    #[test]
+    fn every_built_table_has_its_own_version() {
+        let a = table(&[], None);
+        let b = table(&[], None);
+        assert!(a.version().is_some());
+        assert_ne!(
+            a.version(),
+            b.version(),
+            "a rebuilt table must not reuse a version"
+        );
+        assert_eq!(a.clone().version(), a.version());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::control::snapshot::{Dest, Service, Snapshot};
 use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
 use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
 use crate::shard::forward;
-use crate::shard::nexthop::Neighbors;
+use crate::shard::nexthop::{Neighbors, NextHop};
 use crate::shard::sched::{DestStat, SchedKey, SchedState};
 use crate::shard::state::{self, RestoreStats, SavedConn, SavedTemplate, ShardState};
 use crate::shard::tcp_state::{self, Dir, TcpState};
@@ -101,6 +101,27 @@ struct DestSlot {
     /// (service index, dest index) in the current snapshot: the same as
     /// `snap.dest_index[id]`, kept here so that a packet needs one lookup.
     at: Option<(u32, u32)>,
+    /// The next hop towards this real server, and the neighbour table
+    /// version it came from ([`Neighbors::version`]): an established packet
+    /// needs no route or neighbour lookup while the table is unchanged.
+    hop: Option<(u64, NextHop)>,
+}
+
+/// The next hop towards `raddr` (real server `d`'s address), through `d`'s
+/// cache when the neighbour table allows caching.
+#[inline(always)]
+fn cached_hop(d: &mut DestSlot, raddr: IpAddr, nh: &dyn Neighbors) -> Option<NextHop> {
+    let v = nh.version();
+    if let (Some(v), Some((cv, hop))) = (v, d.hop) {
+        if v == cv {
+            return Some(hop);
+        }
+    }
+    let hop = nh.lookup(raddr)?;
+    if let Some(v) = v {
+        d.hop = Some((v, hop));
+    }
+    Some(hop)
 }
 
 /// Where a connection's inbound packets go.
@@ -542,8 +563,9 @@ impl Ctx<'_> {
         }
         d.c.inpkts += 1;
         d.c.inbytes += u64::from(info.l3_len);
+        let hop = cached_hop(d, c.raddr, nh);
         self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-        Fast::Done(self.transmit_in(frame, info, &Target::of(&c), nh))
+        Fast::Done(self.transmit_hop(frame, info, &Target::of(&c), hop))
     }
 
     fn drop(&mut self, r: DropReason) -> Verdict {
@@ -802,7 +824,20 @@ impl Ctx<'_> {
         c: &Target,
         nh: &dyn Neighbors,
     ) -> Verdict {
-        let Some(hop) = nh.lookup(c.raddr) else {
+        let hop = nh.lookup(c.raddr);
+        self.transmit_hop(frame, info, c, hop)
+    }
+
+    /// [`Ctx::transmit_in`] with the next hop already looked up.
+    #[inline(always)]
+    fn transmit_hop(
+        &mut self,
+        frame: &mut Frame<'_>,
+        info: &PacketInfo,
+        c: &Target,
+        hop: Option<NextHop>,
+    ) -> Verdict {
+        let Some(hop) = hop else {
             return self.no_neighbor(c.raddr);
         };
         let r = match c.fwd {
@@ -1107,6 +1142,7 @@ fn slot_of<'d>(
         DestSlot {
             c: DestCounters::default(),
             at: snap.dest_index.get(&id).copied(),
+            hop: None,
         }
     })
 }

@@ -16,6 +16,14 @@ pub struct NextHop {
 /// `addr` (the address itself when on-link, else the gateway's MAC).
 pub trait Neighbors {
     fn lookup(&self, addr: IpAddr) -> Option<NextHop>;
+
+    /// A number that identifies this table's contents: two calls that return
+    /// the same `Some(v)` promise the same answer from [`Neighbors::lookup`]
+    /// for any address that resolved, so the engine may cache next hops per
+    /// real server under it. `None` (the default): do not cache.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A fixed table, for tests and pinned config entries.

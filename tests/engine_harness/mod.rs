@@ -64,6 +64,10 @@ pub fn addr_of_mac(m: &[u8]) -> Option<IpAddr> {
 #[derive(Clone, Debug, Default)]
 pub struct Nb {
     pub missing: Vec<IpAddr>,
+    /// [`Neighbors::version`] (`None`: the engine must not cache).
+    pub version: Option<u64>,
+    /// Added to [`IFINDEX`] in every answer (a route change).
+    pub ifindex_shift: u32,
 }
 
 impl Neighbors for Nb {
@@ -72,11 +76,15 @@ impl Neighbors for Nb {
             return None;
         }
         Some(NextHop {
-            ifindex: IFINDEX,
+            ifindex: IFINDEX + self.ifindex_shift,
             src_mac: SRC_MAC,
             dst_mac: mac_of(addr),
             mtu: MTU,
         })
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.version
     }
 }
 
