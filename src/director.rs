@@ -570,6 +570,11 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         path.display()
     );
 
+    info!(
+        "control thread: {}",
+        crate::dataplane::place_control_thread(cpus.get(..n_shards as usize).unwrap_or(&cpus))
+    );
+
     let maps_progs = att.progs.clone();
     let mut state = ControlState::new(
         path.to_path_buf(),

@@ -336,6 +336,35 @@ fn least_privilege(r: &Running) {
     );
 }
 
+/// The control thread (the main thread) gives way to the shards: with a
+/// shard on every CPU (no `cores` in this config) it runs at nice 10, while
+/// every other thread keeps nice 0.
+fn control_thread_yields(r: &Running) {
+    let pid = r.director.pid().expect("director pid");
+    let nice = |tid: &str| -> i64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+        // Fields after the ")" of comm: state is field 3, nice is field 19.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN)
+    };
+    assert_eq!(nice(&pid.to_string()), 10, "control thread nice");
+    let mut others = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let tid = t.file_name().to_string_lossy().to_string();
+        if tid != pid.to_string() {
+            assert_eq!(nice(&tid), 0, "thread {tid} must keep nice 0");
+            others += 1;
+        }
+    }
+    assert!(others >= 2, "expected shard threads, saw {others}");
+}
+
 /// Per-host persistence (/32) on a wrr service, weights 3/1/0: 64 hosts.
 fn weighted_spread(r: &Running) -> BTreeMap<String, usize> {
     let vip = r.lab.env("LAB_VIP4");
@@ -433,6 +462,7 @@ fn dr_native_two_shards_persistence_fwmark_weights_udp_ipv6() {
         "XDP should be attached while running"
     );
     least_privilege(&r);
+    control_thread_yields(&r);
 
     let log = r.director.stop();
     let rx = shard_counter(&log, "rx");

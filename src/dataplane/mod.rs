@@ -60,6 +60,7 @@ use crate::shard::verdict::{Frame, Verdict};
 
 pub use counters::{snapshot_all, ShardCounters, ShardStats};
 pub use handoff::{HandoffBatch, HandoffFrame};
+pub use worker::place_control_thread;
 pub use xsk::{XskConfig, XskSocketInfo};
 
 /// The per-shard packet engine as the runtime drives it.

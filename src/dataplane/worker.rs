@@ -57,6 +57,33 @@ fn pin(cpu: usize) {
     }
 }
 
+/// Where the control thread (the calling thread) runs: on a core no shard
+/// is pinned to when there is one, so a reload's snapshot build or a stats
+/// request never takes a shard's core; otherwise at a lower priority (nice
+/// 10), so the scheduler prefers the shard threads when they compete.
+/// Call it after the shards started (threads inherit affinity and nice).
+/// Returns what was done, for the log.
+pub fn place_control_thread(shard_cpus: &[usize]) -> String {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    if let Some(free) = ids.iter().find(|c| !shard_cpus.contains(&c.id)) {
+        if core_affinity::set_for_current(*free) {
+            return format!("pinned to cpu {} (no shard there)", free.id);
+        }
+    }
+    // SAFETY: setpriority(2) with PRIO_PROCESS and who = 0 changes the nice
+    // value of the calling thread only (Linux: per-thread); it reads no
+    // memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc == 0 {
+        "every cpu has a shard: runs at nice 10 so shards go first".to_string()
+    } else {
+        format!(
+            "every cpu has a shard; could not lower its priority: {}",
+            std::io::Error::last_os_error()
+        )
+    }
+}
+
 impl WorkerInit {
     /// Pin, build the engine, run until stopped; returns the final counters.
     pub(crate) fn run<E: PacketEngine>(self, factory: impl FnOnce(u16, u16) -> E) -> ShardStats {
