@@ -957,7 +957,9 @@ impl Ctx<'_> {
                     },
                 };
                 let mut chosen: Option<usize> = None;
-                if let Some(h) = self.tpls.lookup(&tkey) {
+                let mut fresh = None;
+                let thash = self.tpls.hash(&tkey);
+                if let Some(h) = self.tpls.lookup_hashed(thash, &tkey) {
                     if let Some(&t) = self.tpls.get(h) {
                         // IPVS ip_vs_check_template: a template is valid while
                         // its server exists in this service and is not
@@ -1011,22 +1013,34 @@ impl Ctx<'_> {
                         let Some(d) = svc.dests.get(i) else {
                             return Err(self.drop(DropReason::NoDest));
                         };
-                        match self
-                            .tpls
-                            .insert(now, tkey, d.id, d.addr, d.port, p.timeout_ms)
-                        {
+                        match self.tpls.insert_hashed(
+                            thash,
+                            now,
+                            tkey,
+                            d.id,
+                            d.addr,
+                            d.port,
+                            p.timeout_ms,
+                        ) {
                             Ok(h) => {
-                                tpl = Some(h);
                                 persist_for = Some(d.id);
+                                fresh = Some(h);
                             }
                             Err(_) => return Err(self.drop(DropReason::TableFull)),
                         }
                         i
                     }
                 };
-                if let Some(h) = tpl {
-                    // Each new connection re-arms the template to the full timeout.
-                    self.tpls.rearm(h, now, p.timeout_ms);
+                match fresh {
+                    // New: armed to the full timeout already.
+                    Some(h) => tpl = Some(h),
+                    None => {
+                        if let Some(h) = tpl {
+                            // Each new connection re-arms the template to the
+                            // full timeout.
+                            self.tpls.rearm(h, now, p.timeout_ms);
+                        }
+                    }
                 }
                 i
             }

@@ -170,10 +170,23 @@ impl TemplateTable {
             + (index + TimerWheel::FIXED_BYTES).div_ceil(cap)
     }
 
+    /// The hash of `key` in this table, for [`TemplateTable::lookup_hashed`]
+    /// and [`TemplateTable::insert_hashed`] (a miss followed by an insert
+    /// hashes the key once).
+    #[inline]
+    pub fn hash(&self, key: &TemplateKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// Find the template for `key`.
     #[inline]
     pub fn lookup(&self, key: &TemplateKey) -> Option<TplHandle> {
-        let hash = self.hasher.hash_one(key);
+        self.lookup_hashed(self.hash(key), key)
+    }
+
+    /// [`TemplateTable::lookup`] with `hash` = [`TemplateTable::hash`]`(key)`.
+    #[inline]
+    pub fn lookup_hashed(&self, hash: u64, key: &TemplateKey) -> Option<TplHandle> {
         let slab = &self.slab;
         self.index
             .find(hash, |&i| used(slab, i).is_some_and(|t| t.key == *key))
@@ -191,7 +204,24 @@ impl TemplateTable {
         rport: Option<u16>,
         timeout: Millis,
     ) -> Result<TplHandle, TplInsertError> {
-        if let Some(h) = self.lookup(&key) {
+        let hash = self.hash(&key);
+        self.insert_hashed(hash, now, key, dest, raddr, rport, timeout)
+    }
+
+    /// [`TemplateTable::insert`] with `hash` = [`TemplateTable::hash`]`(&key)`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn insert_hashed(
+        &mut self,
+        hash: u64,
+        now: Millis,
+        key: TemplateKey,
+        dest: DestId,
+        raddr: IpAddr,
+        rport: Option<u16>,
+        timeout: Millis,
+    ) -> Result<TplHandle, TplInsertError> {
+        if let Some(h) = self.lookup_hashed(hash, &key) {
             return Err(TplInsertError::Exists(h));
         }
         if self.len >= self.capacity {
@@ -225,7 +255,6 @@ impl TemplateTable {
             self.slab.push(Slot::Used(t));
             i
         };
-        let hash = self.hasher.hash_one(key);
         let TemplateTable {
             index,
             slab,
