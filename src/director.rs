@@ -189,6 +189,10 @@ impl PacketEngine for ShardEngine {
         v
     }
 
+    fn warm(&mut self, frame: &[u8]) -> u32 {
+        self.engine.warm(frame)
+    }
+
     fn tick(&mut self, now: Millis) {
         self.engine.tick(now);
         let asked = self.reports.get(self.shard).is_some_and(|s| {

@@ -1514,3 +1514,36 @@ fn next_hop_cache_follows_the_neighbour_table_version() {
         );
     }
 }
+
+/// `Engine::warm` (the RX batch pre-pass) finds the entry a packet's
+/// lookup will use, for a client packet and for a NAT real server's reply,
+/// and changes nothing.
+#[test]
+fn warm_touches_the_connection_a_packet_will_use_and_changes_nothing() {
+    let text = cfg(&[
+        svc("dr", &key("tcp", VIP4, 80), RR, &reals(&[RA], "")),
+        svc(
+            "nat",
+            &key("tcp", VIP4, 81),
+            RR,
+            &reals(&[RB], "port = 8080\nforward = \"nat\""),
+        ),
+    ]);
+    let mut h = Harness::new(&text);
+    let ack = tcp_pkt(C1, 1000, VIP4, 80, ACK);
+    let reply = tcp_pkt(RB, 8080, C1, 1001, SYN | ACK);
+    let (f, r) = (ack.clone(), reply);
+    assert_eq!(h.engine.warm(&f), 0, "no connection yet");
+    assert_eq!(h.engine.warm(&r), 0, "no connection yet");
+    syn(&mut h, C1, 1000, VIP4, 80);
+    syn(&mut h, C1, 1001, VIP4, 81);
+    let (conns, packets) = (h.engine.conns().len(), h.engine.stats.packets);
+    assert_ne!(h.engine.warm(&f), 0, "inbound entry not found");
+    assert_ne!(h.engine.warm(&r), 0, "reply entry not found");
+    assert_eq!(h.engine.warm(&[0u8; 10]), 0, "runt frame");
+    assert_eq!(
+        (h.engine.conns().len(), h.engine.stats.packets),
+        (conns, packets)
+    );
+    assert_eq!(h.process(&ack).0, FORWARD);
+}

@@ -70,6 +70,12 @@ pub trait PacketEngine: Send {
     /// Decide about one frame that arrived on `in_ifindex`. The engine may
     /// rewrite it in place and move `frame.start`/`frame.len` (headroom).
     fn process(&mut self, now: Millis, in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict;
+    /// Called for every frame of an RX batch before the batch is processed:
+    /// start the cache misses `process` will take (see `Engine::warm`).
+    /// Returns a value for a sink. Default: nothing.
+    fn warm(&mut self, _frame: &[u8]) -> u32 {
+        0
+    }
     /// Called at most once per millisecond, and at least every `poll_timeout`.
     fn tick(&mut self, now: Millis);
 }

@@ -917,6 +917,36 @@ impl ConnTable {
         }
     }
 
+    /// Start the cache misses of a later lookup of `k` (inbound key, or the
+    /// reply key of a NAT connection with `reply`): load its home bucket and
+    /// the entry of the first matching tag. Returns a value to feed a sink
+    /// (`std::hint::black_box`), so the loads are not optimised away. An RX
+    /// batch's pre-pass calls this for every frame before processing any,
+    /// so the misses of the whole batch overlap instead of one per packet
+    /// (safe code has no prefetch instruction; plain loads do the job).
+    #[inline]
+    pub fn warm(&self, k: &FlowKey, reply: bool) -> u32 {
+        fn one<A: Family>(st: &Store<A>, reply: bool, k: (Proto, A, u16, A, u16)) -> u32 {
+            let h = st.hash(reply, k.0, k.1, k.2, k.3, k.4);
+            match st.index.touch(h) {
+                Some(v) => st
+                    .slab
+                    .get((v & !REPLY) as usize)
+                    .map_or(1, |e| u32::from(e.bits)),
+                None => 0,
+            }
+        }
+        match (k.src, k.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                one(&self.v4.store, reply, (k.proto, s, k.sport, d, k.dport))
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                one(&self.v6.store, reply, (k.proto, s, k.sport, d, k.dport))
+            }
+            _ => 0,
+        }
+    }
+
     /// [`ConnTable::lookup_in`] for many keys, overlapping their memory
     /// accesses: use it for an RX batch. `out[i]` gets the result for
     /// `keys[i]` (extra slots untouched).
