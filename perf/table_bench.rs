@@ -257,7 +257,7 @@ fn main() {
     let tsizes: &[usize] = if quick {
         &[10_000, 100_000]
     } else {
-        &[10_000, 1_000_000]
+        &[10_000, 1_000_000, 10_000_000]
     };
     for &n in tsizes {
         let (n, ins, look, exp, bpe) = bench_templates(n, &mut rng);
