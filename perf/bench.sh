@@ -425,10 +425,39 @@ PY
 
 # ---- phase 2: latency at the same offered rate --------------------------------
 say "phase 2: every config at $LAT_RATE pps (half of the slowest maximum), ${T_LAT}s per run"
+# Where xdpvs loses frames at this rate: its own counters (drops by reason,
+# and the I/O losses below the engine) around each run.
+xdpvs_losses() { # $1 = stats before, $2 = stats after, $3 = label
+    python3 - "$1" "$2" "$3" <<'PY' | tee -a "$LOG" >&2
+import json, sys
+def load(p):
+    try:
+        s = json.load(open(p))
+    except Exception:
+        return {}
+    t = {}
+    for sh in s.get("shards", []):
+        for k in ("rx", "tx", "handoff_out", "passed_unhandled"):
+            t[k] = t.get(k, 0) + sh.get(k, 0)
+        for k, v in sh.get("dropped", []) + sh.get("io_loss", []):
+            t[k] = t.get(k, 0) + v
+    return t
+a, b = load(sys.argv[1]), load(sys.argv[2])
+d = {k: b.get(k, 0) - a.get(k, 0) for k in b if b.get(k, 0) != a.get(k, 0)}
+print("   xdpvs counters during %s: %s" % (sys.argv[3], " ".join("%s=%d" % kv for kv in sorted(d.items())) or "none"))
+PY
+}
 for r in $(seq 1 "$ROUNDS"); do
     for cfg in "${CONFIGS[@]}"; do
         use_config "$cfg"
+        case $cfg in xdpvs-*)
+            nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$OUT/stats-lat-a.json" 2>>"$LOG" || true ;;
+        esac
         measure "$cfg" lat "$LAT_RATE" "$T_LAT" $((LAT_RATE * T_LAT + 1)) udp "$FLOWS"
+        case $cfg in xdpvs-*)
+            nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$OUT/stats-lat-b.json" 2>>"$LOG" || true
+            xdpvs_losses "$OUT/stats-lat-a.json" "$OUT/stats-lat-b.json" "$cfg lat round $r" ;;
+        esac
     done
 done
 

@@ -432,9 +432,12 @@ impl<E: PacketEngine> Worker<E> {
                 break;
             }
             let fr = self.init.xsk.flush_tx();
+            self.stats.tx_full += fr.rejected;
             self.stats.kicks += fr.kicks;
             std::thread::sleep(Duration::from_millis(1));
         }
         self.stats.tx += self.init.xsk.reap_completions();
+        // Whatever never made it into a TX ring is lost with the shard.
+        self.stats.tx_full += self.init.xsk.drop_staged();
     }
 }
