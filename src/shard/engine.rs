@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::control::snapshot::{Dest, Service, Snapshot};
+use crate::control::snapshot::{Dest, Persistence, Service, Snapshot};
 use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
 use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
 use crate::shard::forward;
@@ -966,19 +966,7 @@ impl Ctx<'_> {
         let mut persist_for: Option<DestId> = None;
         let dest_idx = match svc.persistence {
             Some(p) => {
-                let client = mask_addr(key.src, p.prefix4, p.prefix6);
-                let tkey = match svc.key {
-                    ServiceKey::Fwmark(mark) => TemplateKey::Fwmark {
-                        client_masked: client,
-                        mark,
-                    },
-                    ServiceKey::Addr { proto, vip, port } => TemplateKey::Addr {
-                        proto,
-                        client_masked: client,
-                        vip,
-                        vport: if port == 0 { 0 } else { key.dport },
-                    },
-                };
+                let tkey = template_key(svc.key, &p, key.src, key.dport);
                 let mut chosen: Option<usize> = None;
                 let mut fresh = None;
                 let thash = self.tpls.hash(&tkey);
@@ -1184,6 +1172,28 @@ fn slot_of<'d>(
     })
 }
 
+/// The persistence template of a connection from `client` to virtual port
+/// `vport` of service `skey`, keyed as IPVS keys templates: firewall-mark
+/// services by `<client/mask, mark>` (protocol, VIP and port drop out, so
+/// every port of the mark shares one template); address services by
+/// `<proto, client/mask, VIP, vport>`, with `vport` 0 for a port-0 service.
+/// The one place a template key is built (new connections, restore).
+fn template_key(skey: ServiceKey, p: &Persistence, client: IpAddr, vport: u16) -> TemplateKey {
+    let client_masked = mask_addr(client, p.prefix4, p.prefix6);
+    match skey {
+        ServiceKey::Fwmark(mark) => TemplateKey::Fwmark {
+            client_masked,
+            mark,
+        },
+        ServiceKey::Addr { proto, vip, port } => TemplateKey::Addr {
+            proto,
+            client_masked,
+            vip,
+            vport: if port == 0 { 0 } else { vport },
+        },
+    }
+}
+
 /// Mirror a dest's live counts into the scheduler's view (and update its
 /// overload state), if it is in the snapshot.
 #[inline]
@@ -1361,20 +1371,8 @@ impl Engine {
                 dport: c.vport,
             };
             let tpl = svc.persistence.and_then(|p| {
-                let client = mask_addr(c.caddr, p.prefix4, p.prefix6);
-                let tkey = match svc.key {
-                    ServiceKey::Fwmark(mark) => TemplateKey::Fwmark {
-                        client_masked: client,
-                        mark,
-                    },
-                    ServiceKey::Addr { proto, vip, port } => TemplateKey::Addr {
-                        proto,
-                        client_masked: client,
-                        vip,
-                        vport: if port == 0 { 0 } else { c.vport },
-                    },
-                };
-                self.tpls.lookup(&tkey)
+                self.tpls
+                    .lookup(&template_key(svc.key, &p, c.caddr, c.vport))
             });
             let state = TcpState::from_index(c.state).unwrap_or(TcpState::Established);
             let active = proto == Proto::Tcp && tcp_state::is_active(state);
