@@ -3,7 +3,7 @@
 //! prefixes, VIP and NAT lists. Linear in the config size (10,000 services
 //! and 100,000 real servers build in milliseconds, schedulers aside).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 
 use crate::control::config::Config;

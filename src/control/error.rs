@@ -1,7 +1,7 @@
 //! Config errors that point at `file:line:col`, a key path such as
 //! `service[1].real[0].weight`, and a reason a human understands.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;

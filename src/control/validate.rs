@@ -2,7 +2,7 @@
 //! overlaps, address families and IPVS's limits. Runs in one pass over the
 //! config with hash maps, so 100,000 real servers take milliseconds.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::control::config::{
@@ -423,7 +423,7 @@ impl Validator<'_> {
         // Unused marks are allowed, but probably a mistake.
         let mut unused: Vec<(usize, u32)> = marks
             .iter()
-            .filter(|(m, _)| !marks_used.contains_key(m))
+            .filter(|(m, _)| !marks_used.contains_key(*m))
             .map(|(&m, info)| (info.group, m))
             .collect();
         unused.sort_unstable();
