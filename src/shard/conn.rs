@@ -621,6 +621,7 @@ impl<A: Family> Store<A> {
         Some(e)
     }
 
+    #[inline(always)]
     fn view(e: &Entry<A>, epoch: u64) -> Conn {
         let cv4 = e.bits & CV4 != 0;
         Conn {
@@ -640,6 +641,7 @@ impl<A: Family> Store<A> {
         }
     }
 
+    #[inline(always)]
     fn live(&self, idx: u32) -> Option<&Entry<A>> {
         self.slab.get(idx as usize).filter(|e| e.bits & LIVE != 0)
     }
@@ -1158,7 +1160,7 @@ impl ConnTable {
     }
 
     /// A copy of the connection, if the handle is live.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, h: ConnHandle) -> Option<Conn> {
         let epoch = self.epoch_or_zero();
         let i = h.0 & !H_V6;
