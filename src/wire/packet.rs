@@ -237,6 +237,7 @@ pub fn parse(frame: &[u8]) -> Result<PacketInfo, WireError> {
     }
 }
 
+#[inline(always)]
 fn parse_v4(l2: L2Info, l3: &[u8]) -> Result<PacketInfo, WireError> {
     let ip = Ipv4Packet::new_checked(l3)?;
     let hlen = ip.header_len();
@@ -302,7 +303,7 @@ fn parse_v6(l2: L2Info, l3: &[u8]) -> Result<PacketInfo, WireError> {
 
 /// Parse the L4 header `l4` (bytes to the end of the L3 packet) found at
 /// frame offset `l4_abs`.
-#[inline]
+#[inline(always)]
 fn parse_l4(info: &mut PacketInfo, l4: &[u8], l4_abs: usize) -> Result<(), WireError> {
     match (info.proto, info.l3) {
         (proto::TCP, _) => {
