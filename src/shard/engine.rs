@@ -146,8 +146,9 @@ impl Target {
 
 /// What [`Ctx::new_conn`] found.
 enum NewTarget {
-    /// A new connection (its first packet counted).
-    New(Target),
+    /// A new connection (its first packet counted), and the next hop to
+    /// its real server (through the real server's cache).
+    New(Target, Option<NextHop>),
     /// The connection exists (nothing counted).
     Existing(Target),
 }
@@ -688,8 +689,8 @@ impl Ctx<'_> {
         if key.proto == Proto::Tcp && !syn {
             return self.drop(DropReason::NotSyn);
         }
-        let t = match self.new_conn(now, key, svc_idx, svc, info) {
-            Ok(NewTarget::New(t)) => t,
+        let t = match self.new_conn(now, key, svc_idx, svc, info, nh) {
+            Ok(NewTarget::New(t, hop)) => return self.transmit_hop(frame, info, &t, hop),
             Ok(NewTarget::Existing(t)) => {
                 if let Some(d) = self.dests.get_mut(&t.dest) {
                     d.c.inpkts += 1;
@@ -958,6 +959,7 @@ impl Ctx<'_> {
         svc_idx: usize,
         svc: &Service,
         info: &PacketInfo,
+        nh: &dyn Neighbors,
     ) -> Result<NewTarget, Verdict> {
         let mut tpl: Option<TplHandle> = None;
         // A template now points at this server: its `persist` count goes
@@ -1132,12 +1134,16 @@ impl Ctx<'_> {
         s.c.inpkts += 1;
         s.c.inbytes += u64::from(info.l3_len);
         sync_slot(self.snap, self.svc, s);
-        Ok(NewTarget::New(Target {
-            dest: d.id,
-            raddr: d.addr,
-            rport,
-            fwd: d.fwd,
-        }))
+        let hop = cached_hop(s, d.addr, nh);
+        Ok(NewTarget::New(
+            Target {
+                dest: d.id,
+                raddr: d.addr,
+                rport,
+                fwd: d.fwd,
+            },
+            hop,
+        ))
     }
 
     fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {
