@@ -680,6 +680,72 @@ fn kick(q: &mut XskQueue) -> u64 {
 mod tests {
     use super::*;
 
+    /// More frames staged than the TX ring holds: the ring takes what fits,
+    /// up to one ring's worth waits for the next flush, the rest is
+    /// rejected and recycled; later flushes send the waiting frames and no
+    /// frame is lost track of. Root only (a veth pair in its own namespace;
+    /// the frames carry no IP and stay on that pair).
+    #[test]
+    fn a_full_tx_ring_defers_a_rings_worth_and_rejects_the_rest() {
+        use crate::dataplane::testutil::{ifindex, in_netns, is_root, run, Netns};
+        if !is_root() {
+            eprintln!("SKIP a_full_tx_ring_defers...: needs root (network namespace, AF_XDP)");
+            return;
+        }
+        let ns = "xdpvs-txdefer";
+        let _guard = Netns::create(&[ns]).expect("netns");
+        for cmd in [
+            &[
+                "ip", "-n", ns, "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+            ][..],
+            &["ip", "-n", ns, "link", "set", "t0", "up"],
+            &["ip", "-n", ns, "link", "set", "t1", "up"],
+        ] {
+            run(cmd).expect("veth");
+        }
+        let got = in_netns(ns, || {
+            let cfg = XskConfig {
+                frame_count: 256,
+                ring_size: 64,
+                batch: 64,
+                ..XskConfig::default()
+            };
+            let idx = ifindex("t0").expect("t0");
+            let mut x = ShardXsk::new(&cfg, &[(idx, 0)]).expect("xsk");
+            // Local experimental EtherType, locally administered MACs.
+            let mut f = [0u8; 60];
+            f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+            f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+            f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+            for _ in 0..150 {
+                let b = x.alloc().expect("free frame");
+                let buf = x.frame_mut(b).expect("frame");
+                buf[XDP_PACKET_HEADROOM..XDP_PACKET_HEADROOM + 60].copy_from_slice(&f);
+                assert!(x.stage_tx(0, b, XDP_PACKET_HEADROOM, 60));
+            }
+            let first = x.flush_tx();
+            let mut queued = first.queued;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while x.tx_pending() && std::time::Instant::now() < deadline {
+                x.reap_completions();
+                queued += x.flush_tx().queued;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            x.reap_completions();
+            (first, queued, x.tx_pending(), x.frames_missing())
+        })
+        .expect("in netns");
+        let (first, queued, pending, missing) = got;
+        assert_eq!(
+            (first.queued, first.deferred, first.rejected),
+            (64, 64, 22),
+            "first flush: ring full after 64, 64 wait, 22 rejected"
+        );
+        assert_eq!(queued, 128, "the waiting frames were sent later");
+        assert!(!pending, "frames still waiting");
+        assert_eq!(missing, 0, "frames lost track of");
+    }
+
     #[test]
     fn default_config_is_valid() {
         assert!(XskConfig::default().validate().is_ok());
