@@ -15,6 +15,9 @@ use xdpvs::control::status::{ConnRow, Status};
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{is_root, Lab, LabMode, Request};
 
+mod labkit;
+use labkit::rss_kib;
+
 static LAB: Mutex<()> = Mutex::new(());
 
 fn skip(name: &str) -> bool {
@@ -269,16 +272,6 @@ fn director_pid(e: &Env) -> String {
         .to_string();
     assert!(!pid.is_empty(), "director pid not found");
     pid
-}
-
-fn rss_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

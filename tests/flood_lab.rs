@@ -14,23 +14,13 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use labkit::{exe, lab_lock, skip, start_echo, Held};
+use labkit::{director_mac, exe, lab_lock, rss_kib, skip, start_echo, Held};
 use xdpvs::control::status::Status;
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{Lab, LabMode, Request};
 
 const FLOOD: u64 = 2_000_000;
 const CAPACITY: u64 = 100_000;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 #[test]
 fn syn_flood_keeps_memory_bounded_and_legitimate_clients_served() {
@@ -103,13 +93,7 @@ fn syn_flood_keeps_memory_bounded_and_legitimate_clients_served() {
         })
         .collect();
     let rss0 = rss_kib(pid);
-    let mac = String::from_utf8_lossy(
-        &lab.exec(&ns_dir, &["cat", "/sys/class/net/dr0/address"])
-            .expect("mac")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let mac = director_mac(&lab);
     let ns_rt = lab.env("LAB_NS_ROUTER");
     let mut flood = Command::new("ip")
         .args(["netns", "exec", &ns_rt])

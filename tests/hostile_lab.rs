@@ -21,6 +21,9 @@ use xdpvs::control::status::Status;
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{is_root, Lab, LabMode, Request};
 
+mod labkit;
+use labkit::director_mac;
+
 const COPIES: u32 = 50;
 
 /// Where each frame must end up.
@@ -197,13 +200,7 @@ fn hostile_frames_are_counted_and_the_real_client_never_notices() {
         DirectorProcess::start(&exe(), &ns_dir, &cfg, &lab.dir().join("director.log"))
             .expect("director");
     std::thread::sleep(Duration::from_millis(300));
-    let mac = String::from_utf8_lossy(
-        &lab.exec(&ns_dir, &["cat", "/sys/class/net/dr0/address"])
-            .expect("mac")
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let mac = director_mac(&lab);
     let vip = lab.env("LAB_VIP4");
     let client = lab.client4(2, 4);
     let ask = |lab: &Lab| -> String {

@@ -29,6 +29,31 @@ pub fn skip(name: &str) -> bool {
     true
 }
 
+/// Resident memory of process `pid`, KiB (0 if unreadable).
+pub fn rss_kib(pid: impl std::fmt::Display) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The MAC address of the director's data interface (`dr0`).
+pub fn director_mac(lab: &Lab) -> String {
+    String::from_utf8_lossy(
+        &lab.exec(
+            &lab.env("LAB_NS_DIR"),
+            &["cat", "/sys/class/net/dr0/address"],
+        )
+        .expect("director mac")
+        .stdout,
+    )
+    .trim()
+    .to_string()
+}
+
 /// A TCP echo on port 7000 that prefixes each line with the server's name.
 pub const ECHO: &str = r#"
 import socket, sys, threading
