@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use xdpvs::control::{build_snapshot, Config};
+use xdpvs::dataplane::mem;
 use xdpvs::dataplane::neigh::NeighborTable;
 use xdpvs::dataplane::netlink::{nud, LinkInfo, NeighEntry, RouteEntry};
 use xdpvs::model::{FlowKey, Proto};
@@ -185,7 +186,7 @@ fn engine(conn_capacity: usize, template_capacity: usize) -> Engine {
         Ok(s) => s,
         Err(e) => panic!("bench snapshot: {e}"),
     };
-    Engine::new(
+    let e = Engine::new(
         EngineConfig {
             shard: 0,
             shards: 1,
@@ -193,7 +194,18 @@ fn engine(conn_capacity: usize, template_capacity: usize) -> Engine {
             template_capacity,
         },
         Arc::new(snap),
-    )
+    );
+    // As the director does (`ShardEngine::new`), unless `--small-pages`.
+    if !small_pages() {
+        mem::advise_hugepages(&e.memory_regions());
+    }
+    e
+}
+
+/// `--small-pages`: leave the tables on 4 KiB pages (no huge-page advice), to
+/// measure what the advice gains.
+fn small_pages() -> bool {
+    std::env::args().any(|a| a == "--small-pages")
 }
 
 // ---- frames ------------------------------------------------------------------
@@ -694,7 +706,8 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
     };
 
     // 2b. The same, as the data plane runs it: RX batches of 32 frames,
-    // each batch first warmed (`Engine::warm` per frame), then processed.
+    // each batch first warmed (`Engine::warm_batch` with the data plane's
+    // prefetch), then processed.
     const BATCH: usize = 32;
     let mut bufs: Vec<Buf> = (0..BATCH).map(|_| Buf::new()).collect();
     let mut raws = Vec::new();
@@ -708,11 +721,9 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
                 let (a, p) = bg_client(rng.below(n as u64));
                 patch_v4(&mut bb.0, a, p);
             }
-            let mut sink = 0u32;
-            for bb in bufs.iter() {
-                sink ^= e.warm(&bb.0[HEADROOM..HEADROOM + len]);
-            }
-            black_box(sink);
+            let frames: [&[u8]; BATCH] =
+                std::array::from_fn(|i| &bufs[i].0[HEADROOM..HEADROOM + len]);
+            e.warm_batch(black_box(&frames), mem::prefetch);
             for bb in bufs.iter_mut() {
                 ok += fwd(black_box(bb.run(&mut e, &nt, len)));
             }
@@ -830,9 +841,10 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
 // ---- machine context ----------------------------------------------------------------------
 
 /// ns per dependent load over a random single cycle through `bytes` of
-/// memory (one hop per 64-byte line, 4 KiB pages as a `Vec` gets them): what
-/// a cache or DRAM miss costs on this machine, to read the table sizes by.
-fn mem_latency(bytes: usize, loads: usize) -> f64 {
+/// memory (one hop per 64-byte line, on 4 KiB pages or advised to use 2 MiB
+/// ones): what a cache or DRAM miss costs on this machine, to read the table
+/// sizes by.
+fn mem_latency(bytes: usize, loads: usize, huge: bool) -> f64 {
     let lines = bytes / 64;
     let mut order: Vec<u32> = (0..lines as u32).collect();
     let mut rng = Rng(0x0123_4567_89AB_CDEF);
@@ -840,7 +852,11 @@ fn mem_latency(bytes: usize, loads: usize) -> f64 {
         let j = rng.below(i as u64 + 1) as usize;
         order.swap(i, j);
     }
-    let mut next = vec![0u64; lines * 8];
+    let mut next: Vec<u64> = Vec::with_capacity(lines * 8);
+    if huge {
+        mem::advise_hugepages(&[xdpvs::shard::reservation(&next)]);
+    }
+    next.resize(lines * 8, 0);
     for k in 0..lines {
         next[order[k] as usize * 8] = u64::from(order[(k + 1) % lines]);
     }
@@ -916,13 +932,23 @@ fn main() {
         } else {
             &[(1 << 20, "1 MiB"), (64 << 20, "64 MiB"), (1 << 30, "1 GiB")]
         };
-        let lat: Vec<String> = sizes
-            .iter()
-            .map(|&(b, name)| format!("{name} {:.1} ns", mem_latency(b, 2_000_000)))
-            .collect();
+        for (huge, pages) in [(false, "4 KiB pages"), (true, "2 MiB pages advised")] {
+            let lat: Vec<String> = sizes
+                .iter()
+                .map(|&(b, name)| format!("{name} {:.1} ns", mem_latency(b, 2_000_000, huge)))
+                .collect();
+            println!(
+                "machine: dependent random load latency ({pages}): {}",
+                lat.join(", ")
+            );
+        }
         println!(
-            "machine: dependent random load latency (4 KiB pages): {}",
-            lat.join(", ")
+            "tables: {}",
+            if small_pages() {
+                "4 KiB pages (--small-pages)"
+            } else {
+                "advised to use 2 MiB pages, as the director does"
+            }
         );
         println!();
     }

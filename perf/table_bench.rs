@@ -4,12 +4,14 @@
 //! `cargo bench --bench tables -- --quick` (10k, 1M). Prints ns per insert,
 //! per lookup (random hits, misses, batched hits), per established-packet
 //! table work (lookup + update_tcp + get), per expired entry, and bytes per
-//! entry, computed and measured as resident memory.
+//! entry, computed and measured as resident memory. The tables are advised
+//! to use huge pages as the director does (`--small-pages`: not).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use xdpvs::dataplane::mem;
 use xdpvs::model::{mask_addr, DestId, FlowKey, FwdMethod, Proto};
 use xdpvs::shard::conn::{ConnHandle, ConnTable, NewConn};
 use xdpvs::shard::tcp_state::{flags, Dir};
@@ -74,6 +76,7 @@ struct Row {
 fn bench_conns(n: usize, rng: &mut Rng) -> Row {
     let rss0 = rss_bytes();
     let mut t = ConnTable::new(n);
+    advise(&t.memory_regions());
     let now = 1_000_000;
     // Every connection NAT: two index keys each (the worst case for memory).
     let start = Instant::now();
@@ -110,7 +113,7 @@ fn bench_conns(n: usize, rng: &mut Rng) -> Row {
     let mut found = 0usize;
     for _ in 0..rounds {
         for ks in hits.chunks(32) {
-            t.lookup_in_batch(black_box(ks), &mut out);
+            t.lookup_in_batch(black_box(ks), &mut out, mem::prefetch);
             found += out[..ks.len()].iter().filter(|o| o.is_some()).count();
         }
     }
@@ -188,6 +191,7 @@ fn bench_templates(n: usize, rng: &mut Rng) -> (usize, f64, f64, f64, usize) {
         }
     };
     let mut t = TemplateTable::new(n);
+    advise(&t.memory_regions());
     let start = Instant::now();
     for i in 0..n as u64 {
         if t.insert(0, tkey(i), DestId(1), real(i), None, 300_000)
@@ -216,6 +220,14 @@ fn bench_templates(n: usize, rng: &mut Rng) -> (usize, f64, f64, f64, usize) {
     });
     let expire = ns_per(start, st.expired);
     (n, insert, lookup, expire, t.bytes_per_entry())
+}
+
+/// Huge pages for a table's reservations, as the director advises them,
+/// unless `--small-pages`.
+fn advise(regions: &[std::ops::Range<usize>]) {
+    if !std::env::args().any(|a| a == "--small-pages") {
+        mem::advise_hugepages(regions);
+    }
 }
 
 fn main() {

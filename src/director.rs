@@ -72,6 +72,13 @@ impl ShardEngine {
         persist: Option<Persist>,
     ) -> ShardEngine {
         let mut engine = Engine::new(cfg, snaps.load_full());
+        // Before the first write (and before a restore fills the tables).
+        let huge = crate::dataplane::mem::advise_hugepages(&engine.memory_regions());
+        tracing::debug!(
+            shard = cfg.shard,
+            mib = huge >> 20,
+            "tables advised to use transparent huge pages"
+        );
         if let Some(p) = &persist {
             let part = p
                 .restore
@@ -189,8 +196,9 @@ impl PacketEngine for ShardEngine {
         v
     }
 
-    fn warm(&mut self, frame: &[u8]) -> u32 {
-        self.engine.warm(frame)
+    fn warm_batch(&mut self, frames: &[&[u8]]) {
+        self.engine
+            .warm_batch(frames, crate::dataplane::mem::prefetch)
     }
 
     fn tick(&mut self, now: Millis) {

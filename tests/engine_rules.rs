@@ -1515,11 +1515,11 @@ fn next_hop_cache_follows_the_neighbour_table_version() {
     }
 }
 
-/// `Engine::warm` (the RX batch pre-pass) finds the entry a packet's
-/// lookup will use, for a client packet and for a NAT real server's reply,
-/// and changes nothing.
+/// `Engine::warm_batch` (the RX batch pre-pass) prefetches each frame's
+/// index bucket and the entry its lookup will use, for a client packet and
+/// for a NAT real server's reply, and changes nothing.
 #[test]
-fn warm_touches_the_connection_a_packet_will_use_and_changes_nothing() {
+fn warm_batch_prefetches_the_connection_a_packet_will_use_and_changes_nothing() {
     let text = cfg(&[
         svc("dr", &key("tcp", VIP4, 80), RR, &reals(&[RA], "")),
         svc(
@@ -1532,15 +1532,21 @@ fn warm_touches_the_connection_a_packet_will_use_and_changes_nothing() {
     let mut h = Harness::new(&text);
     let ack = tcp_pkt(C1, 1000, VIP4, 80, ACK);
     let reply = tcp_pkt(RB, 8080, C1, 1001, SYN | ACK);
-    let (f, r) = (ack.clone(), reply);
-    assert_eq!(h.engine.warm(&f), 0, "no connection yet");
-    assert_eq!(h.engine.warm(&r), 0, "no connection yet");
+    let prefetched = |h: &Harness, frames: &[&[u8]]| {
+        let v = std::cell::RefCell::new(Vec::new());
+        h.engine.warm_batch(frames, |a| v.borrow_mut().push(a));
+        v.into_inner()
+    };
+    // No connection yet: the two home buckets only.
+    assert_eq!(prefetched(&h, &[&ack, &reply]).len(), 2);
     syn(&mut h, C1, 1000, VIP4, 80);
     syn(&mut h, C1, 1001, VIP4, 81);
     let (conns, packets) = (h.engine.conns().len(), h.engine.stats.packets);
-    assert_ne!(h.engine.warm(&f), 0, "inbound entry not found");
-    assert_ne!(h.engine.warm(&r), 0, "reply entry not found");
-    assert_eq!(h.engine.warm(&[0u8; 10]), 0, "runt frame");
+    // Two buckets, then both ends of each frame's entry (inbound, reply).
+    let got = prefetched(&h, &[&ack, &reply]);
+    assert_eq!(got.len(), 6, "{got:x?}");
+    assert_ne!(got[2], got[4], "the two frames belong to two connections");
+    assert!(prefetched(&h, &[&[0u8; 10]]).is_empty(), "runt frame");
     assert_eq!(
         (h.engine.conns().len(), h.engine.stats.packets),
         (conns, packets)

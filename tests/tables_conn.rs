@@ -500,11 +500,28 @@ fn batch_lookup_matches_single_lookups() {
         t.insert(0, conn(k, FwdMethod::Nat)).unwrap();
     }
     let mut out = vec![None; keys.len()];
-    t.lookup_in_batch(&keys, &mut out);
+    let prefetched = std::cell::RefCell::new(Vec::new());
+    t.lookup_in_batch(&keys, &mut out, |a| prefetched.borrow_mut().push(a));
     for (k, o) in keys.iter().zip(out.iter()) {
         assert_eq!(*o, t.lookup_in(k));
     }
     assert_eq!(out.iter().filter(|o| o.is_some()).count(), 50);
+    // Every key's bucket line, and both ends of every present key's entry.
+    let prefetched = prefetched.into_inner();
+    assert_eq!(prefetched.len(), 100 + 2 * 50);
+    for k in &keys {
+        let w = t.warm_key(k, false).unwrap();
+        let bucket = t.bucket_addr(w);
+        assert_eq!(bucket % 64, 0, "a bucket is one aligned cache line");
+        assert!(prefetched.contains(&bucket));
+        match t.entry_addr(w) {
+            Some(r) => {
+                assert!(t.lookup_in(k).is_some(), "entry named for a missing key");
+                assert!(prefetched.contains(&r.start) && prefetched.contains(&(r.end - 1)));
+            }
+            None => assert!(t.lookup_in(k).is_none(), "present key without an entry"),
+        }
+    }
 }
 
 #[test]

@@ -42,6 +42,7 @@
 
 pub mod counters;
 pub mod handoff;
+pub mod mem;
 pub mod neigh;
 pub mod netlink;
 #[doc(hidden)]
@@ -70,12 +71,10 @@ pub trait PacketEngine: Send {
     /// Decide about one frame that arrived on `in_ifindex`. The engine may
     /// rewrite it in place and move `frame.start`/`frame.len` (headroom).
     fn process(&mut self, now: Millis, in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict;
-    /// Called for every frame of an RX batch before the batch is processed:
-    /// start the cache misses `process` will take (see `Engine::warm`).
-    /// Returns a value for a sink. Default: nothing.
-    fn warm(&mut self, _frame: &[u8]) -> u32 {
-        0
-    }
+    /// Called with the frames of an RX batch before the batch is processed:
+    /// prefetch what `process` will read (see `Engine::warm_batch` and
+    /// [`mem::prefetch`]). Default: nothing.
+    fn warm_batch(&mut self, _frames: &[&[u8]]) {}
     /// Called at most once per millisecond, and at least every `poll_timeout`.
     fn tick(&mut self, now: Millis);
 }

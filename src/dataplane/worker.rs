@@ -19,6 +19,8 @@ const KERNEL_STATS_EVERY_MS: Millis = 1000;
 const POOL_BUFS: usize = 4096;
 /// Returned batches drained per iteration at most.
 const RETURNS_PER_ITER: usize = 64;
+/// Frames per prefetch pass (`PacketEngine::warm_batch`).
+const WARM: usize = 32;
 
 /// Everything a shard thread needs; moved into the thread.
 pub(crate) struct WorkerInit {
@@ -199,20 +201,21 @@ impl<E: PacketEngine> Worker<E> {
             }
             self.stats.rx += got as u64;
             let in_if = self.init.xsk.ifindex_of(qi).unwrap_or(0);
-            // Pre-pass: every frame's connection lookup starts its cache
-            // misses now, so the batch's misses overlap.
-            let mut sink = 0u32;
-            for f in &self.rx {
-                if let Some(d) = self
-                    .init
-                    .xsk
-                    .frame_mut(f.base)
-                    .and_then(|b| b.get(f.start..f.start.saturating_add(f.len)))
-                {
-                    sink ^= self.engine.warm(d);
+            // Pre-pass: prefetch what every frame's connection lookup will
+            // read, so the batch's cache misses overlap.
+            for chunk in self.rx.chunks(WARM) {
+                let mut frames: [&[u8]; WARM] = [&[]; WARM];
+                for (f, slot) in chunk.iter().zip(frames.iter_mut()) {
+                    *slot = self
+                        .init
+                        .xsk
+                        .frame(f.base)
+                        .and_then(|b| b.get(f.start..f.start.saturating_add(f.len)))
+                        .unwrap_or(&[]);
                 }
+                self.engine
+                    .warm_batch(frames.get(..chunk.len()).unwrap_or(&[]));
             }
-            std::hint::black_box(sink);
             for i in 0..self.rx.len() {
                 if let Some(f) = self.rx.get(i).copied() {
                     self.handle_rx(now, in_if, f);

@@ -460,15 +460,30 @@ impl ShardXsk {
     /// is not a frame of this UMEM. The caller must own the frame (got it from
     /// [`receive`](Self::receive) or [`alloc`](Self::alloc)).
     pub fn frame_mut(&mut self, base: u64) -> Option<&mut [u8]> {
-        let fs = self.frame_size as usize;
-        let b = usize::try_from(base).ok()?;
-        if b % fs != 0 || b.checked_add(fs)? > self.area.len {
-            return None;
-        }
+        let (b, fs) = self.frame_offset(base)?;
         // SAFETY: `b..b+fs` lies inside the mapping (checked above); the frame
         // is owned by user space (not in a fill/TX ring) by the caller's
         // contract, and `&mut self` makes this the only live reference.
         Some(unsafe { std::slice::from_raw_parts_mut(self.area.ptr.as_ptr().add(b), fs) })
+    }
+
+    /// The whole frame at `base`, read-only (for the RX batch's prefetch
+    /// pass). Same contract as [`frame_mut`](Self::frame_mut).
+    pub fn frame(&self, base: u64) -> Option<&[u8]> {
+        let (b, fs) = self.frame_offset(base)?;
+        // SAFETY: `b..b+fs` lies inside the mapping (checked above); the frame
+        // is owned by user space (not in a fill/TX ring) by the caller's
+        // contract, and `&self` excludes any `frame_mut` reference while
+        // this one lives.
+        Some(unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(b), fs) })
+    }
+
+    /// `(offset, frame size)` of the frame at `base`, if it is one of this
+    /// UMEM's frames.
+    fn frame_offset(&self, base: u64) -> Option<(usize, usize)> {
+        let fs = self.frame_size as usize;
+        let b = usize::try_from(base).ok()?;
+        (b % fs == 0 && b.checked_add(fs)? <= self.area.len).then_some((b, fs))
     }
 
     /// Take a free frame (for a packet copied in from another shard).

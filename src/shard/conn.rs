@@ -674,6 +674,14 @@ impl<A: Family> Inner<A> {
         }
     }
 
+    fn memory_regions(&self) -> [std::ops::Range<usize>; 3] {
+        [
+            crate::shard::reservation(&self.store.slab),
+            crate::shard::reservation(&self.store.index.words),
+            self.wheel.memory_region(),
+        ]
+    }
+
     fn insert(&mut self, now: Millis, epoch: u64, e: Entry<A>) -> Option<u32> {
         let idx = self.store.add(e)?;
         self.wheel.schedule(idx, now, abs_ms(epoch, e.expires));
@@ -770,6 +778,14 @@ fn rel_tick(epoch: u64, tick: u64) -> u32 {
     u32::try_from(tick.saturating_sub(epoch)).unwrap_or(u32::MAX)
 }
 
+/// A key's hash and family: what [`ConnTable::bucket_addr`] and
+/// [`ConnTable::entry_addr`] need to name the memory a lookup will read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarmKey {
+    hash: u64,
+    v6: bool,
+}
+
 /// The connection table of one shard.
 #[derive(Debug)]
 pub struct ConnTable {
@@ -810,6 +826,14 @@ impl ConnTable {
             epoch: None,
             v6_first: false,
         }
+    }
+
+    /// The large reservations (slabs, indexes, timer links) of both
+    /// families, for the data plane's huge-page advice.
+    pub fn memory_regions(&self) -> Vec<std::ops::Range<usize>> {
+        let mut r = self.v4.memory_regions().to_vec();
+        r.extend(self.v6.memory_regions());
+        r
     }
 
     /// Set the timeouts used by later updates (existing expiries stay).
@@ -919,125 +943,84 @@ impl ConnTable {
         }
     }
 
-    /// Start the cache misses of a later lookup of `k` (inbound key, or the
-    /// reply key of a NAT connection with `reply`): load its home bucket and
-    /// the entry of the first matching tag. Returns a value to feed a sink
-    /// (`std::hint::black_box`), so the loads are not optimised away. An RX
-    /// batch's pre-pass calls this for every frame before processing any,
-    /// so the misses of the whole batch overlap instead of one per packet
-    /// (safe code has no prefetch instruction; plain loads do the job).
+    /// What a later lookup of `k` will read (inbound key, or the reply key
+    /// of a NAT connection with `reply`), for a prefetching pre-pass over an
+    /// RX batch (`Engine::warm_batch`). None for mixed address families.
     #[inline]
-    pub fn warm(&self, k: &FlowKey, reply: bool) -> u32 {
-        fn one<A: Family>(st: &Store<A>, reply: bool, k: (Proto, A, u16, A, u16)) -> u32 {
-            let h = st.hash(reply, k.0, k.1, k.2, k.3, k.4);
-            match st.index.touch(h) {
-                Some(v) => st
-                    .slab
-                    .get((v & !REPLY) as usize)
-                    .map_or(1, |e| u32::from(e.bits)),
-                None => 0,
-            }
+    pub fn warm_key(&self, k: &FlowKey, reply: bool) -> Option<WarmKey> {
+        let (hash, v6) = match (k.src, k.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (
+                self.v4.store.hash(reply, k.proto, s, k.sport, d, k.dport),
+                false,
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => (
+                self.v6.store.hash(reply, k.proto, s, k.sport, d, k.dport),
+                true,
+            ),
+            _ => return None,
+        };
+        Some(WarmKey { hash, v6 })
+    }
+
+    /// The address of the key's home index bucket (one aligned cache line).
+    /// Arithmetic only: reads nothing.
+    #[inline]
+    pub fn bucket_addr(&self, w: WarmKey) -> usize {
+        let index = if w.v6 {
+            &self.v6.store.index
+        } else {
+            &self.v4.store.index
+        };
+        let o = index.base + index.home(w.hash) * BUCKET_WORDS;
+        index.words.as_ptr() as usize + o * std::mem::size_of::<u32>()
+    }
+
+    /// The address range of the entry the home bucket's first matching tag
+    /// points at (reads the bucket: call it once the bucket is in cache).
+    #[inline]
+    pub fn entry_addr(&self, w: WarmKey) -> Option<std::ops::Range<usize>> {
+        fn range<A: Family>(st: &Store<A>, hash: u64) -> Option<std::ops::Range<usize>> {
+            let v = st.index.touch(hash)?;
+            let e = st.slab.get((v & !REPLY) as usize)?;
+            let start = e as *const Entry<A> as usize;
+            Some(start..start + std::mem::size_of::<Entry<A>>())
         }
-        match (k.src, k.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                one(&self.v4.store, reply, (k.proto, s, k.sport, d, k.dport))
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                one(&self.v6.store, reply, (k.proto, s, k.sport, d, k.dport))
-            }
-            _ => 0,
+        if w.v6 {
+            range(&self.v6.store, w.hash)
+        } else {
+            range(&self.v4.store, w.hash)
         }
     }
 
     /// [`ConnTable::lookup_in`] for many keys, overlapping their memory
-    /// accesses: use it for an RX batch. `out[i]` gets the result for
-    /// `keys[i]` (extra slots untouched).
-    ///
-    /// Per group of keys: (1) hash every key (once) and load a word of its
-    /// home bucket, (2) with the buckets in cache, load a word of each
-    /// key's candidate entry, (3) look every key up with its hash. The
-    /// loads of steps 1 and 2 feed nothing but a sink, so the CPU keeps
-    /// many cache misses in flight at once instead of one per lookup (safe
-    /// code has no prefetch instruction; a plain load does the same work).
-    pub fn lookup_in_batch(&self, keys: &[FlowKey], out: &mut [Option<ConnHandle>]) {
+    /// accesses: for an RX batch. `out[i]` gets the result for `keys[i]`
+    /// (extra slots untouched). Per group of 16 keys: prefetch every home
+    /// bucket, then every candidate entry, then look each key up; `prefetch`
+    /// is the data plane's (`dataplane::mem::prefetch`), or a no-op.
+    pub fn lookup_in_batch(
+        &self,
+        keys: &[FlowKey],
+        out: &mut [Option<ConnHandle>],
+        prefetch: impl Fn(usize),
+    ) {
         const B: usize = 16;
         for (ks, os) in keys.chunks(B).zip(out.chunks_mut(B)) {
-            let mut hs = [0u64; B];
-            let mut sink = 0u32;
-            for (k, h) in ks.iter().zip(hs.iter_mut()) {
-                *h = self.in_hash(k);
-                sink ^= self.bucket_word(k, *h);
+            let mut ws = [None; B];
+            for (k, w) in ks.iter().zip(ws.iter_mut()) {
+                *w = self.warm_key(k, false);
+                if let Some(w) = *w {
+                    prefetch(self.bucket_addr(w));
+                }
             }
-            for (k, h) in ks.iter().zip(hs.iter()) {
-                sink ^= self.entry_word(k, *h);
+            for w in ws.iter().flatten() {
+                if let Some(r) = self.entry_addr(*w) {
+                    prefetch(r.start);
+                    prefetch(r.end - 1);
+                }
             }
-            for ((k, h), o) in ks.iter().zip(hs.iter()).zip(os.iter_mut()) {
-                *o = self.lookup_in_hashed(k, *h);
+            for (k, o) in ks.iter().zip(os.iter_mut()) {
+                *o = self.lookup_in(k);
             }
-            std::hint::black_box(sink);
-        }
-    }
-
-    /// The inbound-key hash of `k` (in its family's store).
-    #[inline]
-    fn in_hash(&self, k: &FlowKey) -> u64 {
-        match (k.src, k.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                self.v4.store.hash(false, k.proto, s, k.sport, d, k.dport)
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                self.v6.store.hash(false, k.proto, s, k.sport, d, k.dport)
-            }
-            _ => 0,
-        }
-    }
-
-    /// [`ConnTable::lookup_in`] with the key's [`ConnTable::in_hash`].
-    #[inline]
-    fn lookup_in_hashed(&self, k: &FlowKey, hash: u64) -> Option<ConnHandle> {
-        match (k.src, k.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => self
-                .v4
-                .store
-                .find_hashed(hash, false, false, (k.proto, s, k.sport, d, k.dport))
-                .map(|(_, _, v)| ConnHandle::v4(v & !REPLY))
-                .or_else(|| self.lookup_mapped(k.proto, s, k.sport, d, k.dport)),
-            (IpAddr::V6(s), IpAddr::V6(d)) => self
-                .v6
-                .store
-                .find_hashed(hash, false, false, (k.proto, s, k.sport, d, k.dport))
-                .map(|(_, _, v)| ConnHandle::v6(v & !REPLY)),
-            _ => None,
-        }
-    }
-
-    /// The first word of `k`'s home bucket (a load to start a cache miss).
-    #[inline]
-    fn bucket_word(&self, k: &FlowKey, hash: u64) -> u32 {
-        let index = if k.src.is_ipv4() {
-            &self.v4.store.index
-        } else {
-            &self.v6.store.index
-        };
-        let o = index.base + index.home(hash) * BUCKET_WORDS;
-        index.words.get(o).copied().unwrap_or(0)
-    }
-
-    /// A word of the entry the home bucket's first matching tag points at.
-    #[inline]
-    fn entry_word(&self, k: &FlowKey, hash: u64) -> u32 {
-        if k.src.is_ipv4() {
-            let Some(v) = self.v4.store.index.touch(hash) else {
-                return 0;
-            };
-            let e = self.v4.store.slab.get((v & !REPLY) as usize);
-            e.map_or(0, |e| u32::from(e.bits))
-        } else {
-            let Some(v) = self.v6.store.index.touch(hash) else {
-                return 0;
-            };
-            let e = self.v6.store.slab.get((v & !REPLY) as usize);
-            e.map_or(0, |e| u32::from(e.bits))
         }
     }
 

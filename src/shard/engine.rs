@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::control::snapshot::{Dest, Persistence, Service, Snapshot};
 use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
-use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn};
+use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn, WarmKey};
 use crate::shard::forward;
 use crate::shard::nexthop::{Neighbors, NextHop};
 use crate::shard::sched::{DestStat, SchedKey, SchedState};
@@ -274,6 +274,14 @@ impl Engine {
         &self.tpls
     }
 
+    /// The tables' large reservations (address ranges), which the data
+    /// plane advises to use huge pages before the first packet.
+    pub fn memory_regions(&self) -> Vec<std::ops::Range<usize>> {
+        let mut r = self.conns.memory_regions();
+        r.extend(self.tpls.memory_regions());
+        r
+    }
+
     /// Per real server counters of this shard: every real server of the
     /// current snapshot, and removed ones that live connections or templates
     /// still refer to.
@@ -394,27 +402,42 @@ impl Engine {
         self.ctx().process(now, frame, nh)
     }
 
-    /// Warm the cache lines `process` will need for `frame` (its connection's
-    /// index bucket and entry; for a reply of a NAT real server, the reply
-    /// key's). Call it for every frame of an RX batch before processing the
-    /// batch: with a table larger than the cache, the misses then overlap.
-    /// Changes nothing; returns a value for a sink.
+    /// Prefetch the cache lines `process` will read for each frame of an RX
+    /// batch (its connection's index bucket, then the entry the bucket
+    /// points at; for a reply of a NAT real server, the reply key's), in two
+    /// passes over the batch so that its cache misses overlap. `prefetch` is
+    /// the data plane's (`dataplane::mem::prefetch`): the engine only names
+    /// addresses and reads nothing but index buckets. Changes nothing.
+    pub fn warm_batch(&self, frames: &[&[u8]], prefetch: impl Fn(usize)) {
+        const W: usize = 32;
+        for chunk in frames.chunks(W) {
+            let mut keys = [None; W];
+            for (f, w) in chunk.iter().zip(keys.iter_mut()) {
+                *w = self.warm_key(f);
+                if let Some(w) = *w {
+                    prefetch(self.conns.bucket_addr(w));
+                }
+            }
+            for w in keys.iter().flatten() {
+                if let Some(r) = self.conns.entry_addr(*w) {
+                    prefetch(r.start);
+                    prefetch(r.end - 1);
+                }
+            }
+        }
+    }
+
     #[inline]
-    pub fn warm(&self, frame: &[u8]) -> u32 {
-        let Some(p) = wire::packet::peek_flow(frame) else {
-            return 0;
-        };
-        let Some(proto) = Proto::from_number(p.proto) else {
-            return 0;
-        };
+    fn warm_key(&self, frame: &[u8]) -> Option<WarmKey> {
+        let p = wire::packet::peek_flow(frame)?;
         let k = FlowKey {
-            proto,
+            proto: Proto::from_number(p.proto)?,
             src: p.src,
             dst: p.dst,
             sport: p.sport,
             dport: p.dport,
         };
-        self.conns.warm(&k, is_nat_real(&self.snap, p.src))
+        self.conns.warm_key(&k, is_nat_real(&self.snap, p.src))
     }
 
     /// Expire connections and templates whose time has come (bounded work).

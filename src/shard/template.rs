@@ -146,6 +146,16 @@ impl TemplateTable {
         }
     }
 
+    /// The large reservations (slab, timer links), for the data plane's
+    /// huge-page advice. The hash index is hashbrown's and stays on small
+    /// pages.
+    pub fn memory_regions(&self) -> Vec<std::ops::Range<usize>> {
+        vec![
+            crate::shard::reservation(&self.slab),
+            self.wheel.memory_region(),
+        ]
+    }
+
     /// Number of templates.
     pub fn len(&self) -> usize {
         self.len

@@ -85,6 +85,11 @@ impl TimerWheel {
         }
     }
 
+    /// The per-handle array's reservation (see [`crate::shard::reservation`]).
+    pub fn memory_region(&self) -> std::ops::Range<usize> {
+        crate::shard::reservation(&self.links)
+    }
+
     /// Number of scheduled handles.
     pub fn len(&self) -> usize {
         self.len

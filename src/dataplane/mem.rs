@@ -1,0 +1,132 @@
+//! Memory hints for the shard tables: transparent huge pages and prefetch.
+//!
+//! ## Huge pages
+//!
+//! A connection table of millions of entries is read at random addresses;
+//! with 4 KiB pages almost every lookup also misses the TLB, and the page
+//! walk itself misses the cache (the engine bench measures both). The
+//! tables reserve their memory up front and touch it as they fill, so
+//! advising the reservations with `MADV_HUGEPAGE` before the first packet
+//! makes the kernel back them with 2 MiB pages as they are touched (when
+//! `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or `always`,
+//! Debian's default being `madvise`). Nothing else changes: it is a hint,
+//! and with THP off the tables work exactly as before on 4 KiB pages.
+//!
+//! ## Prefetch
+//!
+//! The shard engine names the addresses an RX batch's lookups will read
+//! (`Engine::warm_batch`); [`prefetch`] starts those cache misses without
+//! waiting for them, so a batch's misses overlap instead of following one
+//! another. A plain load would also start the miss, but it holds its place
+//! in the CPU's reorder window until the data arrives, which limits the
+//! overlap to a few packets.
+
+use std::ops::Range;
+
+/// Huge page size on x86-64 and arm64 (4 KiB base pages).
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// The 2 MiB-aligned part of `r` (only whole huge pages can be advised).
+pub fn aligned_part(r: &Range<usize>) -> Option<Range<usize>> {
+    let start = r.start.checked_add(HUGE_PAGE - 1)? & !(HUGE_PAGE - 1);
+    let end = r.end & !(HUGE_PAGE - 1);
+    (end > start).then_some(start..end)
+}
+
+/// Advise the 2 MiB-aligned part of each address range (allocations owned
+/// by the caller, e.g. from [`crate::shard::engine::Engine::memory_regions`])
+/// to be backed by transparent huge pages. Returns the bytes advised; ranges
+/// smaller than a huge page, or a kernel that refuses, count 0.
+pub fn advise_hugepages(regions: &[Range<usize>]) -> usize {
+    let mut advised = 0;
+    for r in regions.iter().filter_map(aligned_part) {
+        let len = r.end - r.start;
+        // SAFETY: MADV_HUGEPAGE only changes the kernel's page-size policy
+        // for the range; it never changes the contents or the validity of
+        // the mapping, so it cannot break any Rust reference into it. The
+        // range is page-aligned; if part of it were not mapped, the call
+        // fails with ENOMEM and nothing happens.
+        let rc = unsafe { libc::madvise(r.start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        if rc == 0 {
+            advised += len;
+        }
+    }
+    advised
+}
+
+/// Start loading the cache line at `addr` into all cache levels; returns at
+/// once. Any address is allowed (a prefetch never faults). A no-op on
+/// targets other than x86-64.
+#[inline(always)]
+pub fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint with no architectural effect: it does not
+    // fault, even on an unmapped address, and reads nothing into the
+    // program. SSE, which provides it, is part of the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(addr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::reservation;
+
+    #[test]
+    fn aligned_part_keeps_whole_huge_pages_only() {
+        let h = HUGE_PAGE;
+        assert_eq!(aligned_part(&(0..h)), Some(0..h));
+        assert_eq!(aligned_part(&(1..2 * h + 5)), Some(h..2 * h));
+        assert_eq!(aligned_part(&(1..h + 5)), None);
+        assert_eq!(aligned_part(&(h..h)), None);
+        assert_eq!(aligned_part(&(usize::MAX - 3..usize::MAX)), None);
+    }
+
+    /// `AnonHugePages` of the mapping that contains `addr`, from
+    /// /proc/self/smaps (per mapping, so other tests cannot disturb it).
+    fn anon_huge_kib(addr: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = head.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(v) = line.strip_prefix("AnonHugePages:") {
+                    return v.trim().trim_end_matches("kB").trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn advised_reservation_is_backed_by_huge_pages() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if !thp.contains("[madvise]") && !thp.contains("[always]") {
+            eprintln!("SKIP: transparent huge pages are off on this kernel ({thp:?})");
+            return;
+        }
+        let mut v: Vec<u64> = Vec::with_capacity(8 * HUGE_PAGE / 8);
+        assert!(advise_hugepages(&[reservation(&v)]) >= 6 * HUGE_PAGE);
+        v.resize(v.capacity(), 1);
+        let kib = anon_huge_kib(v.as_ptr() as usize + 4 * HUGE_PAGE).unwrap_or(0);
+        // The kernel may be short of free 2 MiB blocks; it then falls back
+        // to small pages, which is allowed but should not happen on a test
+        // machine with memory to spare.
+        assert!(
+            kib >= 2048,
+            "no huge page behind the advised vector ({kib} KiB)"
+        );
+        assert!(v.iter().all(|&x| x == 1));
+    }
+}
