@@ -586,6 +586,8 @@ struct Scale {
     est_batch: Row,
     tpl_new: Row,
     tpl_hit: Row,
+    tpl_new_batch: Row,
+    tpl_hit_batch: Row,
     new_dr: Row,
     bpe: usize,
     rss_bpe: f64,
@@ -631,11 +633,125 @@ fn syns(
     t
 }
 
+/// Frames per RX batch in the batched cases (the data plane's `WARM`).
+const BATCH: usize = 32;
+
+/// One RX batch as the data plane runs it: prefetch pass
+/// (`Engine::warm_batch` with the data plane's prefetch), then `process`
+/// for each frame. Returns the number forwarded.
+fn warm_and_run(e: &mut Engine, nt: &NeighborTable, bufs: &mut [Buf], len: usize) -> usize {
+    let frames: Vec<&[u8]> = bufs
+        .iter()
+        .map(|b| &b.0[HEADROOM..HEADROOM + len])
+        .collect();
+    e.warm_batch(black_box(&frames), mem::prefetch);
+    drop(frames);
+    bufs.iter_mut()
+        .map(|b| fwd(black_box(b.run(e, nt, len))))
+        .sum()
+}
+
+/// [`syns`] in RX batches of [`BATCH`] through [`warm_and_run`].
+fn syns_batched(
+    e: &mut Engine,
+    nt: &NeighborTable,
+    frame: &[u8],
+    n: usize,
+    client: impl Fn(usize) -> (u32, u16),
+    what: &str,
+) -> f64 {
+    let mut bufs: Vec<Buf> = (0..BATCH).map(|_| Buf::new()).collect();
+    let len = frame.len();
+    let n = n / BATCH * BATCH;
+    let mut ok = 0usize;
+    let start = Instant::now();
+    for first in (0..n).step_by(BATCH) {
+        for (j, b) in bufs.iter_mut().enumerate() {
+            b.load(frame);
+            let (a, p) = client(first + j);
+            patch_v4(&mut b.0, a, p);
+        }
+        ok += warm_and_run(e, nt, &mut bufs, len);
+    }
+    let t = ns_per(start, n);
+    check_forwarded(what, ok, n);
+    t
+}
+
+/// "template new" then "template exists" for clients `base..`: each rep
+/// first a fresh set of clients (one new template each), then all of them
+/// again from new ports (template hits); single frames or warmed batches.
+#[allow(clippy::too_many_arguments)]
+fn persistent_rows(
+    e: &mut Engine,
+    nt: &NeighborTable,
+    fw_syn: &[u8],
+    base: u32,
+    reps: usize,
+    new_per_rep: usize,
+    copy: Stat,
+    batched: bool,
+) -> (Row, Row) {
+    let (per, how) = if batched {
+        (new_per_rep / BATCH * BATCH, ", warmed batch of 32")
+    } else {
+        (new_per_rep, "")
+    };
+    let client = |i: usize| base + i as u32;
+    let send = |e: &mut Engine, n: usize, port: &dyn Fn(usize) -> (u32, u16), what: &str| {
+        if batched {
+            syns_batched(e, nt, fw_syn, n, port, what)
+        } else {
+            syns(e, nt, fw_syn, n, port, what)
+        }
+    };
+    let tpl0 = e.templates().len();
+    let raws: Vec<f64> = (0..reps)
+        .map(|r| {
+            let first = r * per;
+            send(e, per, &|i| (client(first + i), 30_000), "template new")
+        })
+        .collect();
+    assert_eq!(
+        e.templates().len() - tpl0,
+        reps * per,
+        "one template per new client"
+    );
+    let raw = Stat::of(raws);
+    let new = Row {
+        case: format!("new conn, persistent fwmark, template new{how}"),
+        raw,
+        copy,
+        net: raw.med - copy.med,
+        target: Some(TARGET_NEW_PERSISTENT_NS),
+    };
+    let hits0 = e.stats.template_hits;
+    let conns0 = e.conns().len();
+    let raws: Vec<f64> = (0..reps)
+        .map(|r| {
+            let port = 31_000 + r as u16;
+            send(e, reps * per, &|i| (client(i), port), "template exists")
+        })
+        .collect();
+    let hits = (e.stats.template_hits - hits0) as usize;
+    assert_eq!(hits, reps * reps * per, "template hits");
+    assert_eq!(e.conns().len() - conns0, hits, "one new connection per SYN");
+    let raw = Stat::of(raws);
+    let hit = Row {
+        case: format!("new conn, persistent fwmark, template exists{how}"),
+        raw,
+        copy,
+        net: raw.med - copy.med,
+        target: Some(TARGET_NEW_PERSISTENT_NS),
+    };
+    (new, hit)
+}
+
 fn bench_scale(n: usize, quick: bool) -> Scale {
     let nt = neighbors();
     let reps = if quick { 3 } else { 5 };
     let new_per_rep = (NEW_CLIENTS as usize) / reps;
-    let extra = NEW_CLIENTS as usize * (1 + 2 * reps) + 1024;
+    let extra = NEW_CLIENTS as usize * (2 + 3 * reps) + 1024;
     let rss0 = rss_bytes();
     let mut e = engine(n + extra, 1 << 18);
     let any = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
@@ -708,7 +824,6 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
     // 2b. The same, as the data plane runs it: RX batches of 32 frames,
     // each batch first warmed (`Engine::warm_batch` with the data plane's
     // prefetch), then processed.
-    const BATCH: usize = 32;
     let mut bufs: Vec<Buf> = (0..BATCH).map(|_| Buf::new()).collect();
     let mut raws = Vec::new();
     for r in 0..reps {
@@ -721,12 +836,7 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
                 let (a, p) = bg_client(rng.below(n as u64));
                 patch_v4(&mut bb.0, a, p);
             }
-            let frames: [&[u8]; BATCH] =
-                std::array::from_fn(|i| &bufs[i].0[HEADROOM..HEADROOM + len]);
-            e.warm_batch(black_box(&frames), mem::prefetch);
-            for bb in bufs.iter_mut() {
-                ok += fwd(black_box(bb.run(&mut e, &nt, len)));
-            }
+            ok += warm_and_run(&mut e, &nt, &mut bufs, len);
         }
         raws.push(ns_per(start, iters / BATCH * BATCH));
         check_forwarded("established random, batch", ok, iters / BATCH * BATCH);
@@ -749,60 +859,26 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
             .map(|_| patch_cost(&fw_syn, new_per_rep, |i| (new_client(i), 30_000)))
             .collect(),
     );
-    // Template new: each rep a fresh set of client addresses.
-    let tpl0 = e.templates().len();
-    let raws: Vec<f64> = (0..reps)
-        .map(|r| {
-            let base = r * new_per_rep;
-            syns(
-                &mut e,
-                &nt,
-                &fw_syn,
-                new_per_rep,
-                |i| (new_client(base + i), 30_000),
-                "fwmark template new",
-            )
-        })
-        .collect();
-    assert_eq!(
-        e.templates().len() - tpl0,
-        reps * new_per_rep,
-        "one template per new client"
+    let (tpl_new, tpl_hit) = persistent_rows(
+        &mut e,
+        &nt,
+        &fw_syn,
+        NEW_BASE,
+        reps,
+        new_per_rep,
+        copy,
+        false,
     );
-    let raw = Stat::of(raws);
-    let tpl_new = Row {
-        case: "new conn, persistent fwmark, template new".into(),
-        raw,
+    let (tpl_new_batch, tpl_hit_batch) = persistent_rows(
+        &mut e,
+        &nt,
+        &fw_syn,
+        NEW_BASE + NEW_CLIENTS,
+        reps,
+        new_per_rep,
         copy,
-        net: raw.med - copy.med,
-        target: Some(TARGET_NEW_PERSISTENT_NS),
-    };
-    // Template exists: the same clients again from new ports.
-    let hits0 = e.stats.template_hits;
-    let conns0 = e.conns().len();
-    let raws: Vec<f64> = (0..reps)
-        .map(|r| {
-            syns(
-                &mut e,
-                &nt,
-                &fw_syn,
-                reps * new_per_rep,
-                |i| (new_client(i), 31_000 + r as u16),
-                "fwmark template exists",
-            )
-        })
-        .collect();
-    let hits = (e.stats.template_hits - hits0) as usize;
-    assert_eq!(hits, reps * reps * new_per_rep, "template hits");
-    assert_eq!(e.conns().len() - conns0, hits, "one new connection per SYN");
-    let raw = Stat::of(raws);
-    let tpl_hit = Row {
-        case: "new conn, persistent fwmark, template exists".into(),
-        raw,
-        copy,
-        net: raw.med - copy.med,
-        target: Some(TARGET_NEW_PERSISTENT_NS),
-    };
+        true,
+    );
     // Non-persistent DR service.
     let raws: Vec<f64> = (0..reps)
         .map(|r| {
@@ -831,11 +907,64 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
         est_batch,
         tpl_new,
         tpl_hit,
+        tpl_new_batch,
+        tpl_hit_batch,
         new_dr,
         bpe: e.conns().bytes_per_entry(),
         rss_bpe,
         tpl_bpe: e.templates().bytes_per_entry(),
     }
+}
+
+// ---- reload ---------------------------------------------------------------------------------
+
+/// The bench config plus `n` services of `k` DR real servers each (the
+/// shape of `perf/bench.sh`'s reload config).
+fn big_config_text(n: usize, k: usize) -> String {
+    let mut s = config_text();
+    for i in 0..n {
+        let vip = Ipv4Addr::new(198, 18, 32 + ((i / 3) / 256) as u8, ((i / 3) % 256) as u8);
+        s.push_str(&format!(
+            "\n[[service]]\nname = \"s{i}\"\nproto = \"tcp\"\nvip = \"{vip}\"\nport = {}\nscheduler = \"wrr\"\n",
+            80 + i % 3
+        ));
+        for j in 0..k {
+            let r = (i * k + j) % 65536;
+            s.push_str(&format!(
+                "  [[service.real]]\n  addr = \"198.19.{}.{}\"\n  weight = {}\n  forward = \"dr\"\n",
+                r / 256,
+                r % 256,
+                1 + j % 3
+            ));
+        }
+    }
+    s
+}
+
+/// What a reload costs a shard: `Engine::set_snapshot` from one snapshot of
+/// `n` services / `n * 10` real servers to the next (rebuilt from the same
+/// config, as a reload does), and dropping the last reference to the old
+/// snapshot. ms, medians of `reps`.
+fn bench_reload(n: usize, reps: usize) -> (f64, f64) {
+    let cfg = match Config::parse(&big_config_text(n, 10), "big.toml") {
+        Ok(c) => c,
+        Err(e) => panic!("big config: {e}"),
+    };
+    let mut e = engine(1 << 16, 1 << 12);
+    let mut cur = Arc::new(build_snapshot(&cfg, None).expect("big snapshot"));
+    e.set_snapshot(Arc::clone(&cur));
+    let (mut swap, mut drop_ms) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let next = Arc::new(build_snapshot(&cfg, Some(&cur)).expect("big snapshot"));
+        let start = Instant::now();
+        e.set_snapshot(Arc::clone(&next));
+        swap.push(start.elapsed().as_secs_f64() * 1e3);
+        let old = std::mem::replace(&mut cur, next);
+        let start = Instant::now();
+        drop(black_box(old));
+        drop_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (Stat::of(swap).med, Stat::of(drop_ms).med)
 }
 
 // ---- machine context ----------------------------------------------------------------------
@@ -909,6 +1038,12 @@ fn main() {
     // For profiling: `--hot` runs only the hot-flow cases, `--size=N` only
     // the cases at table size N.
     let hot_only = args.iter().any(|a| a == "--hot");
+    if args.iter().any(|a| a == "--reload") {
+        // For profiling the reload case alone.
+        let (swap, drop_ms) = bench_reload(10_000, 20);
+        println!("set_snapshot {swap:.1} ms, drop {drop_ms:.1} ms");
+        return;
+    }
     let one_size: Option<usize> = args
         .iter()
         .find_map(|a| a.strip_prefix("--size=")?.parse().ok());
@@ -958,6 +1093,14 @@ fn main() {
         for r in bench_hot(quick) {
             print_row(&r);
         }
+        println!();
+        let (n, reps) = if quick { (1_000, 3) } else { (10_000, 5) };
+        let (swap, drop_ms) = bench_reload(n, reps);
+        println!(
+            "reload, what one shard pays (the data plane stops for it): Engine::set_snapshot to a rebuilt {n}-service / {}-real snapshot {swap:.1} ms; dropping the old snapshot {drop_ms:.1} ms",
+            n * 10
+        );
+        println!();
     }
     let mut scales = Vec::new();
     for &n in &sizes {
@@ -973,6 +1116,8 @@ fn main() {
         print_row(&s.est_batch);
         print_row(&s.tpl_new);
         print_row(&s.tpl_hit);
+        print_row(&s.tpl_new_batch);
+        print_row(&s.tpl_hit_batch);
         print_row(&s.new_dr);
         scales.push(s);
     }
