@@ -195,17 +195,18 @@ fn engine(conn_capacity: usize, template_capacity: usize) -> Engine {
         },
         Arc::new(snap),
     );
-    // As the director does (`ShardEngine::new`), unless `--small-pages`.
-    if !small_pages() {
+    // As the director does with `hugepages = true` (`ShardEngine::new`).
+    if hugepages() {
         mem::advise_hugepages(&e.memory_regions());
     }
     e
 }
 
-/// `--small-pages`: leave the tables on 4 KiB pages (no huge-page advice), to
-/// measure what the advice gains.
-fn small_pages() -> bool {
-    std::env::args().any(|a| a == "--small-pages")
+/// `--hugepages`: advise the tables to use transparent huge pages, as the
+/// director does with `[director] hugepages = true` (default: 4 KiB pages,
+/// as the director's default).
+fn hugepages() -> bool {
+    std::env::args().any(|a| a == "--hugepages")
 }
 
 // ---- frames ------------------------------------------------------------------
@@ -1079,10 +1080,10 @@ fn main() {
         }
         println!(
             "tables: {}",
-            if small_pages() {
-                "4 KiB pages (--small-pages)"
+            if hugepages() {
+                "advised to use 2 MiB pages (--hugepages; director: hugepages = true)"
             } else {
-                "advised to use 2 MiB pages, as the director does"
+                "4 KiB pages (the director's default; --hugepages for 2 MiB)"
             }
         );
         println!();

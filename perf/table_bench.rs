@@ -4,8 +4,9 @@
 //! `cargo bench --bench tables -- --quick` (10k, 1M). Prints ns per insert,
 //! per lookup (random hits, misses, batched hits), per established-packet
 //! table work (lookup + update_tcp + get), per expired entry, and bytes per
-//! entry, computed and measured as resident memory. The tables are advised
-//! to use huge pages as the director does (`--small-pages`: not).
+//! entry, computed and measured as resident memory. `--hugepages`: the
+//! tables are advised to use huge pages, as the director does with
+//! `[director] hugepages = true`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -222,10 +223,10 @@ fn bench_templates(n: usize, rng: &mut Rng) -> (usize, f64, f64, f64, usize) {
     (n, insert, lookup, expire, t.bytes_per_entry())
 }
 
-/// Huge pages for a table's reservations, as the director advises them,
-/// unless `--small-pages`.
+/// Huge pages for a table's reservations with `--hugepages`, as the director
+/// advises them with `hugepages = true`.
 fn advise(regions: &[std::ops::Range<usize>]) {
-    if !std::env::args().any(|a| a == "--small-pages") {
+    if std::env::args().any(|a| a == "--hugepages") {
         mem::advise_hugepages(regions);
     }
 }

@@ -70,15 +70,18 @@ impl ShardEngine {
         neigh: SharedNeighbors,
         reports: Reports,
         persist: Option<Persist>,
+        hugepages: bool,
     ) -> ShardEngine {
         let mut engine = Engine::new(cfg, snaps.load_full());
-        // Before the first write (and before a restore fills the tables).
-        let huge = crate::dataplane::mem::advise_hugepages(&engine.memory_regions());
-        tracing::debug!(
-            shard = cfg.shard,
-            mib = huge >> 20,
-            "tables advised to use transparent huge pages"
-        );
+        if hugepages {
+            // Before the first write (and before a restore fills the tables).
+            let huge = crate::dataplane::mem::advise_hugepages(&engine.memory_regions());
+            tracing::info!(
+                shard = cfg.shard,
+                mib = huge >> 20,
+                "tables advised to use transparent huge pages"
+            );
+        }
         if let Some(p) = &persist {
             let part = p
                 .restore
@@ -521,6 +524,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
 
     let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
+    let hugepages = cfg.director.hugepages;
     let template_capacity = cfg.director.template_capacity as usize;
     let persist = Persist {
         restore: Arc::new(Mutex::new(load_state(&cfg, &snaps.load(), n_shards))),
@@ -548,6 +552,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
                 neigh.clone(),
                 reports.clone(),
                 Some(persist.clone()),
+                hugepages,
             )
         }
     };

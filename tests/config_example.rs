@@ -89,6 +89,7 @@ control_socket = "/tmp/x.sock"
 metrics = "off"
 conn_capacity = 5
 template_capacity = 6
+hugepages = true
 gue_port = 1
 state_file = "/var/lib/x"
 log_level = "debug,xdpvs=trace"
@@ -127,6 +128,7 @@ interface = "eth1"
     let again = Config::parse(&out, "saved.toml").unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(again, c);
     assert_eq!(again.director.metrics, None);
+    assert!(again.director.hugepages);
     assert_eq!(again.services[0].reals[0].port, None);
     let h = again.services[0].health.as_ref().unwrap();
     assert_eq!(h.send.as_deref(), Some("a \"quoted\"\n payload"));

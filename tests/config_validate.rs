@@ -300,6 +300,7 @@ fn director_defaults() {
     assert_eq!(d.metrics, Some("127.0.0.1:9478".parse().unwrap()));
     assert_eq!(d.conn_capacity, 1 << 20);
     assert_eq!(d.template_capacity, 1 << 18);
+    assert!(!d.hugepages, "huge pages are opt-in");
     assert_eq!(d.gue_port, 6080);
     assert_eq!(d.state_file, None);
     assert_eq!(d.log_level, "info");

@@ -77,6 +77,9 @@ pub struct Director {
     pub conn_capacity: u32,
     /// Persistence template capacity per shard.
     pub template_capacity: u32,
+    /// Back the connection and template tables with transparent huge pages
+    /// (`madvise(MADV_HUGEPAGE)`); default off.
+    pub hugepages: bool,
     /// Outer source address of IPv4 IPIP/GUE packets.
     pub tunnel_src4: Option<Ipv4Addr>,
     /// Outer source address of IPv6 IPIP/GUE packets.
@@ -102,6 +105,7 @@ impl Default for Director {
             metrics: DEFAULT_METRICS.parse().ok(),
             conn_capacity: DEFAULT_CONN_CAPACITY,
             template_capacity: DEFAULT_TEMPLATE_CAPACITY,
+            hugepages: false,
             tunnel_src4: None,
             tunnel_src6: None,
             gue_port: DEFAULT_GUE_PORT,

@@ -34,6 +34,7 @@ const DIRECTOR_KEYS: &[&str] = &[
     "metrics",
     "conn_capacity",
     "template_capacity",
+    "hugepages",
     "tunnel_src4",
     "tunnel_src6",
     "gue_port",
@@ -485,6 +486,9 @@ impl Reader {
         }
         if let Some(n) = self.uint_opt(t, "template_capacity") {
             d.template_capacity = n;
+        }
+        if let Some(b) = self.bool_opt(t, "hugepages") {
+            d.hugepages = b;
         }
         if let Some((path, v)) = self.get(t, "tunnel_src4") {
             if let Some(a) = self.ip_val(&path, v) {

@@ -82,6 +82,7 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(o, "metrics = {}", q(&metrics))?;
     writeln!(o, "conn_capacity = {}", d.conn_capacity)?;
     writeln!(o, "template_capacity = {}", d.template_capacity)?;
+    writeln!(o, "hugepages = {}", d.hugepages)?;
     if let Some(a) = d.tunnel_src4 {
         writeln!(o, "tunnel_src4 = {}", q(&a.to_string()))?;
     }
