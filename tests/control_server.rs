@@ -296,3 +296,26 @@ fn health_overrides_quiesce_or_remove_without_touching_the_config() {
     );
     let _ = std::fs::remove_dir_all(f.file.parent().unwrap());
 }
+
+/// A reload keeps the snapshot it replaced until no shard uses it, so a
+/// shard that lets go of it never frees it (a large snapshot takes a
+/// millisecond or more to free; that belongs to the control thread).
+#[test]
+fn the_replaced_snapshot_is_freed_by_the_control_thread() {
+    let mut f = fixture("retired");
+    // A shard still on the current snapshot.
+    let shard_ref = f.state.snaps.load_full();
+    let watch = Arc::downgrade(&shard_ref);
+    f.state.reload("test").unwrap();
+    assert!(f.state.holds_retired());
+    // The shard moves on: the old snapshot must still be alive (freed later,
+    // here, not in the shard).
+    drop(shard_ref);
+    assert!(
+        watch.upgrade().is_some(),
+        "the shard freed the old snapshot"
+    );
+    f.state.tick_rates(std::time::Instant::now());
+    assert!(!f.state.holds_retired());
+    assert!(watch.upgrade().is_none(), "not freed once unused");
+}

@@ -1553,3 +1553,33 @@ fn warm_batch_prefetches_the_connection_a_packet_will_use_and_changes_nothing() 
     );
     assert_eq!(h.process(&ack).0, FORWARD);
 }
+
+/// An expired connection no longer counts for the least-connection
+/// schedulers: the scheduler's view of a server's connections follows each
+/// expiry (not only new connections and removals by packets).
+#[test]
+fn expiry_updates_the_least_connection_view() {
+    let text = cfg(&[svc(
+        "dns",
+        &key("udp", VIP4, 53),
+        "scheduler = \"lc\"",
+        &reals(&[RA, RB], ""),
+    )]);
+    let mut h = Harness::new(&text);
+    let ra: IpAddr = RA.parse().unwrap();
+    let rb: IpAddr = RB.parse().unwrap();
+    assert_eq!(fwd(&mut h, &udp_pkt(C1, 1000, VIP4, 53)).0, ra);
+    h.advance(10_000);
+    assert_eq!(fwd(&mut h, &udp_pkt(C2, 1000, VIP4, 53)).0, rb);
+    assert_eq!(
+        fwd(&mut h, &udp_pkt(C3, 1000, VIP4, 53)).0,
+        ra,
+        "tie: first server"
+    );
+    // C1's connection expires (udp 300 s); C2's and C3's have 9 s left.
+    h.advance(291_000);
+    assert_eq!(h.engine.conns().len(), 2);
+    // One each now: the tie goes to the first server. A view still
+    // counting C1 (two on RA) would send it to RB.
+    assert_eq!(fwd(&mut h, &udp_pkt(C4, 1000, VIP4, 53)).0, ra);
+}

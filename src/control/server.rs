@@ -56,6 +56,10 @@ pub struct ControlState {
     dump_gen: u64,
     /// Drop counters per shard at the last rate tick (for burst logs).
     last_drops: Vec<Vec<u64>>,
+    /// The snapshot the last reload replaced, kept so that the shards never
+    /// hold its last reference: freeing a large snapshot takes a
+    /// millisecond or more, which belongs here, not on the data path.
+    retired: Option<Arc<Snapshot>>,
 }
 
 /// Drops in one rate interval (about 2 s) that make a log line.
@@ -86,6 +90,7 @@ impl ControlState {
             last_rate: None,
             dump_gen: 0,
             last_drops: Vec::new(),
+            retired: None,
         }
     }
 
@@ -132,6 +137,8 @@ impl ControlState {
         // serve).
         (self.maps)(&next)?;
         self.snaps.store(Arc::new(next));
+        // The one retired before is freed here if a shard still used it.
+        self.retired = Some(cur);
         self.cfg = cfg;
         Ok(msg)
     }
@@ -210,9 +217,26 @@ impl ControlState {
         self.last_drops = now;
     }
 
+    /// Free the retired snapshot once no shard uses it any more.
+    fn release_retired(&mut self) {
+        if self
+            .retired
+            .as_ref()
+            .is_some_and(|r| Arc::strong_count(r) == 1)
+        {
+            self.retired = None;
+        }
+    }
+
+    /// Whether the snapshot replaced by the last reload is still held.
+    pub fn holds_retired(&self) -> bool {
+        self.retired.is_some()
+    }
+
     /// Refresh the smoothed rates (called every couple of seconds).
     pub fn tick_rates(&mut self, now: Instant) {
         self.log_drop_bursts();
+        self.release_retired();
         let secs = self
             .last_rate
             .map(|t| now.duration_since(t).as_secs_f64())

@@ -345,15 +345,44 @@ impl Engine {
         }
         self.stale_view();
         self.dest_keys = self.dest_keys.wrapping_add(1);
-        // Old services by key (the first one of a key, as a scan would find).
-        let mut old_pos: hashbrown::HashMap<ServiceKey, usize> =
-            hashbrown::HashMap::with_capacity(self.snap.services.len());
-        for (j, o) in self.snap.services.iter().enumerate() {
-            old_pos.entry(o.key).or_insert(j);
-        }
+        // A reload usually changes few services: a service at the same
+        // position with the same real servers (ids, weights, thresholds, in
+        // order) keeps its per-shard state as it is, so that a shard pays
+        // for what changed, not for the size of the config.
+        let old_services = &self.snap.services;
+        let mut old_svc: Vec<Option<SvcState>> = std::mem::take(&mut self.svc)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Old services by key (the first one of a key, as a scan would
+        // find), built only when some service moved.
+        let mut old_pos: Option<hashbrown::HashMap<ServiceKey, usize>> = None;
+        let mut same_layout = old_services.len() == snap.services.len();
         let mut svc = Vec::with_capacity(snap.services.len());
         for (i, s) in snap.services.iter().enumerate() {
-            let old = old_pos.get(&s.key).and_then(|&j| self.svc.get(j));
+            let j = if old_services.get(i).is_some_and(|o| o.key == s.key) {
+                Some(i)
+            } else {
+                let pos = old_pos.get_or_insert_with(|| {
+                    let mut m = hashbrown::HashMap::with_capacity(old_services.len());
+                    for (j, o) in old_services.iter().enumerate() {
+                        m.entry(o.key).or_insert(j);
+                    }
+                    m
+                });
+                pos.get(&s.key).copied()
+            };
+            let same_dests = j
+                .and_then(|j| old_services.get(j))
+                .is_some_and(|o| same_dest_layout(&o.dests, &s.dests));
+            same_layout &= j == Some(i) && same_dests;
+            if same_dests {
+                if let Some(st) = j.and_then(|j| old_svc.get_mut(j)).and_then(Option::take) {
+                    svc.push(st);
+                    continue;
+                }
+            }
+            let old = j.and_then(|j| old_svc.get(j)).and_then(Option::as_ref);
             let sched = match old {
                 Some(o) => o.sched.clone(),
                 None => {
@@ -386,11 +415,14 @@ impl Engine {
             svc.push(SvcState { sched, stat });
         }
         // Where each server is in the new snapshot; forget counters of
-        // servers that are gone and have no live state.
-        self.dests.retain(|id, d| {
-            d.at = snap.dest_index.get(id).copied();
-            d.at.is_some() || d.c.active + d.c.inactive + d.c.persist > 0
-        });
+        // servers that are gone and have no live state. Nothing moved when
+        // every service kept its position and its servers.
+        if !same_layout {
+            self.dests.retain(|id, d| {
+                d.at = snap.dest_index.get(id).copied();
+                d.at.is_some() || d.c.active + d.c.inactive + d.c.persist > 0
+            });
+        }
         self.conns.set_timeouts(snap.timeouts);
         self.svc = svc;
         self.snap = snap;
@@ -450,9 +482,16 @@ impl Engine {
         let dests = &mut self.dests;
         let tpls = &mut self.tpls;
         let stats = &mut self.stats;
+        let (snap, svc) = (&self.snap, &mut self.svc);
+        // Each expired connection updates its server's counts and the
+        // scheduler's view of them at once: the cost follows the number
+        // expired, not the number of real servers.
         self.conns.expire(now, 65_536, |c| {
             stats.expired_conns += 1;
             release_conn(dests, tpls, c);
+            if let Some(d) = dests.get_mut(&c.dest) {
+                sync_slot(snap, svc, d);
+            }
         });
         self.tpls.expire(now, 65_536, |t| {
             stats.expired_templates += 1;
@@ -460,7 +499,6 @@ impl Engine {
                 d.c.persist = d.c.persist.saturating_sub(1);
             }
         });
-        self.refresh_stats();
     }
 
     fn refresh_stats(&mut self) {
@@ -1454,6 +1492,18 @@ fn is_closing(s: TcpState) -> bool {
 
 /// IPVS overload rule: overloaded at `u_threshold` connections, back below
 /// `l_threshold` (default 3/4 of upper).
+/// The same real servers in the same order, with the same weights and
+/// thresholds: a service whose per-shard state carries over unchanged.
+fn same_dest_layout(old: &[Dest], new: &[Dest]) -> bool {
+    old.len() == new.len()
+        && old.iter().zip(new).all(|(a, b)| {
+            a.id == b.id
+                && a.weight == b.weight
+                && a.u_threshold == b.u_threshold
+                && a.l_threshold == b.l_threshold
+        })
+}
+
 fn update_overload(c: &mut DestCounters, d: &Dest) {
     if d.u_threshold == 0 {
         c.overloaded = false;
