@@ -1043,6 +1043,27 @@ fn main() {
         // For profiling the reload case alone.
         let (swap, drop_ms) = bench_reload(10_000, 20);
         println!("set_snapshot {swap:.1} ms, drop {drop_ms:.1} ms");
+        let text = big_config_text(10_000, 10);
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let cfg = Config::parse(&text, "big.toml").expect("big config");
+        let parse = ms(t);
+        let t = Instant::now();
+        cfg.validate().expect("valid");
+        let validate = ms(t);
+        let t = Instant::now();
+        let s1 = build_snapshot(&cfg, None).expect("snapshot");
+        let build = ms(t);
+        let t = Instant::now();
+        let s2 = build_snapshot(&cfg, Some(&s1)).expect("snapshot");
+        let rebuild = ms(t);
+        let t = Instant::now();
+        let c2 = cfg.clone();
+        let clone = ms(t);
+        let t = Instant::now();
+        drop((s1, s2, c2));
+        let free = ms(t);
+        println!("parse+validate {parse:.0} ms (validate alone {validate:.0} ms), build {build:.0} ms, rebuild {rebuild:.0} ms, clone {clone:.0} ms, free 2 snapshots + config {free:.0} ms");
         return;
     }
     let one_size: Option<usize> = args
