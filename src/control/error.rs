@@ -75,7 +75,38 @@ pub struct Origin {
     file: String,
     text: Arc<str>,
     line_starts: Arc<[usize]>,
-    spans: HashMap<String, Range<usize>>,
+    spans: Arc<Spans>,
+}
+
+/// The recorded spans: appended while reading (a path's hash and its span,
+/// no string kept), indexed by hash only when a diagnostic needs a position.
+/// A large config records hundreds of thousands of paths and usually needs
+/// none of them; shared by the clones of a config.
+#[derive(Clone, Debug, Default)]
+struct Spans {
+    list: Vec<(u64, Range<usize>)>,
+    hasher: hashbrown::DefaultHashBuilder,
+    /// Hash -> position in `list` of its last record.
+    index: std::sync::OnceLock<HashMap<u64, usize>>,
+}
+
+impl Spans {
+    fn hash(&self, path: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(path)
+    }
+
+    fn get(&self, path: &str) -> Option<&Range<usize>> {
+        let index = self.index.get_or_init(|| {
+            let mut m = HashMap::with_capacity(self.list.len());
+            for (i, (h, _)) in self.list.iter().enumerate() {
+                m.insert(*h, i);
+            }
+            m
+        });
+        let i = *index.get(&self.hash(path))?;
+        self.list.get(i).map(|(_, r)| r)
+    }
 }
 
 impl Default for Origin {
@@ -99,7 +130,7 @@ impl Origin {
             file: file.to_string(),
             text: Arc::from(text),
             line_starts: Arc::from(starts),
-            spans: HashMap::new(),
+            spans: Arc::default(),
         }
     }
 
@@ -109,12 +140,16 @@ impl Origin {
     }
 
     pub(crate) fn record(&mut self, path: &str, span: Range<usize>) {
-        self.spans.insert(path.to_string(), span);
+        let spans = Arc::make_mut(&mut self.spans);
+        let h = spans.hash(path);
+        spans.list.push((h, span));
+        // A path recorded after a lookup: index again at the next one.
+        spans.index.take();
     }
 
     /// 1-based (line, column) of a byte offset; the column counts characters.
     pub fn line_col(&self, offset: usize) -> Option<(u32, u32)> {
-        if self.text.is_empty() && offset == 0 && self.spans.is_empty() {
+        if self.text.is_empty() && offset == 0 && self.spans.list.is_empty() {
             return None;
         }
         let offset = offset.min(self.text.len());
