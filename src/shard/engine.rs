@@ -282,8 +282,9 @@ impl Engine {
         r
     }
 
-    /// Per real server counters of this shard: every real server of the
-    /// current snapshot, and removed ones that live connections or templates
+    /// Per real server counters of this shard: the real servers of the
+    /// current snapshot this shard has had connections to (a missing one
+    /// counts zero), and removed ones that live connections or templates
     /// still refer to.
     ///
     /// The engine keeps its counters in a map made for the packet path; this
@@ -398,12 +399,20 @@ impl Engine {
                     st
                 }
             };
+            // A server this shard has no state for counts zero; its slot is
+            // made by its first connection (`slot_of`), so a reload that
+            // adds many servers costs the shard no map insertions.
             let stat = s
                 .dests
                 .iter()
                 .map(|d| {
-                    let c = &mut self.dests.entry(d.id).or_default().c;
-                    update_overload(c, d);
+                    let c = match self.dests.get_mut(&d.id) {
+                        Some(slot) => {
+                            update_overload(&mut slot.c, d);
+                            slot.c
+                        }
+                        None => DestCounters::default(),
+                    };
                     DestStat {
                         weight: d.weight,
                         active: c.active,
@@ -1220,8 +1229,8 @@ impl Ctx<'_> {
     }
 }
 
-/// The state of real server `id`, created if missing (as the counters map's
-/// `entry().or_default()` did; every server of the snapshot has one already).
+/// The state of real server `id`, created at its first connection in this
+/// shard (a server with no slot counts zero).
 #[inline]
 fn slot_of<'d>(
     dests: &'d mut DestMap,
