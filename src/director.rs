@@ -456,6 +456,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         .collect();
     let rcfg = RuntimeConfig {
         shards,
+        busy_poll: Duration::from_micros(u64::from(cfg.director.busy_poll_us)),
         ..RuntimeConfig::default()
     };
     let runtime = ShardRuntime::new(rcfg).map_err(|e| format!("AF_XDP sockets: {e}"))?;

@@ -242,6 +242,12 @@ fn director_values() {
         "out of range",
     );
     expect_err(
+        &d("busy_poll_us = 2000000"),
+        "busy_poll_us",
+        "director.busy_poll_us",
+        "out of range (0-1000000 us)",
+    );
+    expect_err(
         &d("gue_port = 0"),
         "gue_port",
         "director.gue_port",
@@ -301,6 +307,7 @@ fn director_defaults() {
     assert_eq!(d.conn_capacity, 1 << 20);
     assert_eq!(d.template_capacity, 1 << 18);
     assert!(!d.hugepages, "huge pages are opt-in");
+    assert_eq!(d.busy_poll_us, 0);
     assert_eq!(d.gue_port, 6080);
     assert_eq!(d.state_file, None);
     assert_eq!(d.log_level, "info");

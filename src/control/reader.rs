@@ -35,6 +35,7 @@ const DIRECTOR_KEYS: &[&str] = &[
     "conn_capacity",
     "template_capacity",
     "hugepages",
+    "busy_poll_us",
     "tunnel_src4",
     "tunnel_src6",
     "gue_port",
@@ -489,6 +490,9 @@ impl Reader {
         }
         if let Some(b) = self.bool_opt(t, "hugepages") {
             d.hugepages = b;
+        }
+        if let Some(n) = self.uint_opt(t, "busy_poll_us") {
+            d.busy_poll_us = n;
         }
         if let Some((path, v)) = self.get(t, "tunnel_src4") {
             if let Some(a) = self.ip_val(&path, v) {

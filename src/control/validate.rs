@@ -170,6 +170,12 @@ impl Validator<'_> {
                 );
             }
         }
+        if d.busy_poll_us > 1_000_000 {
+            self.err(
+                "director.busy_poll_us",
+                format!("{} is out of range (0-1000000 us)", d.busy_poll_us),
+            );
+        }
         if let Some(a) = d.tunnel_src4 {
             if !is_unicast(a.into()) {
                 self.err("director.tunnel_src4", format!("{a} {NOT_UNICAST}"));

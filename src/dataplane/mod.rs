@@ -203,13 +203,13 @@ impl RuntimeConfig {
 
 impl Default for RuntimeConfig {
     /// No shards (fill `shards`), default geometry, 256 hand-off batches,
-    /// 50 µs busy poll, 10 ms poll timeout.
+    /// no busy poll (sleep as soon as the rings are empty), 10 ms poll timeout.
     fn default() -> Self {
         RuntimeConfig {
             shards: Vec::new(),
             xsk: XskConfig::default(),
             handoff_capacity: 256,
-            busy_poll: Duration::from_micros(50),
+            busy_poll: Duration::ZERO,
             poll_timeout: Duration::from_millis(10),
             inbox_batches_per_iter: 8,
         }
