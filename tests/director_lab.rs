@@ -57,12 +57,20 @@ fn config(lab: &Lab, xdp: &str, fwd: &str) -> String {
         .map(|i| format!("\"{i}\""))
         .collect();
     let nat_port = |p: u16| if fwd == "nat" { Some(p) } else { None };
+    // The generic-mode run also runs the opt-in tuning: tables on huge
+    // pages, and a short busy poll before a shard sleeps.
+    let tuning = if xdp == "generic" {
+        "hugepages = true\nbusy_poll_us = 20"
+    } else {
+        ""
+    };
     format!(
         r#"[director]
 interfaces = [{ifaces}]
 xdp_mode = "{xdp}"
 control_socket = "{sock}"
 metrics = "off"
+{tuning}
 
 [timeouts]
 tcp = 900
@@ -538,4 +546,14 @@ fn dr_generic_mode_forwards_with_persistence() {
     let mut r = r;
     let log = r.director.stop();
     assert!(xdp_attached(&r.lab).is_empty(), "XDP left attached:\n{log}");
+    // `hugepages = true` (config above): every shard advised its tables.
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if thp.contains("[madvise]") || thp.contains("[always]") {
+        let advised = log
+            .lines()
+            .filter(|l| l.contains("tables advised to use transparent huge pages"))
+            .count();
+        assert!(advised >= 1, "no shard advised huge pages:\n{log}");
+    }
 }
