@@ -526,6 +526,11 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
     let hugepages = cfg.director.hugepages;
+    if hugepages {
+        if let Some(w) = crate::dataplane::mem::thp_warning_here() {
+            tracing::warn!("hugepages = true: {w}");
+        }
+    }
     let template_capacity = cfg.director.template_capacity as usize;
     let persist = Persist {
         restore: Arc::new(Mutex::new(load_state(&cfg, &snaps.load(), n_shards))),

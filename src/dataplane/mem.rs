@@ -54,6 +54,43 @@ pub fn advise_hugepages(regions: &[Range<usize>]) -> usize {
     advised
 }
 
+/// What the kernel's transparent-huge-page settings mean for advised
+/// tables, as a warning to log (None: fine). `enabled` and `defrag` are the
+/// contents of `/sys/kernel/mm/transparent_hugepage/{enabled,defrag}`.
+pub fn thp_warning(enabled: &str, defrag: &str) -> Option<String> {
+    let selected = |s: &str| {
+        s.split_whitespace()
+            .find(|w| w.starts_with('[') && w.ends_with(']'))
+            .map(|w| w.trim_matches(['[', ']']).to_string())
+    };
+    match selected(enabled).as_deref() {
+        Some("madvise" | "always") => {}
+        other => {
+            return Some(format!(
+                "transparent huge pages are {}: the tables stay on 4 KiB pages",
+                other.unwrap_or("unavailable")
+            ))
+        }
+    }
+    match selected(defrag).as_deref() {
+        Some(d @ ("madvise" | "always")) => Some(format!(
+            "transparent_hugepage/defrag is \"{d}\": a page fault in the tables may compact \
+             memory synchronously and stall a shard for milliseconds; set it to \
+             \"defer+madvise\""
+        )),
+        _ => None,
+    }
+}
+
+/// [`thp_warning`] for this machine.
+pub fn thp_warning_here() -> Option<String> {
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/kernel/mm/transparent_hugepage/{f}"))
+            .unwrap_or_default()
+    };
+    thp_warning(&read("enabled"), &read("defrag"))
+}
+
 /// Start loading the cache line at `addr` into all cache levels; returns at
 /// once. Any address is allowed (a prefetch never faults). A no-op on
 /// targets other than x86-64.
@@ -74,6 +111,28 @@ pub fn prefetch(addr: usize) {
 mod tests {
     use super::*;
     use crate::shard::reservation;
+
+    #[test]
+    fn thp_settings_that_stall_or_disable_are_warned_about() {
+        let on = "always [madvise] never";
+        assert_eq!(
+            thp_warning(on, "always defer [defer+madvise] madvise never"),
+            None
+        );
+        assert_eq!(
+            thp_warning(on, "always defer defer+madvise madvise [never]"),
+            None
+        );
+        let w = thp_warning(on, "always defer defer+madvise [madvise] never").unwrap();
+        assert!(
+            w.contains("\"madvise\"") && w.contains("defer+madvise"),
+            "{w}"
+        );
+        assert!(thp_warning("[always] madvise never", "[always] defer").is_some());
+        let off = thp_warning("always madvise [never]", "[madvise]").unwrap();
+        assert!(off.contains("never") && off.contains("4 KiB"), "{off}");
+        assert!(thp_warning("", "").unwrap().contains("unavailable"));
+    }
 
     #[test]
     fn aligned_part_keeps_whole_huge_pages_only() {
