@@ -540,8 +540,9 @@ impl<A: Family> Store<A> {
         (proto_of(e.bits), e.raddr, e.rport, e.caddr, e.cport)
     }
 
-    /// Store a new entry; the caller checked capacity and duplicates.
-    fn add(&mut self, mut e: Entry<A>) -> Option<u32> {
+    /// Store a new entry whose inbound-key hash is `hin`; the caller checked
+    /// capacity and duplicates.
+    fn add(&mut self, mut e: Entry<A>, hin: u64) -> Option<u32> {
         let idx = if self.free != NIL {
             let i = self.free;
             let slot = self.slab.get(i as usize)?;
@@ -558,7 +559,6 @@ impl<A: Family> Store<A> {
             i
         };
         let t = Self::in_tuple(&e);
-        let hin = self.hash(false, t.0, t.1, t.2, t.3, t.4);
         if !self.index.insert(hin, idx) {
             self.release(idx);
             return None;
@@ -682,8 +682,8 @@ impl<A: Family> Inner<A> {
         ]
     }
 
-    fn insert(&mut self, now: Millis, epoch: u64, e: Entry<A>) -> Option<u32> {
-        let idx = self.store.add(e)?;
+    fn insert(&mut self, now: Millis, epoch: u64, e: Entry<A>, hin: u64) -> Option<u32> {
+        let idx = self.store.add(e, hin)?;
         self.wheel.schedule(idx, now, abs_ms(epoch, e.expires));
         self.enqueue_if_evictable(idx);
         Some(idx)
@@ -1105,13 +1105,18 @@ impl ConnTable {
         e: Entry<A>,
         mk: fn(u32) -> ConnHandle,
     ) -> Result<Inserted, InsertError> {
-        {
+        // The inbound key is hashed once, for the duplicate check and the
+        // index insert.
+        let hin = {
             let me = inner(self);
             let mapped = e.bits & CV4 != 0;
-            if let Some(h) = me.store.find(false, mapped, Store::in_tuple(&e)) {
-                return Err(InsertError::Exists(mk(h)));
+            let t = Store::in_tuple(&e);
+            let hin = me.store.hash(false, t.0, t.1, t.2, t.3, t.4);
+            if let Some((_, _, v)) = me.store.find_hashed(hin, false, mapped, t) {
+                return Err(InsertError::Exists(mk(v & !REPLY)));
             }
-        }
+            hin
+        };
         let mut evicted = None;
         if self.len() >= self.capacity {
             evicted = self.evict(is_v6);
@@ -1119,7 +1124,9 @@ impl ConnTable {
                 return Err(InsertError::Full);
             }
         }
-        let idx = inner(self).insert(now, epoch, e).ok_or(InsertError::Full)?;
+        let idx = inner(self)
+            .insert(now, epoch, e, hin)
+            .ok_or(InsertError::Full)?;
         Ok(Inserted {
             handle: mk(idx),
             evicted,
