@@ -607,30 +607,6 @@ fn patch_cost(frame: &[u8], iters: usize, mut client: impl FnMut(usize) -> (u32,
     ns_per(start, iters)
 }
 
-/// SYNs to `frame`'s VIP from `clients` (index -> client), timed.
-fn syns(
-    e: &mut Engine,
-    nt: &NeighborTable,
-    frame: &[u8],
-    n: usize,
-    client: impl Fn(usize) -> (u32, u16),
-    what: &str,
-) -> f64 {
-    let mut b = Buf::new();
-    let len = frame.len();
-    let mut ok = 0usize;
-    let start = Instant::now();
-    for i in 0..n {
-        b.load(frame);
-        let (a, p) = client(i);
-        patch_v4(&mut b.0, a, p);
-        ok += fwd(black_box(b.run(e, nt, len)));
-    }
-    let t = ns_per(start, n);
-    check_forwarded(what, ok, n);
-    t
-}
-
 /// Frames per RX batch in the batched cases (the data plane's `WARM`).
 const BATCH: usize = 32;
 
@@ -649,27 +625,37 @@ fn warm_and_run(e: &mut Engine, nt: &NeighborTable, bufs: &mut [Buf], len: usize
         .sum()
 }
 
-/// [`syns`] in RX batches of [`BATCH`] through [`warm_and_run`].
-fn syns_batched(
+/// SYNs to `frame`'s VIP from `clients` (index -> client), timed: one frame
+/// at a time, or in RX batches of [`BATCH`] through [`warm_and_run`] (`n`
+/// rounded down to whole batches).
+fn syns(
     e: &mut Engine,
     nt: &NeighborTable,
     frame: &[u8],
     n: usize,
     client: impl Fn(usize) -> (u32, u16),
     what: &str,
+    batched: bool,
 ) -> f64 {
-    let mut bufs: Vec<Buf> = (0..BATCH).map(|_| Buf::new()).collect();
+    let size = if batched { BATCH } else { 1 };
+    let mut bufs: Vec<Buf> = (0..size).map(|_| Buf::new()).collect();
     let len = frame.len();
-    let n = n / BATCH * BATCH;
+    let n = n / size * size;
     let mut ok = 0usize;
     let start = Instant::now();
-    for first in (0..n).step_by(BATCH) {
+    for first in (0..n).step_by(size) {
         for (j, b) in bufs.iter_mut().enumerate() {
             b.load(frame);
             let (a, p) = client(first + j);
             patch_v4(&mut b.0, a, p);
         }
-        ok += warm_and_run(e, nt, &mut bufs, len);
+        ok += if batched {
+            warm_and_run(e, nt, &mut bufs, len)
+        } else {
+            bufs.iter_mut()
+                .map(|b| fwd(black_box(b.run(e, nt, len))))
+                .sum()
+        };
     }
     let t = ns_per(start, n);
     check_forwarded(what, ok, n);
@@ -697,11 +683,7 @@ fn persistent_rows(
     };
     let client = |i: usize| base + i as u32;
     let send = |e: &mut Engine, n: usize, port: &dyn Fn(usize) -> (u32, u16), what: &str| {
-        if batched {
-            syns_batched(e, nt, fw_syn, n, port, what)
-        } else {
-            syns(e, nt, fw_syn, n, port, what)
-        }
+        syns(e, nt, fw_syn, n, port, what, batched)
     };
     let tpl0 = e.templates().len();
     let raws: Vec<f64> = (0..reps)
@@ -887,6 +869,7 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
                 reps * new_per_rep,
                 |i| (new_client(i), 32_000 + r as u16),
                 "dr new",
+                false,
             )
         })
         .collect();
