@@ -319,3 +319,35 @@ fn the_replaced_snapshot_is_freed_by_the_control_thread() {
     assert!(!f.state.holds_retired());
     assert!(watch.upgrade().is_none(), "not freed once unused");
 }
+
+/// A reload reports how long it took: in the status, the last-reload line
+/// and the metrics; a refused one too.
+#[test]
+fn reload_duration_is_reported() {
+    let mut f = fixture("duration");
+    assert_eq!(f.state.status().last_reload_seconds, 0.0);
+    f.state.reload("test").unwrap();
+    let st = f.state.status();
+    assert!(st.last_reload_seconds > 0.0 && st.last_reload_seconds < 10.0);
+    assert!(
+        st.last_reload.starts_with("ok (test) in "),
+        "{}",
+        st.last_reload
+    );
+    let m = xdpvs::control::metrics::render(&st);
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("xdpvs_last_reload_duration_seconds "))
+        .unwrap_or_else(|| panic!("no duration gauge:\n{m}"));
+    let v: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(v, st.last_reload_seconds);
+    std::fs::write(&f.file, "[director]\ninterfaces = []\n").unwrap();
+    assert!(f.state.reload("test").is_err());
+    let st = f.state.status();
+    assert!(
+        st.last_reload.starts_with("refused (test) after "),
+        "{}",
+        st.last_reload
+    );
+    assert!(st.last_reload_seconds > 0.0);
+}

@@ -252,5 +252,16 @@ pub fn render(st: &Status) -> String {
         "xdpvs_last_reload_ok {}",
         u8::from(!st.last_reload.starts_with("refused"))
     );
+    family(
+        &mut o,
+        "xdpvs_last_reload_duration_seconds",
+        "gauge",
+        "wall-clock time of the last reload (read, validate, build, publish)",
+    );
+    let _ = writeln!(
+        o,
+        "xdpvs_last_reload_duration_seconds {:e}",
+        st.last_reload_seconds
+    );
     o
 }

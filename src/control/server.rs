@@ -46,6 +46,8 @@ pub struct ControlState {
     pub reloads: u64,
     pub refused: u64,
     pub last_reload: String,
+    /// Wall-clock seconds of the last reload.
+    pub last_reload_secs: f64,
     /// A successor asked for the state: stop (after answering).
     pub handover: bool,
     /// Counter baselines set by `zero`.
@@ -84,6 +86,7 @@ impl ControlState {
             reloads: 0,
             refused: 0,
             last_reload: "none yet".into(),
+            last_reload_secs: 0.0,
             handover: false,
             base: HashMap::new(),
             rates: HashMap::new(),
@@ -145,18 +148,21 @@ impl ControlState {
 
     /// Re-read the config file and apply it (SIGHUP, file change, `reload`).
     pub fn reload(&mut self, why: &str) -> Result<String, String> {
+        let start = Instant::now();
         let r = Config::load(&self.path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| self.apply(cfg));
+        let secs = start.elapsed().as_secs_f64();
+        self.last_reload_secs = secs;
         match &r {
             Ok(m) => {
                 self.reloads += 1;
-                self.last_reload = format!("ok ({why}): {m}");
-                tracing::info!("reload ({why}) ok: {m}");
+                self.last_reload = format!("ok ({why}) in {secs:.3} s: {m}");
+                tracing::info!("reload ({why}) ok in {secs:.3} s: {m}");
             }
             Err(e) => {
                 self.refused += 1;
-                self.last_reload = format!("refused ({why}): {e}");
+                self.last_reload = format!("refused ({why}) after {secs:.3} s: {e}");
                 tracing::error!("reload ({why}) refused, running config kept: {e}");
             }
         }
@@ -363,6 +369,7 @@ impl ControlState {
             reloads: self.reloads,
             reloads_refused: self.refused,
             last_reload: self.last_reload.clone(),
+            last_reload_seconds: self.last_reload_secs,
             services,
             shards,
         }

@@ -260,6 +260,10 @@ pub struct Status {
     pub reloads: u64,
     pub reloads_refused: u64,
     pub last_reload: String,
+    /// Wall-clock seconds the last reload took (read, validate, build,
+    /// publish), applied or refused; 0 before the first.
+    #[serde(default)]
+    pub last_reload_seconds: f64,
     pub services: Vec<ServiceStatus>,
     pub shards: Vec<ShardStatus>,
 }
