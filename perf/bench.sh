@@ -13,6 +13,10 @@
 #                                 reference
 #   nft-dnat                      nftables DNAT to the 3 real servers, conntrack,
 #                                 RPS on CPU 1 (IPVS is not built in this kernel)
+#   afxdp-bare                    xdpvs-bare: the same XDP filter, AF_XDP runtime and
+#                                 shard loop as xdpvs, generic mode, CPU 1, but no
+#                                 load-balancing logic (MAC rewrite only): the
+#                                 ceiling of the AF_XDP path, to read xdpvs by
 #
 # Traffic: xdpvs-loadgen (AF_XDP TX) in the router namespace on lan0 (the LAN
 # side, as the router would), pinned to CPU 0, frames addressed to the
@@ -71,7 +75,7 @@ PORTS=10000-10099
 VIP=198.18.0.100
 GEN_CPU=0
 DIR_CPU=1
-CONFIGS=(xdpvs-generic xdpvs-native kernel-fwd nft-dnat)
+CONFIGS=(xdpvs-generic xdpvs-native kernel-fwd nft-dnat afxdp-bare)
 # Every process of the bench (generator, sink, director) and the softirq
 # threads run at this nice level, so that other work on a shared machine
 # disturbs the measurement less (restored on exit).
@@ -110,10 +114,10 @@ trap 'exit 130' INT TERM
 "$ROOT/scripts/deps.sh"
 if [ "$BUILD" = 1 ]; then
     say "building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --bin xdpvs --bin xdpvs-loadgen --bin xdpvs-sink) >>"$LOG" 2>&1 ||
+    (cd "$ROOT" && cargo build --release --bin xdpvs --bin xdpvs-loadgen --bin xdpvs-sink --bin xdpvs-bare) >>"$LOG" 2>&1 ||
         die "build failed, see $LOG"
 fi
-for b in xdpvs xdpvs-loadgen xdpvs-sink; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
+for b in xdpvs xdpvs-loadgen xdpvs-sink xdpvs-bare; do [ -x "$BIN/$b" ] || die "missing $BIN/$b"; done
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
@@ -137,8 +141,10 @@ RS_IPS=(198.18.0.11 198.18.0.12 198.18.0.13)
 # Fixed layer 2: permanent neighbours on the director and static bridge
 # entries, so nothing floods or re-resolves while the sinks hold the real
 # servers' traffic.
+RS_MACS=()
 for i in 1 2 3; do
     mac=$(nsx "xdpvs-rs$i" cat /sys/class/net/eth0/address)
+    RS_MACS+=("$mac")
     ip -n xdpvs-dir neigh replace "198.18.0.1$i" lladdr "$mac" dev dr0 nud permanent
     nsx xdpvs-lan bridge fdb replace "$mac" dev "rs$i" master static
 done
@@ -233,6 +239,29 @@ director_start() { # $1 = generic|native
     die "xdpvs did not start: $(tail -5 "$log")"
 }
 
+# The bare AF_XDP forwarder (perf/bare): xdpvs's XDP filter, AF_XDP runtime
+# and worker loop with no load-balancing logic, in the director's place.
+bare_start() {
+    local log=$OUT/bare.log try i macs
+    macs=$(IFS=,; echo "${RS_MACS[*]}")
+    for try in 1 2 3; do
+        : >"$log"
+        ip netns exec xdpvs-dir nice -n "$NICE" "$BIN/xdpvs-bare" --iface dr0 --mode generic \
+            --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs" >>"$log" 2>&1 &
+        DIR_PID=$!
+        for i in $(seq 1 100); do
+            grep -q forwarding "$log" && return 0
+            kill -0 "$DIR_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        wait "$DIR_PID" 2>/dev/null || true
+        DIR_PID=""
+        grep -q "resource busy\|Device or resource busy" "$log" || break
+        sleep 1
+    done
+    die "xdpvs-bare did not start: $(tail -5 "$log")"
+}
+
 # RPS mask of the director's interface (0 = off).
 rps() {
     nsx xdpvs-dir sh -c "for q in /sys/class/net/dr0/queues/rx-*; do echo $1 > \$q/rps_cpus; done"
@@ -259,6 +288,7 @@ use_config() { # $1 = one of CONFIGS
     case "$1" in
     xdpvs-generic) rps 0; director_start generic ;;
     xdpvs-native) rps 0; director_start native ;;
+    afxdp-bare) rps 0; bare_start ;;
     kernel-fwd)
         rps $((1 << DIR_CPU))
         ip -n xdpvs-dir addr del "$VIP/32" dev lo
@@ -562,7 +592,7 @@ try:
     rel = json.load(open(reload_p))
 except Exception:
     rel = {}
-configs = ["xdpvs-generic", "xdpvs-native", "kernel-fwd", "nft-dnat"]
+configs = ["xdpvs-generic", "xdpvs-native", "kernel-fwd", "nft-dnat", "afxdp-bare"]
 def med(xs):
     return st.median(xs) if xs else float("nan")
 def pick(phase, cfg):
@@ -621,6 +651,9 @@ idle_pct = max(idle.values()) if idle else float("nan")
 print()
 print("Targets: xdpvs (%s) %.2fx nft DNAT (>= 1.3), %.2fx kernel forwarding (>= 0.8); p99 %.1f us vs nft %.1f us at the same rate; idle %.3f%% (< 1%%)" % (
     best, xd / nf, xd / kf, p99["xdpvs-" + best], p99["nft-dnat"], idle_pct))
+bare = mx.get("afxdp-bare", float("nan"))
+print("Ceiling: a bare AF_XDP forwarder (same XDP filter, runtime and loop, MAC rewrite only) %.3f Mpps = %.2fx kernel forwarding; xdpvs (generic) is %.2fx of it" % (
+    bare, bare / kf, mx["xdpvs-generic"] / bare))
 print("SUMMARY xdpvs_mpps=%.3f kernel_fwd_mpps=%.3f nft_dnat_mpps=%.3f vs_kernel=%.2f vs_nft=%.2f p99_us=%.1f idle_cpu_pct=%.3f" % (
     xd, kf, nf, xd / kf, xd / nf, p99["xdpvs-" + best], idle_pct))
 PY
