@@ -215,15 +215,19 @@ director_stop() {
     fi
 }
 
-director_start() { # $1 = generic|native
-    xdpvs_config "$1" >"$DIR_CFG"
-    local log=$OUT/director-$1.log try i
+# Start a data-path process in the director namespace (its pid in DIR_PID)
+# and wait for its "forwarding" line; retry while a just-closed AF_XDP socket
+# still holds the queue (EBUSY).
+# dir_proc_start NAME LOG COMMAND...
+dir_proc_start() {
+    local name=$1 log=$2 try i
+    shift 2
     for try in 1 2 3; do
         : >"$log"
         rm -f "$OUT/xdpvs.state" # connection state kept across restarts: start empty
-        # Not through a shell function: $! must be the director itself
+        # Not through a shell function: $! must be the process itself
         # (`ip netns exec` execs it).
-        ip netns exec xdpvs-dir nice -n "$NICE" "$BIN/xdpvs" run --config "$DIR_CFG" >>"$log" 2>&1 &
+        ip netns exec xdpvs-dir nice -n "$NICE" "$@" >>"$log" 2>&1 &
         DIR_PID=$!
         for i in $(seq 1 200); do
             grep -q forwarding "$log" && return 0
@@ -232,34 +236,24 @@ director_start() { # $1 = generic|native
         done
         wait "$DIR_PID" 2>/dev/null || true
         DIR_PID=""
-        # A closed AF_XDP socket releases its queue asynchronously (EBUSY).
         grep -q "resource busy" "$log" || break
         sleep 1
     done
-    die "xdpvs did not start: $(tail -5 "$log")"
+    die "$name did not start: $(tail -5 "$log")"
+}
+
+director_start() { # $1 = generic|native
+    xdpvs_config "$1" >"$DIR_CFG"
+    dir_proc_start xdpvs "$OUT/director-$1.log" "$BIN/xdpvs" run --config "$DIR_CFG"
 }
 
 # The bare AF_XDP forwarder (perf/bare): xdpvs's XDP filter, AF_XDP runtime
 # and worker loop with no load-balancing logic, in the director's place.
 bare_start() {
-    local log=$OUT/bare.log try i macs
+    local macs
     macs=$(IFS=,; echo "${RS_MACS[*]}")
-    for try in 1 2 3; do
-        : >"$log"
-        ip netns exec xdpvs-dir nice -n "$NICE" "$BIN/xdpvs-bare" --iface dr0 --mode generic \
-            --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs" >>"$log" 2>&1 &
-        DIR_PID=$!
-        for i in $(seq 1 100); do
-            grep -q forwarding "$log" && return 0
-            kill -0 "$DIR_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        wait "$DIR_PID" 2>/dev/null || true
-        DIR_PID=""
-        grep -q "resource busy\|Device or resource busy" "$log" || break
-        sleep 1
-    done
-    die "xdpvs-bare did not start: $(tail -5 "$log")"
+    dir_proc_start xdpvs-bare "$OUT/bare.log" "$BIN/xdpvs-bare" --iface dr0 --mode generic \
+        --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs"
 }
 
 # RPS mask of the director's interface (0 = off).
