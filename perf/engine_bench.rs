@@ -381,6 +381,20 @@ fn ns_per(start: Instant, n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / n.max(1) as f64
 }
 
+fn minflt() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(7)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -1083,6 +1097,39 @@ fn main() {
         drop((s1, s2, c2));
         let free = ms(t);
         println!("parse+validate {parse:.0} ms (validate alone {validate:.0} ms), build {build:.0} ms, rebuild {rebuild:.0} ms, clone {clone:.0} ms, free 2 snapshots + config {free:.0} ms");
+        return;
+    }
+    if let Some(batched) = args.iter().find_map(|a| match a.as_str() {
+        "--tpl-new" => Some(false),
+        "--tpl-new-batch" => Some(true),
+        _ => None,
+    }) {
+        // For profiling the new-template case alone (perf record / stat).
+        let nt = neighbors();
+        let mut e = engine(1 << 20, 1 << 18);
+        let fw_syn = tcp_frame(
+            IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+            IpAddr::V4(VIP_FWMARK),
+            1,
+            443,
+            tcpf::SYN,
+        );
+        for r in 0..4 {
+            let n = 50_000;
+            let t = syns(
+                &mut e,
+                &nt,
+                &fw_syn,
+                n,
+                |i| (NEW_BASE + (r * n + i) as u32, 30_000),
+                "template new",
+                batched,
+            );
+            println!(
+                "template new, rep {r}: {t:.1} ns, faults so far {}",
+                minflt()
+            );
+        }
         return;
     }
     let one_size: Option<usize> = args

@@ -1554,6 +1554,56 @@ fn warm_batch_prefetches_the_connection_a_packet_will_use_and_changes_nothing() 
     assert_eq!(h.process(&ack).0, FORWARD);
 }
 
+/// For a frame that may open a connection to a persistent service (a TCP
+/// SYN, or UDP) and has no connection yet, the batch pre-pass prefetches
+/// the persistence template's index bucket: the one line the template
+/// lookup (and, for a new client, the insert) reads. Not for other packets
+/// without a connection, nor for a non-persistent service.
+#[test]
+fn warm_batch_prefetches_the_persistence_template_of_a_new_connection() {
+    let text = format!(
+        "{}{}",
+        fwmark_cfg(VIP4, &[RA, RB], ", netmask = \"255.255.255.0\""),
+        svc("plain", &key("tcp", VIP4, 81), RR, &reals(&[RA], ""))
+    );
+    let mut h = Harness::new(&text);
+    let prefetched = |h: &Harness, frames: &[&[u8]]| {
+        let v = std::cell::RefCell::new(Vec::new());
+        h.engine.warm_batch(frames, |a| v.borrow_mut().push(a));
+        v.into_inner()
+    };
+    let t = h.engine.templates();
+    // C1 and C2 share a /24: one template key.
+    let k = TemplateKey::Fwmark {
+        client_masked: ip("198.18.10.0"),
+        mark: 7,
+    };
+    let bucket = t.bucket_addr(t.hash(&k));
+    let syn443 = tcp_pkt(C2, 2000, VIP4, 443, SYN);
+    let got = prefetched(&h, &[&syn443]);
+    assert_eq!(got.len(), 2, "{got:x?}");
+    assert_eq!(got[1], bucket, "connection bucket, then template bucket");
+    // Not a packet that can open a connection, not a persistent service.
+    assert_eq!(
+        prefetched(&h, &[&tcp_pkt(C2, 2000, VIP4, 443, ACK)]).len(),
+        1
+    );
+    assert_eq!(
+        prefetched(&h, &[&tcp_pkt(C2, 2000, VIP4, 81, SYN)]).len(),
+        1
+    );
+    // The same bucket once the template exists (a template hit reads it).
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    let t = h.engine.templates();
+    assert_eq!(t.bucket_addr(t.hash(&k)), bucket);
+    assert_eq!(prefetched(&h, &[&syn443]), got);
+    assert_eq!(
+        h.engine.templates().len(),
+        1,
+        "the pre-pass changes nothing"
+    );
+}
+
 /// An expired connection no longer counts for the least-connection
 /// schedulers: the scheduler's view of a server's connections follows each
 /// expiry (not only new connections and removals by packets).

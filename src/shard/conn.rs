@@ -36,6 +36,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::index::Index;
 use super::tcp_state::{self, Dir, TcpState};
 use super::template::TplHandle;
 use super::timer::{self, TimerWheel, TICK_MS};
@@ -305,149 +306,6 @@ struct Entry<A> {
     tpl: u32,
 }
 
-// ---- index ----
-
-const BUCKET_WORDS: usize = 16;
-const BUCKET_SLOTS: usize = 7;
-const OVF: usize = 7;
-const HANDLES: usize = 8;
-
-/// Bucketed open addressing with overflow counts (no tombstones).
-#[derive(Debug)]
-struct Index {
-    words: Vec<u32>,
-    base: usize,
-    nb: usize,
-    len: usize,
-}
-
-impl Index {
-    fn new(max_keys: usize) -> Index {
-        let nb = max_keys.div_ceil(6).max(1);
-        let words = vec![0u32; nb * BUCKET_WORDS + BUCKET_WORDS];
-        let misalign = (words.as_ptr() as usize) % 64;
-        let base = if misalign == 0 {
-            0
-        } else {
-            (64 - misalign) / 4
-        };
-        Index {
-            words,
-            base,
-            nb,
-            len: 0,
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.words.len() * 4
-    }
-
-    #[inline]
-    fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.nb as u128) >> 64) as usize
-    }
-
-    #[inline]
-    fn tag(hash: u64) -> u32 {
-        hash as u32 | 1
-    }
-
-    #[inline]
-    fn bucket(&self, b: usize) -> Option<&[u32; BUCKET_WORDS]> {
-        let o = self.base + b * BUCKET_WORDS;
-        self.words.get(o..o + BUCKET_WORDS)?.try_into().ok()
-    }
-
-    #[inline]
-    fn bucket_mut(&mut self, b: usize) -> Option<&mut [u32; BUCKET_WORDS]> {
-        let o = self.base + b * BUCKET_WORDS;
-        self.words.get_mut(o..o + BUCKET_WORDS)?.try_into().ok()
-    }
-
-    /// Load the home bucket (a software prefetch by plain load); returns the
-    /// value stored in the first slot whose tag matches, if any.
-    // Buckets are fixed-size arrays indexed by slot constants below
-    // BUCKET_SLOTS / HANDLES / OVF, all within the array: cannot panic.
-    #[allow(clippy::indexing_slicing)]
-    #[inline]
-    fn touch(&self, hash: u64) -> Option<u32> {
-        let w = self.bucket(self.home(hash))?;
-        let tag = Self::tag(hash);
-        (0..BUCKET_SLOTS)
-            .find(|&s| w[s] == tag)
-            .map(|s| w[HANDLES + s])
-    }
-
-    #[allow(clippy::indexing_slicing)] // fixed-size bucket, constant slots
-    #[inline]
-    fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<(usize, usize, u32)> {
-        let tag = Self::tag(hash);
-        let mut b = self.home(hash);
-        for _ in 0..self.nb {
-            let w = self.bucket(b)?;
-            for s in 0..BUCKET_SLOTS {
-                if w[s] == tag && eq(w[HANDLES + s]) {
-                    return Some((b, s, w[HANDLES + s]));
-                }
-            }
-            if w[OVF] == 0 {
-                return None;
-            }
-            b += 1;
-            if b == self.nb {
-                b = 0;
-            }
-        }
-        None
-    }
-
-    #[allow(clippy::indexing_slicing)] // fixed-size bucket, constant slots
-    fn insert(&mut self, hash: u64, val: u32) -> bool {
-        if self.len >= self.nb * BUCKET_SLOTS {
-            return false;
-        }
-        let tag = Self::tag(hash);
-        let mut b = self.home(hash);
-        for _ in 0..self.nb {
-            let Some(w) = self.bucket_mut(b) else {
-                return false;
-            };
-            if let Some(s) = (0..BUCKET_SLOTS).find(|&s| w[s] == 0) {
-                w[s] = tag;
-                w[HANDLES + s] = val;
-                self.len += 1;
-                return true;
-            }
-            w[OVF] = w[OVF].wrapping_add(1);
-            b += 1;
-            if b == self.nb {
-                b = 0;
-            }
-        }
-        false
-    }
-
-    fn remove_at(&mut self, hash: u64, bucket: usize, slot: usize) {
-        let mut b = self.home(hash);
-        while b != bucket {
-            if let Some(w) = self.bucket_mut(b) {
-                w[OVF] = w[OVF].wrapping_sub(1);
-            }
-            b += 1;
-            if b == self.nb {
-                b = 0;
-            }
-        }
-        if let Some(w) = self.bucket_mut(bucket) {
-            if let Some(t) = w.get_mut(slot) {
-                *t = 0;
-            }
-        }
-        self.len -= 1;
-    }
-}
-
 // ---- one family's store ----
 
 /// Slab + index: everything but the timer and the eviction FIFO, so that
@@ -677,7 +535,7 @@ impl<A: Family> Inner<A> {
     fn memory_regions(&self) -> [std::ops::Range<usize>; 3] {
         [
             crate::shard::reservation(&self.store.slab),
-            crate::shard::reservation(&self.store.index.words),
+            self.store.index.region(),
             self.wheel.memory_region(),
         ]
     }
@@ -966,13 +824,11 @@ impl ConnTable {
     /// Arithmetic only: reads nothing.
     #[inline]
     pub fn bucket_addr(&self, w: WarmKey) -> usize {
-        let index = if w.v6 {
-            &self.v6.store.index
+        if w.v6 {
+            self.v6.store.index.bucket_addr(w.hash)
         } else {
-            &self.v4.store.index
-        };
-        let o = index.base + index.home(w.hash) * BUCKET_WORDS;
-        index.words.as_ptr() as usize + o * std::mem::size_of::<u32>()
+            self.v4.store.index.bucket_addr(w.hash)
+        }
     }
 
     /// The address range of the entry the home bucket's first matching tag
@@ -1384,36 +1240,5 @@ mod tests {
     fn entry_sizes() {
         assert_eq!(std::mem::size_of::<Entry<Ipv4Addr>>(), 32);
         assert_eq!(std::mem::size_of::<Entry<Ipv6Addr>>(), 68);
-    }
-
-    #[test]
-    fn index_is_cache_line_aligned() {
-        for n in [1, 10, 1000, 100_000] {
-            let ix = Index::new(n);
-            let p = ix.words.as_ptr() as usize + ix.base * 4;
-            assert_eq!(p % 64, 0);
-            assert!(ix.nb * BUCKET_SLOTS >= n);
-        }
-    }
-
-    #[test]
-    fn index_overflow_counts_return_to_zero() {
-        // A tiny index forces probing past full buckets.
-        let mut ix = Index::new(12);
-        let nb = ix.nb;
-        let hashes: Vec<u64> = (0..(nb * BUCKET_SLOTS) as u64).map(|i| i << 1).collect();
-        for (i, h) in hashes.iter().enumerate() {
-            assert!(ix.insert(*h, i as u32));
-        }
-        assert!(!ix.insert(99, 99), "no room left");
-        for (i, h) in hashes.iter().enumerate() {
-            let (b, s, v) = ix.find(*h, |v| v == i as u32).unwrap();
-            assert_eq!(v, i as u32);
-            ix.remove_at(*h, b, s);
-        }
-        assert_eq!(ix.len, 0);
-        for b in 0..nb {
-            assert_eq!(ix.bucket(b).unwrap()[OVF], 0);
-        }
     }
 }

@@ -28,6 +28,7 @@ use crate::shard::state::{self, RestoreStats, SavedConn, SavedTemplate, ShardSta
 use crate::shard::tcp_state::{self, Dir, TcpState};
 use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
+use crate::wire::packet::FlowPeek;
 use crate::wire::{self, L3Kind, PacketInfo};
 
 /// Sizes of one shard's tables.
@@ -446,30 +447,43 @@ impl Engine {
     /// Prefetch the cache lines `process` will read for each frame of an RX
     /// batch (its connection's index bucket, then the entry the bucket
     /// points at; for a reply of a NAT real server, the reply key's), in two
-    /// passes over the batch so that its cache misses overlap. `prefetch` is
-    /// the data plane's (`dataplane::mem::prefetch`): the engine only names
-    /// addresses and reads nothing but index buckets. Changes nothing.
+    /// passes over the batch so that its cache misses overlap. A frame whose
+    /// bucket holds no candidate is likely a new connection: when it can
+    /// open one (a TCP SYN, or UDP) to a persistent service, the second
+    /// pass names its persistence template's index bucket instead.
+    /// `prefetch` is the data plane's (`dataplane::mem::prefetch`): the
+    /// engine only names addresses and reads nothing but index buckets.
+    /// Changes nothing.
     pub fn warm_batch(&self, frames: &[&[u8]], prefetch: impl Fn(usize)) {
         const W: usize = 32;
         for chunk in frames.chunks(W) {
             let mut keys = [None; W];
             for (f, w) in chunk.iter().zip(keys.iter_mut()) {
                 *w = self.warm_key(f);
-                if let Some(w) = *w {
+                if let Some((w, _)) = *w {
                     prefetch(self.conns.bucket_addr(w));
                 }
             }
-            for w in keys.iter().flatten() {
-                if let Some(r) = self.conns.entry_addr(*w) {
-                    prefetch(r.start);
-                    prefetch(r.end - 1);
+            for (w, p) in keys.iter().flatten() {
+                match self.conns.entry_addr(*w) {
+                    Some(r) => {
+                        prefetch(r.start);
+                        prefetch(r.end - 1);
+                    }
+                    None => {
+                        if let Some(a) = self.template_bucket(p) {
+                            prefetch(a);
+                        }
+                    }
                 }
             }
         }
     }
 
+    /// The connection table's warm key of a frame, and its 5-tuple (`None`
+    /// in the tuple for a reply of a NAT real server).
     #[inline]
-    fn warm_key(&self, frame: &[u8]) -> Option<WarmKey> {
+    fn warm_key(&self, frame: &[u8]) -> Option<(WarmKey, Option<FlowPeek>)> {
         let p = wire::packet::peek_flow(frame)?;
         let k = FlowKey {
             proto: Proto::from_number(p.proto)?,
@@ -478,7 +492,25 @@ impl Engine {
             sport: p.sport,
             dport: p.dport,
         };
-        self.conns.warm_key(&k, is_nat_real(&self.snap, p.src))
+        let reply = is_nat_real(&self.snap, p.src);
+        let w = self.conns.warm_key(&k, reply)?;
+        Some((w, (!reply).then_some(p)))
+    }
+
+    /// For a packet that can open a connection (a TCP SYN, or UDP) to a
+    /// persistent service: the address of its template's index bucket.
+    #[inline]
+    fn template_bucket(&self, p: &Option<FlowPeek>) -> Option<usize> {
+        let p = p.as_ref()?;
+        let proto = Proto::from_number(p.proto)?;
+        if proto == Proto::Tcp && !is_syn(p.tcp_flags) {
+            return None;
+        }
+        let s = self.snap.classifier.classify(proto, p.dst, p.dport)?;
+        let svc = self.snap.services.get(s as usize)?;
+        let per = svc.persistence.as_ref()?;
+        let tkey = template_key(svc.key, per, p.src, p.dport);
+        Some(self.tpls.bucket_addr(self.tpls.hash(&tkey)))
     }
 
     /// Expire connections and templates whose time has come (bounded work).

@@ -2,6 +2,7 @@
 pub mod conn;
 pub mod engine;
 pub mod forward;
+mod index;
 pub mod nexthop;
 pub mod sched;
 pub mod state;

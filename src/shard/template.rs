@@ -9,15 +9,18 @@
 //! kept and checked again [`TEMPLATE_RECHECK_MS`] later (IPVS sets the
 //! template's timeout to 60 s in `ip_vs_conn_expire` in that case).
 //!
-//! Storage: a slab of entries, a `hashbrown::HashTable<u32>` index with a
-//! random-seeded hasher, and a [`TimerWheel`] with lazy re-arming.
+//! Storage: a slab of entries, the bucketed [`Index`] the connection table
+//! uses (one cache line per lookup or insert, and a bucket address a batch
+//! can prefetch) over a random-seeded hash, and a [`TimerWheel`] with lazy
+//! re-arming.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::DefaultHashBuilder;
 
 use super::conn::ExpireStats;
+use super::index::Index;
 use super::timer::TimerWheel;
 use crate::model::{DestId, Millis, Proto};
 
@@ -106,7 +109,7 @@ const NIL: u32 = u32::MAX;
 /// The persistence templates of one shard.
 #[derive(Debug)]
 pub struct TemplateTable {
-    index: HashTable<u32>,
+    index: Index,
     slab: Vec<Slot>,
     free: u32,
     len: usize,
@@ -136,7 +139,7 @@ impl TemplateTable {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.min(MAX_TPL_CAPACITY);
         TemplateTable {
-            index: HashTable::with_capacity(capacity),
+            index: Index::new(capacity),
             slab: Vec::with_capacity(capacity),
             free: NIL,
             len: 0,
@@ -146,12 +149,12 @@ impl TemplateTable {
         }
     }
 
-    /// The large reservations (slab, timer links), for the data plane's
-    /// huge-page advice. The hash index is hashbrown's and stays on small
-    /// pages.
+    /// The large reservations (slab, index, timer links), for the data
+    /// plane's huge-page advice.
     pub fn memory_regions(&self) -> Vec<std::ops::Range<usize>> {
         vec![
             crate::shard::reservation(&self.slab),
+            self.index.region(),
             self.wheel.memory_region(),
         ]
     }
@@ -174,7 +177,7 @@ impl TemplateTable {
     /// Bytes per template with the table full (slab + index + timer link).
     pub fn bytes_per_entry(&self) -> usize {
         let cap = self.capacity.max(1);
-        let index = self.index.capacity().max(cap) * 8 / 7 * (std::mem::size_of::<u32>() + 1);
+        let index = self.index.bytes();
         std::mem::size_of::<Slot>()
             + TimerWheel::BYTES_PER_HANDLE
             + (index + TimerWheel::FIXED_BYTES).div_ceil(cap)
@@ -199,8 +202,15 @@ impl TemplateTable {
     pub fn lookup_hashed(&self, hash: u64, key: &TemplateKey) -> Option<TplHandle> {
         let slab = &self.slab;
         self.index
-            .find(hash, |&i| used(slab, i).is_some_and(|t| t.key == *key))
-            .map(|&i| TplHandle(i))
+            .find(hash, |i| used(slab, i).is_some_and(|t| t.key == *key))
+            .map(|(_, _, i)| TplHandle(i))
+    }
+
+    /// The address of `hash`'s index bucket (one cache line), for a batch's
+    /// prefetch. Arithmetic only: reads nothing.
+    #[inline]
+    pub fn bucket_addr(&self, hash: u64) -> usize {
+        self.index.bucket_addr(hash)
     }
 
     /// Add a template for `key` expiring `timeout` ms from `now`, with no
@@ -265,16 +275,15 @@ impl TemplateTable {
             self.slab.push(Slot::Used(t));
             i
         };
-        let TemplateTable {
-            index,
-            slab,
-            hasher,
-            ..
-        } = self;
-        index.insert_unique(hash, idx, |&i| match slab.get(i as usize) {
-            Some(Slot::Used(t)) => hasher.hash_one(t.key),
-            _ => 0,
-        });
+        if !self.index.insert(hash, idx) {
+            // Cannot happen (the index has room for more than `capacity`
+            // keys); give the slot back rather than lose it.
+            if let Some(slot) = self.slab.get_mut(idx as usize) {
+                *slot = Slot::Free(self.free);
+                self.free = idx;
+            }
+            return Err(TplInsertError::Full);
+        }
         self.len += 1;
         self.wheel.schedule(idx, now, t.expires);
         Ok(TplHandle(idx))
@@ -340,7 +349,7 @@ impl TemplateTable {
     }
 
     fn unlink(
-        index: &mut HashTable<u32>,
+        index: &mut Index,
         slab: &mut [Slot],
         free: &mut u32,
         hasher: &DefaultHashBuilder,
@@ -348,8 +357,8 @@ impl TemplateTable {
         t: &Template,
     ) {
         let hash = hasher.hash_one(t.key);
-        if let Ok(e) = index.find_entry(hash, |&i| i == idx) {
-            e.remove();
+        if let Some((b, s, _)) = index.find(hash, |i| i == idx) {
+            index.remove_at(hash, b, s);
         }
         if let Some(slot) = slab.get_mut(idx as usize) {
             *slot = Slot::Free(*free);

@@ -178,6 +178,8 @@ pub struct FlowPeek {
     pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
+    /// TCP flags (0 for UDP, or when the TCP header is cut short).
+    pub tcp_flags: u8,
 }
 
 /// The 5-tuple of an untagged Ethernet IPv4 or IPv6 TCP/UDP packet that is
@@ -219,6 +221,11 @@ pub fn peek_flow(frame: &[u8]) -> Option<FlowPeek> {
         dst,
         sport: be16(l4, 0)?,
         dport: be16(l4, 2)?,
+        tcp_flags: if proto == super::proto::TCP {
+            l4.get(13).copied().unwrap_or(0)
+        } else {
+            0
+        },
     })
 }
 
@@ -426,6 +433,7 @@ mod tests {
             for b in &mut l4[..4] {
                 *b = rnd() as u8;
             }
+            l4[13] = rnd() as u8; // TCP flags
             l4[4..6].copy_from_slice(&20u16.to_be_bytes()); // UDP length
             l4[12] = 0x50; // TCP data offset
             f.extend_from_slice(&l4);
@@ -446,6 +454,7 @@ mod tests {
                             dst: info.dst,
                             sport: info.sport,
                             dport: info.dport,
+                            tcp_flags: info.tcp_flags,
                         }),
                         "{f:02x?}"
                     );
