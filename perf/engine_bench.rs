@@ -196,6 +196,18 @@ fn engine(conn_capacity: usize, template_capacity: usize) -> Engine {
     if hugepages() {
         mem::advise_hugepages(&e.memory_regions());
     }
+    // As the director does with `prefault = true`.
+    if prefault() {
+        let t = Instant::now();
+        match mem::populate(&e.memory_regions()) {
+            Ok(n) => eprintln!(
+                "  prefaulted {} MiB of table memory in {:.0} ms",
+                n >> 20,
+                t.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(err) => panic!("--prefault: {err}"),
+        }
+    }
     e
 }
 
@@ -204,6 +216,13 @@ fn engine(conn_capacity: usize, template_capacity: usize) -> Engine {
 /// as the director's default).
 fn hugepages() -> bool {
     std::env::args().any(|a| a == "--hugepages")
+}
+
+/// `--prefault`: fault the tables' whole capacity in before measuring, as
+/// the director does with `[director] prefault = true` (default: pages are
+/// faulted in as the tables fill, as the director's default).
+fn prefault() -> bool {
+    std::env::args().any(|a| a == "--prefault")
 }
 
 // ---- frames ------------------------------------------------------------------

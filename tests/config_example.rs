@@ -90,6 +90,7 @@ metrics = "off"
 conn_capacity = 5
 template_capacity = 6
 hugepages = true
+prefault = true
 busy_poll_us = 20
 gue_port = 1
 state_file = "/var/lib/x"
@@ -130,6 +131,7 @@ interface = "eth1"
     assert_eq!(again, c);
     assert_eq!(again.director.metrics, None);
     assert!(again.director.hugepages);
+    assert!(again.director.prefault);
     assert_eq!(again.director.busy_poll_us, 20);
     assert_eq!(again.services[0].reals[0].port, None);
     let h = again.services[0].health.as_ref().unwrap();

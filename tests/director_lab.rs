@@ -58,9 +58,10 @@ fn config(lab: &Lab, xdp: &str, fwd: &str) -> String {
         .collect();
     let nat_port = |p: u16| if fwd == "nat" { Some(p) } else { None };
     // The generic-mode run also runs the opt-in tuning: tables on huge
-    // pages, and a short busy poll before a shard sleeps.
+    // pages, faulted in at start, and a short busy poll before a shard
+    // sleeps.
     let tuning = if xdp == "generic" {
-        "hugepages = true\nbusy_poll_us = 20"
+        "hugepages = true\nprefault = true\nbusy_poll_us = 20"
     } else {
         ""
     };
@@ -556,4 +557,10 @@ fn dr_generic_mode_forwards_with_persistence() {
             .count();
         assert!(advised >= 1, "no shard advised huge pages:\n{log}");
     }
+    // `prefault = true`: every shard faulted its tables in before serving.
+    let prefaulted = log
+        .lines()
+        .filter(|l| l.contains("table memory prefaulted"))
+        .count();
+    assert!(prefaulted >= 1, "no shard prefaulted its tables:\n{log}");
 }

@@ -80,6 +80,9 @@ pub struct Director {
     /// Back the connection and template tables with transparent huge pages
     /// (`madvise(MADV_HUGEPAGE)`); default off.
     pub hugepages: bool,
+    /// Fault the tables' whole capacity in at start
+    /// (`madvise(MADV_POPULATE_WRITE)`), not as they fill; default off.
+    pub prefault: bool,
     /// How long a shard keeps polling its rings after the last packet
     /// before it sleeps in `poll()`, in µs (default 0: sleep at once).
     pub busy_poll_us: u32,
@@ -109,6 +112,7 @@ impl Default for Director {
             conn_capacity: DEFAULT_CONN_CAPACITY,
             template_capacity: DEFAULT_TEMPLATE_CAPACITY,
             hugepages: false,
+            prefault: false,
             busy_poll_us: 0,
             tunnel_src4: None,
             tunnel_src6: None,

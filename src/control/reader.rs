@@ -35,6 +35,7 @@ const DIRECTOR_KEYS: &[&str] = &[
     "conn_capacity",
     "template_capacity",
     "hugepages",
+    "prefault",
     "busy_poll_us",
     "tunnel_src4",
     "tunnel_src6",
@@ -490,6 +491,9 @@ impl Reader {
         }
         if let Some(b) = self.bool_opt(t, "hugepages") {
             d.hugepages = b;
+        }
+        if let Some(b) = self.bool_opt(t, "prefault") {
+            d.prefault = b;
         }
         if let Some(n) = self.uint_opt(t, "busy_poll_us") {
             d.busy_poll_us = n;

@@ -83,6 +83,7 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(o, "conn_capacity = {}", d.conn_capacity)?;
     writeln!(o, "template_capacity = {}", d.template_capacity)?;
     writeln!(o, "hugepages = {}", d.hugepages)?;
+    writeln!(o, "prefault = {}", d.prefault)?;
     writeln!(o, "busy_poll_us = {}", d.busy_poll_us)?;
     if let Some(a) = d.tunnel_src4 {
         writeln!(o, "tunnel_src4 = {}", q(&a.to_string()))?;
