@@ -531,3 +531,33 @@ fn memory_per_ipv4_entry_is_within_budget() {
     assert!(b <= 96, "{b} bytes per entry");
     assert!(t.bytes_per_entry_v6() > b);
 }
+
+/// `next_slots` names where the next inserts of a family land: the slab's
+/// next unused entries, then (after a removal) the slot the free list
+/// hands out next. `entry_addr` names where an entry lives.
+#[test]
+fn next_slots_names_the_entries_the_next_inserts_fill() {
+    let mut t = ConnTable::new(100);
+    let at = |t: &ConnTable, k: &FlowKey| t.entry_addr(t.warm_key(k, false).unwrap()).unwrap();
+    let next = t.next_slots(false, 3);
+    let size = next.len() / 3;
+    assert!(size > 0);
+    for i in 0..3u8 {
+        let k = tcp(i, 1000);
+        t.insert(0, conn(&k, FwdMethod::Dr)).unwrap();
+        let e = at(&t, &k);
+        assert_eq!(e.start, next.start + usize::from(i) * size, "entry {i}");
+    }
+    // Never past the capacity.
+    assert_eq!(t.next_slots(false, 1_000).len(), 97 * size);
+    // A removed entry's slot is the next one used.
+    let k1 = tcp(1, 1000);
+    let freed = at(&t, &k1);
+    t.remove(t.lookup_in(&k1).unwrap()).unwrap();
+    assert_eq!(t.next_slots(false, 5), freed);
+    let k = tcp(9, 1000);
+    t.insert(0, conn(&k, FwdMethod::Dr)).unwrap();
+    assert_eq!(at(&t, &k), freed);
+    // The IPv6 store has its own slots.
+    assert_ne!(t.next_slots(true, 1).start, t.next_slots(false, 1).start);
+}

@@ -201,3 +201,32 @@ fn get_mut_changes_the_destination() {
     assert_eq!(t.lookup(&addr_key(1, 80)), Some(h));
     assert!(t.bytes_per_entry() > 0);
 }
+
+/// `next_slots` names where the next inserts land: the slab's next unused
+/// entries, then (after a removal) the slot the free list hands out next.
+#[test]
+fn next_slots_names_the_entries_the_next_inserts_fill() {
+    let mut t = TemplateTable::new(10);
+    let next = t.next_slots(2);
+    let size = next.len() / 2;
+    let inside = |r: &std::ops::Range<usize>, t: &TemplateTable, h| {
+        let a = t.get(h).unwrap() as *const _ as usize;
+        r.contains(&a)
+    };
+    let h0 = t
+        .insert(0, addr_key(1, 80), DestId(1), real(), None, T)
+        .unwrap();
+    let h1 = t
+        .insert(0, addr_key(2, 80), DestId(1), real(), None, T)
+        .unwrap();
+    assert!(inside(&(next.start..next.start + size), &t, h0));
+    assert!(inside(&(next.start + size..next.end), &t, h1));
+    assert_eq!(t.next_slots(100).len(), 8 * size, "never past the capacity");
+    t.remove(h0).unwrap();
+    let freed = t.next_slots(3);
+    assert_eq!(freed, next.start..next.start + size);
+    let h = t
+        .insert(0, addr_key(3, 80), DestId(1), real(), None, T)
+        .unwrap();
+    assert!(inside(&freed, &t, h));
+}

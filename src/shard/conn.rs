@@ -644,6 +644,13 @@ pub struct WarmKey {
     v6: bool,
 }
 
+impl WarmKey {
+    /// Whether the key is an IPv6 flow's.
+    pub fn is_v6(&self) -> bool {
+        self.v6
+    }
+}
+
 /// The connection table of one shard.
 #[derive(Debug)]
 pub struct ConnTable {
@@ -845,6 +852,30 @@ impl ConnTable {
             range(&self.v6.store, w.hash)
         } else {
             range(&self.v4.store, w.hash)
+        }
+    }
+
+    /// The address range of the slots the next `n` inserts of a family will
+    /// write (`v6`): the slab's next unused entries, or the head of the
+    /// free list (whose successors are known only once it is read). For a
+    /// batch's prefetch of the entries its new connections will fill.
+    /// Arithmetic and one read of the free head's link only.
+    pub fn next_slots(&self, v6: bool, n: usize) -> std::ops::Range<usize> {
+        fn range<A: Family>(st: &Store<A>, n: usize) -> std::ops::Range<usize> {
+            let size = std::mem::size_of::<Entry<A>>();
+            let (first, n) = if st.free != NIL {
+                (st.free as usize, 1)
+            } else {
+                let room = st.slab.capacity() - st.slab.len();
+                (st.slab.len(), n.min(room))
+            };
+            let start = st.slab.as_ptr() as usize + first * size;
+            start..start + n * size
+        }
+        if v6 {
+            range(&self.v6.store, n)
+        } else {
+            range(&self.v4.store, n)
         }
     }
 

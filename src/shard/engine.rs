@@ -170,6 +170,16 @@ fn is_syn(tcp_flags: u8) -> bool {
     tcp_flags & wire::tcp::flags::SYN != 0 && tcp_flags & wire::tcp::flags::ACK == 0
 }
 
+/// Can this packet open a connection (a TCP SYN, or UDP)?
+#[inline]
+fn can_open(p: &FlowPeek) -> bool {
+    match Proto::from_number(p.proto) {
+        Some(Proto::Tcp) => is_syn(p.tcp_flags),
+        Some(Proto::Udp) => true,
+        None => false,
+    }
+}
+
 /// Real server state by id (foldhash: ids come from the config).
 type DestMap = hashbrown::HashMap<DestId, DestSlot>;
 
@@ -448,9 +458,11 @@ impl Engine {
     /// batch (its connection's index bucket, then the entry the bucket
     /// points at; for a reply of a NAT real server, the reply key's), in two
     /// passes over the batch so that its cache misses overlap. A frame whose
-    /// bucket holds no candidate is likely a new connection: when it can
-    /// open one (a TCP SYN, or UDP) to a persistent service, the second
-    /// pass names its persistence template's index bucket instead.
+    /// bucket holds no candidate and that can open a connection (a TCP SYN,
+    /// or UDP) is likely a new connection: the second pass names its
+    /// persistence template's index bucket instead (persistent services),
+    /// and then the slab slots the chunk's new connections and templates
+    /// will fill.
     /// `prefetch` is the data plane's (`dataplane::mem::prefetch`): the
     /// engine only names addresses and reads nothing but index buckets.
     /// Changes nothing.
@@ -464,6 +476,9 @@ impl Engine {
                     prefetch(self.conns.bucket_addr(w));
                 }
             }
+            // New connections per family, and new templates, likely in
+            // this chunk: their slots are prefetched too.
+            let (mut new, mut tpl) = ([0usize; 2], 0usize);
             for (w, p) in keys.iter().flatten() {
                 match self.conns.entry_addr(*w) {
                     Some(r) => {
@@ -471,11 +486,27 @@ impl Engine {
                         prefetch(r.end - 1);
                     }
                     None => {
-                        if let Some(a) = self.template_bucket(p) {
+                        let Some(p) = p.filter(can_open) else {
+                            continue;
+                        };
+                        if let Some(n) = new.get_mut(usize::from(w.is_v6())) {
+                            *n += 1;
+                        }
+                        if let Some(a) = self.template_bucket(&p) {
                             prefetch(a);
+                            tpl += 1;
                         }
                     }
                 }
+            }
+            let lines = |r: std::ops::Range<usize>| (r.start & !63..r.end).step_by(64);
+            for (v6, n) in [(false, new[0]), (true, new[1])] {
+                if n > 0 {
+                    lines(self.conns.next_slots(v6, n)).for_each(&prefetch);
+                }
+            }
+            if tpl > 0 {
+                lines(self.tpls.next_slots(tpl)).for_each(&prefetch);
             }
         }
     }
@@ -497,15 +528,11 @@ impl Engine {
         Some((w, (!reply).then_some(p)))
     }
 
-    /// For a packet that can open a connection (a TCP SYN, or UDP) to a
-    /// persistent service: the address of its template's index bucket.
+    /// For a packet that can open a connection to a persistent service: the
+    /// address of its template's index bucket.
     #[inline]
-    fn template_bucket(&self, p: &Option<FlowPeek>) -> Option<usize> {
-        let p = p.as_ref()?;
+    fn template_bucket(&self, p: &FlowPeek) -> Option<usize> {
         let proto = Proto::from_number(p.proto)?;
-        if proto == Proto::Tcp && !is_syn(p.tcp_flags) {
-            return None;
-        }
         let s = self.snap.classifier.classify(proto, p.dst, p.dport)?;
         let svc = self.snap.services.get(s as usize)?;
         let per = svc.persistence.as_ref()?;
