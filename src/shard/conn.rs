@@ -644,13 +644,6 @@ pub struct WarmKey {
     v6: bool,
 }
 
-impl WarmKey {
-    /// Whether the key is an IPv6 flow's.
-    pub fn is_v6(&self) -> bool {
-        self.v6
-    }
-}
-
 /// The connection table of one shard.
 #[derive(Debug)]
 pub struct ConnTable {

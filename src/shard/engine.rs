@@ -479,22 +479,18 @@ impl Engine {
             // New connections per family, and new templates, likely in
             // this chunk: their slots are prefetched too.
             let (mut new, mut tpl) = ([0usize; 2], 0usize);
-            for (w, p) in keys.iter().flatten() {
-                match self.conns.entry_addr(*w) {
+            for (f, k) in chunk.iter().zip(keys.iter()) {
+                let Some((w, reply)) = *k else {
+                    continue;
+                };
+                match self.conns.entry_addr(w) {
                     Some(r) => {
                         prefetch(r.start);
                         prefetch(r.end - 1);
                     }
                     None => {
-                        let Some(p) = p.filter(can_open) else {
-                            continue;
-                        };
-                        if let Some(n) = new.get_mut(usize::from(w.is_v6())) {
-                            *n += 1;
-                        }
-                        if let Some(a) = self.template_bucket(&p) {
-                            prefetch(a);
-                            tpl += 1;
+                        if !reply {
+                            self.warm_new(f, &mut new, &mut tpl, &prefetch);
                         }
                     }
                 }
@@ -511,10 +507,29 @@ impl Engine {
         }
     }
 
-    /// The connection table's warm key of a frame, and its 5-tuple (`None`
-    /// in the tuple for a reply of a NAT real server).
+    /// [`Engine::warm_batch`] for a client frame without a connection
+    /// candidate: when it can open a connection, count it (per family) and,
+    /// for a persistent service, prefetch its template's bucket and count
+    /// it. Out of line: it keeps the established path's pass small.
+    #[inline(never)]
+    fn warm_new(&self, f: &[u8], new: &mut [usize; 2], tpl: &mut usize, prefetch: &impl Fn(usize)) {
+        // Read the (cached) frame's tuple again.
+        let Some(p) = wire::packet::peek_flow(f).filter(can_open) else {
+            return;
+        };
+        if let Some(n) = new.get_mut(usize::from(p.src.is_ipv6())) {
+            *n += 1;
+        }
+        if let Some(a) = self.template_bucket(&p) {
+            prefetch(a);
+            *tpl += 1;
+        }
+    }
+
+    /// The connection table's warm key of a frame, and whether it is a reply
+    /// of a NAT real server.
     #[inline]
-    fn warm_key(&self, frame: &[u8]) -> Option<(WarmKey, Option<FlowPeek>)> {
+    fn warm_key(&self, frame: &[u8]) -> Option<(WarmKey, bool)> {
         let p = wire::packet::peek_flow(frame)?;
         let k = FlowKey {
             proto: Proto::from_number(p.proto)?,
@@ -525,7 +540,7 @@ impl Engine {
         };
         let reply = is_nat_real(&self.snap, p.src);
         let w = self.conns.warm_key(&k, reply)?;
-        Some((w, (!reply).then_some(p)))
+        Some((w, reply))
     }
 
     /// For a packet that can open a connection to a persistent service: the
