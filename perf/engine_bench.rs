@@ -27,10 +27,15 @@
 //! (a ~66-byte copy) and patches the client address and port (random and
 //! new-connection cases). That work is timed alone in an identical loop
 //! without `process` and subtracted: "net" = "raw" - "copy". Both are printed.
-//! `now` is fixed (no timer work is due); `tick` is not called.
+//! `now` is fixed (no timer work is due) and `tick` is not called, except
+//! for the last case ("recycled slots"): the clock then moves 700 s on and
+//! `tick` expires every connection but the N established ones, and every
+//! template, so new ones reuse freed slots as in a director past its
+//! high-water mark.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,6 +72,9 @@ const NEW_CLIENTS: u32 = 65_536;
 const PORTS: u64 = 60_000;
 /// Fixed engine clock (ms).
 const NOW: u64 = 1_000_000;
+
+/// The engine's clock in the bench: [`NOW`] until the recycled-slots case.
+static CLOCK: AtomicU64 = AtomicU64::new(NOW);
 /// Frame headroom, as the AF_XDP frames have.
 const HEADROOM: usize = 256;
 const REALS: u8 = 8;
@@ -346,7 +354,7 @@ impl Buf {
     #[inline(always)]
     fn run(&mut self, e: &mut Engine, nt: &NeighborTable, len: usize) -> Verdict {
         let mut f = Frame::new(&mut self.0, HEADROOM, len);
-        e.process(NOW, &mut f, nt)
+        e.process(CLOCK.load(Ordering::Relaxed), &mut f, nt)
     }
 }
 
@@ -620,6 +628,7 @@ struct Scale {
     tpl_new_batch: Row,
     tpl_hit_batch: Row,
     new_dr: Row,
+    tpl_new_recycled: Row,
     bpe: usize,
     rss_bpe: f64,
     tpl_bpe: usize,
@@ -914,6 +923,54 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
         net: raw.med - copy.med,
         target: None,
     };
+    // 4. Past the high-water mark: every connection but the N established
+    // ones, and every template, expire; new clients reuse the freed slots.
+    let later = NOW + 700_000;
+    let mut t = later;
+    for _ in 0..100_000 {
+        e.tick(t);
+        if e.templates().is_empty() && e.conns().len() == n {
+            break;
+        }
+        t += 64;
+    }
+    assert!(
+        e.templates().is_empty() && e.conns().len() == n,
+        "drained: {} templates, {} conns",
+        e.templates().len(),
+        e.conns().len()
+    );
+    CLOCK.store(t, Ordering::Relaxed);
+    let per = new_per_rep / BATCH * BATCH;
+    let raws: Vec<f64> = (0..reps)
+        .map(|r| {
+            let first = NEW_BASE as usize + 2 * NEW_CLIENTS as usize + r * per;
+            syns(
+                &mut e,
+                &nt,
+                &fw_syn,
+                per,
+                |i| ((first + i) as u32, 30_000),
+                "template new, recycled",
+                true,
+            )
+        })
+        .collect();
+    CLOCK.store(NOW, Ordering::Relaxed);
+    assert_eq!(
+        e.templates().len(),
+        reps * per,
+        "one template per new client"
+    );
+    let raw = Stat::of(raws);
+    let tpl_new_recycled = Row {
+        case: "new conn, persistent fwmark, template new, warmed batch of 32, recycled slots"
+            .into(),
+        raw,
+        copy,
+        net: raw.med - copy.med,
+        target: Some(TARGET_NEW_PERSISTENT_NS),
+    };
     Scale {
         n,
         populate_ns,
@@ -924,6 +981,7 @@ fn bench_scale(n: usize, quick: bool) -> Scale {
         tpl_new_batch,
         tpl_hit_batch,
         new_dr,
+        tpl_new_recycled,
         bpe: e.conns().bytes_per_entry(),
         rss_bpe,
         tpl_bpe: e.templates().bytes_per_entry(),
@@ -1230,6 +1288,7 @@ fn main() {
         print_row(&s.tpl_new_batch);
         print_row(&s.tpl_hit_batch);
         print_row(&s.new_dr);
+        print_row(&s.tpl_new_recycled);
         scales.push(s);
     }
     println!();
