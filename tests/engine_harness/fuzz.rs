@@ -565,6 +565,21 @@ fn step(h: &mut Harness, cfg: &EngineConfig, g: &Gen) -> Verdict {
     let snap = h.snap();
     let before = h.engine.stats.clone();
     let existed = g.request.map(|k| h.engine.conns().lookup_in(&k).is_some());
+    // The RX batch pre-pass sees every frame first, as in the data plane;
+    // it reads and names addresses only.
+    let (conns, tpls) = (h.engine.conns().len(), h.engine.templates().len());
+    h.engine.warm_batch(&[&g.frame, &g.frame], |a| {
+        std::hint::black_box(a);
+    });
+    assert_eq!(
+        format!("{:?}", h.engine.stats),
+        format!("{before:?}"),
+        "the pre-pass changes nothing"
+    );
+    assert_eq!(
+        (h.engine.conns().len(), h.engine.templates().len()),
+        (conns, tpls)
+    );
     let (v, out) = h.process(&g.frame);
     let st = &h.engine.stats;
 
