@@ -848,22 +848,12 @@ impl ConnTable {
         }
     }
 
-    /// The address range of the slots the next `n` inserts of a family will
-    /// write (`v6`): the slab's next unused entries, or the head of the
-    /// free list (whose successors are known only once it is read). For a
-    /// batch's prefetch of the entries its new connections will fill.
-    /// Arithmetic and one read of the free head's link only.
+    /// The address range of the slots the next `n` inserts of a family
+    /// (`v6`) will write (see `shard::next_slots`), for a batch's prefetch
+    /// of the entries its new connections will fill.
     pub fn next_slots(&self, v6: bool, n: usize) -> std::ops::Range<usize> {
         fn range<A: Family>(st: &Store<A>, n: usize) -> std::ops::Range<usize> {
-            let size = std::mem::size_of::<Entry<A>>();
-            let (first, n) = if st.free != NIL {
-                (st.free as usize, 1)
-            } else {
-                let room = st.slab.capacity() - st.slab.len();
-                (st.slab.len(), n.min(room))
-            };
-            let start = st.slab.as_ptr() as usize + first * size;
-            start..start + n * size
+            super::next_slots(&st.slab, (st.free != NIL).then_some(st.free), n)
         }
         if v6 {
             range(&self.v6.store, n)

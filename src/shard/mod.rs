@@ -13,6 +13,20 @@ pub mod verdict;
 
 pub use verdict::{DropReason, Frame, Verdict};
 
+/// The address range of the slots of `slab` the next `n` inserts will
+/// write: the head of the free list (`free`; its successors are known only
+/// once it is read) if there is one, else the next unused entries of the
+/// reservation (never past its capacity). Arithmetic only: reads nothing.
+pub(crate) fn next_slots<T>(slab: &Vec<T>, free: Option<u32>, n: usize) -> std::ops::Range<usize> {
+    let size = std::mem::size_of::<T>();
+    let (first, n) = match free {
+        Some(i) => (i as usize, 1),
+        None => (slab.len(), n.min(slab.capacity() - slab.len())),
+    };
+    let start = slab.as_ptr() as usize + first * size;
+    start..start + n * size
+}
+
 /// The address range of a vector's whole reservation (its capacity): where a
 /// table that reserves up front writes as it fills. The data plane advises
 /// these ranges to use huge pages (`dataplane::mem`).

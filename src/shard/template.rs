@@ -214,17 +214,10 @@ impl TemplateTable {
     }
 
     /// The address range of the slots the next `n` inserts will write (see
-    /// `ConnTable::next_slots`).
+    /// `shard::next_slots`).
     pub fn next_slots(&self, n: usize) -> std::ops::Range<usize> {
-        let size = std::mem::size_of::<Slot>();
-        let (first, n) = if self.free != NIL {
-            (self.free as usize, 1)
-        } else {
-            let room = self.slab.capacity() - self.slab.len();
-            (self.slab.len(), n.min(room))
-        };
-        let start = self.slab.as_ptr() as usize + first * size;
-        start..start + n * size
+        let free = (self.free != NIL).then_some(self.free);
+        super::next_slots(&self.slab, free, n)
     }
 
     /// Add a template for `key` expiring `timeout` ms from `now`, with no
