@@ -63,6 +63,53 @@ pub struct Persist {
     pub saved: Arc<Mutex<Vec<Option<ShardState>>>>,
 }
 
+/// The bytes one shard's tables reserve with this config's capacities (an
+/// engine is built and dropped: its reservations are virtual until used).
+fn table_bytes(cfg: &Config, snap: &Arc<Snapshot>) -> usize {
+    let e = Engine::new(
+        EngineConfig {
+            shard: 0,
+            shards: 1,
+            conn_capacity: cfg.director.conn_capacity as usize,
+            template_capacity: cfg.director.template_capacity as usize,
+        },
+        snap.clone(),
+    );
+    e.memory_regions().iter().map(|r| r.end - r.start).sum()
+}
+
+/// `prefault = true` claims `per_shard` bytes for each of `shards` shards
+/// at start: refuse when that is more than 90 % of the memory available
+/// (`MemAvailable` of `meminfo`, /proc/meminfo's text). Without the figure,
+/// nothing is refused.
+pub fn prefault_fits(per_shard: usize, shards: u16, meminfo: &str) -> Result<(), String> {
+    let avail_kib: Option<u64> = meminfo.lines().find_map(|l| {
+        l.strip_prefix("MemAvailable:")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    });
+    let Some(avail_kib) = avail_kib else {
+        return Ok(());
+    };
+    let need = per_shard as u64 * u64::from(shards);
+    let avail = avail_kib * 1024;
+    if need > avail / 10 * 9 {
+        return Err(format!(
+            "prefault = true needs {} MiB for the tables ({} shards x {} MiB with these \
+             conn_capacity and template_capacity), but only {} MiB is available: \
+             lower the capacities or set prefault = false",
+            need >> 20,
+            shards,
+            per_shard >> 20,
+            avail >> 20
+        ));
+    }
+    Ok(())
+}
+
 /// How a shard's tables get their memory (`[director] hugepages`,
 /// `prefault`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -466,6 +513,13 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         }
     };
     let n_shards = cpus.len().clamp(1, 64) as u16;
+    if cfg.director.prefault {
+        // Refuse now, with the figures, rather than let the shards' page
+        // faults at start wake the OOM killer.
+        let per_shard = table_bytes(&cfg, &snaps.load_full());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        prefault_fits(per_shard, n_shards, &meminfo)?;
+    }
     let shards: Vec<ShardSpec> = (0..n_shards)
         .map(|s| ShardSpec {
             cpu: cpus.get(s as usize).copied(),
@@ -713,4 +767,53 @@ pub fn final_counters(stats: &[ShardStats], reports: &Reports, snap: &Snapshot) 
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str =
+        "MemTotal:       24684132 kB\nMemFree:        20885604 kB\nMemAvailable:    1048576 kB\n";
+
+    /// `prefault = true` is refused at start, with the figures, when the
+    /// shards' tables would take more than 90 % of the available memory.
+    #[test]
+    fn prefault_is_refused_when_the_tables_do_not_fit() {
+        let mib = 1 << 20;
+        assert_eq!(prefault_fits(400 * mib, 2, MEMINFO), Ok(()));
+        let e = prefault_fits(500 * mib, 2, MEMINFO).unwrap_err();
+        assert!(
+            e.contains("1000 MiB") && e.contains("2 shards x 500 MiB") && e.contains("1024 MiB"),
+            "{e}"
+        );
+        assert!(e.contains("prefault = false"), "{e}");
+        // Without the figure, nothing is refused.
+        assert_eq!(prefault_fits(usize::MAX / 2, 64, ""), Ok(()));
+    }
+
+    /// The estimate is what a shard's engine reserves: it grows with both
+    /// capacities.
+    #[test]
+    fn table_bytes_follow_the_capacities() {
+        let text = "[director]\ninterfaces = [\"eth0\"]\n";
+        let mut cfg = Config::parse(text, "t.toml").unwrap();
+        let snap = Arc::new(build_snapshot(&cfg, None).unwrap());
+        cfg.director.conn_capacity = 1 << 16;
+        cfg.director.template_capacity = 1 << 12;
+        let small = table_bytes(&cfg, &snap);
+        cfg.director.conn_capacity = 1 << 20;
+        let more_conns = table_bytes(&cfg, &snap);
+        cfg.director.template_capacity = 1 << 18;
+        let more_tpls = table_bytes(&cfg, &snap);
+        // 66 bytes per IPv4 connection at least; ~100 per template.
+        assert!(
+            more_conns - small >= 66 * ((1 << 20) - (1 << 16)),
+            "{small} {more_conns}"
+        );
+        assert!(
+            more_tpls - more_conns >= 96 * ((1 << 18) - (1 << 12)),
+            "{more_tpls}"
+        );
+    }
 }
