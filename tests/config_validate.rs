@@ -1141,3 +1141,52 @@ fn load_names_the_file() {
     assert!(e.contains("unknown scheduler \"wlcx\""), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// xdpvs has no FTP helper: a service that carries FTP's port 21 gets a
+/// warning for each piece FTP then needs and the service lacks (the passive
+/// range in the same service, persistence, the VIP announced by servers
+/// behind NAT). The recipe of `config/example.toml` gets none.
+#[test]
+fn ftp_services_are_warned_about_what_they_lack() {
+    let mark = "\n[[fwmark]]\nmark = 2\nrules = [ { vip = \"198.18.0.101\", proto = \"tcp\", ports = \"21,10000-10100\" } ]\n";
+    let svc = |key: &str, persist: &str, fwd: &str| {
+        format!(
+            "\n[[service]]\nname = \"ftp\"\n{key}\nscheduler = \"lc\"\n{persist}\n  [[service.real]]\n  addr = \"198.18.1.21\"\n  forward = \"{fwd}\"\n"
+        )
+    };
+    let warnings = |text: String| -> Vec<String> {
+        let c = ok(&cfg(&text));
+        let w = c.validate().expect("valid");
+        w.iter().map(|d| d.to_string()).collect()
+    };
+    let persistent = "persistence = { timeout = 600 }";
+    let w = warnings(format!("{mark}{}", svc("fwmark = 2", persistent, "dr")));
+    assert!(w.is_empty(), "{w:?}");
+    let port21 = "proto = \"tcp\"\nvip = \"198.18.0.101\"\nport = 21";
+    let w = warnings(svc(port21, "", "dr"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("service[0]: ") && w[0].contains("port 21 alone"),
+        "{w:?}"
+    );
+    let w = warnings(format!("{mark}{}", svc("fwmark = 2", "", "dr")));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("not persistent"), "{w:?}");
+    let w = warnings(format!("{mark}{}", svc("fwmark = 2", persistent, "nat")));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("through NAT") && w[0].contains("pasv_address"),
+        "{w:?}"
+    );
+    // A port-0 service carries port 21 too (and must be persistent).
+    let port0 = "proto = \"tcp\"\nvip = \"198.18.0.101\"\nport = 0";
+    let w = warnings(svc(port0, persistent, "nat"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("through NAT"), "{w:?}");
+    // Not FTP: UDP port 21, a mark without 21.
+    let udp21 = "proto = \"udp\"\nvip = \"198.18.0.101\"\nport = 21";
+    assert!(warnings(svc(udp21, "", "nat")).is_empty());
+    let web_mark = mark.replace("21,10000-10100", "80,443");
+    let w = warnings(format!("{web_mark}{}", svc("fwmark = 2", "", "nat")));
+    assert!(w.is_empty(), "{w:?}");
+}

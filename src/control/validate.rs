@@ -424,6 +424,7 @@ impl Validator<'_> {
             if svc.reals.is_empty() {
                 self.warn(&sp, format!("service \"{}\" has no real servers", svc.name));
             }
+            self.ftp(&sp, svc);
             self.reals(&sp, svc, v4, v6);
         }
         // Unused marks are allowed, but probably a mistake.
@@ -440,6 +441,63 @@ impl Validator<'_> {
             );
         }
         self.shadowed(&marks_used);
+    }
+
+    /// A service that carries FTP control connections (TCP port 21): xdpvs
+    /// has no FTP helper (IPVS's `ip_vs_ftp`, which reads the control
+    /// connection, rewrites the address of NAT'd PASV replies and expects
+    /// the data connection). What makes FTP work without one: the passive
+    /// port range in the same service (a fwmark, or port 0), persistence so
+    /// the data connection follows the control connection, and, through
+    /// NAT, servers that announce the VIP in their passive replies. Warn
+    /// about each missing piece.
+    fn ftp(&mut self, sp: &str, svc: &ServiceConfig) {
+        let carries_21 = match svc.key {
+            ServiceKey::Addr { proto, port, .. } => {
+                proto == Proto::Tcp && (port == 21 || port == 0)
+            }
+            ServiceKey::Fwmark(m) => self.cfg.fwmarks.iter().any(|g| {
+                g.mark == m
+                    && g.rules
+                        .iter()
+                        .any(|r| r.proto == Proto::Tcp && r.ports.contains(21))
+            }),
+        };
+        if !carries_21 {
+            return;
+        }
+        let name = &svc.name;
+        if matches!(svc.key, ServiceKey::Addr { port: 21, .. }) {
+            self.warn(
+                sp,
+                format!(
+                    "service \"{name}\" is FTP's port 21 alone: passive data connections \
+                     go to other ports and will not follow their control connection (xdpvs \
+                     has no FTP helper); group 21 and the servers' passive port range in one \
+                     persistent [[fwmark]] service (see config/example.toml)"
+                ),
+            );
+        } else if svc.persistence.is_none() {
+            self.warn(
+                sp,
+                format!(
+                    "service \"{name}\" carries FTP (port 21) but is not persistent: a \
+                     passive data connection may be scheduled to another real server than \
+                     its control connection; add persistence"
+                ),
+            );
+        }
+        if svc.reals.iter().any(|r| r.forward == FwdMethod::Nat) {
+            self.warn(
+                sp,
+                format!(
+                    "service \"{name}\" carries FTP (port 21) through NAT: xdpvs does not \
+                     rewrite PASV replies (no FTP helper), so the FTP servers must announce \
+                     the VIP as their passive address (vsftpd pasv_address, ProFTPD \
+                     MasqueradeAddress); EPSV replies carry only a port and work as they are"
+                ),
+            );
+        }
     }
 
     fn scheduler(&mut self, sp: &str, svc: &ServiceConfig) {
