@@ -12,6 +12,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod labkit;
+
+use labkit::reals;
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{is_root, Lab, LabMode, Request, Response};
 
@@ -31,31 +34,12 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xdpvs"))
 }
 
-fn reals(lab: &Lab, key: &str, fwd: &str, weights: &[u32], port: Option<u16>) -> String {
-    let mut s = String::new();
-    for (i, a) in lab.env_list(key).iter().enumerate() {
-        s.push_str(&format!(
-            "  [[service.real]]\n  addr = \"{a}\"\n  weight = {}\n  forward = \"{fwd}\"\n",
-            weights.get(i).copied().unwrap_or(1)
-        ));
-        if let Some(p) = port {
-            s.push_str(&format!("  port = {p}\n"));
-        }
-    }
-    s
-}
-
 /// The lab's director config: a fwmark group (80 + 443, /24 persistence),
 /// a wrr service with per-host persistence and weights 3/1/0, a persistent
 /// UDP service with a short timeout, and an IPv6 service.
 fn config(lab: &Lab, xdp: &str, fwd: &str) -> String {
     let vip4 = lab.env("LAB_VIP4");
     let vip6 = lab.env("LAB_VIP6");
-    let ifaces: Vec<String> = lab
-        .env_list("LAB_DIR_IFS")
-        .iter()
-        .map(|i| format!("\"{i}\""))
-        .collect();
     let nat_port = |p: u16| if fwd == "nat" { Some(p) } else { None };
     // The generic-mode run also runs the opt-in tuning: tables on huge
     // pages, faulted in at start, and a short busy poll before a shard
@@ -66,13 +50,7 @@ fn config(lab: &Lab, xdp: &str, fwd: &str) -> String {
         ""
     };
     format!(
-        r#"[director]
-interfaces = [{ifaces}]
-xdp_mode = "{xdp}"
-control_socket = "{sock}"
-metrics = "off"
-{tuning}
-
+        r#"{director}
 [timeouts]
 tcp = 900
 tcp_fin = 120
@@ -118,8 +96,7 @@ vip = "{vip6}"
 port = 5353
 scheduler = "rr"
 {echo6}"#,
-        ifaces = ifaces.join(", "),
-        sock = lab.dir().join("xdpvs.sock").display(),
+        director = labkit::director_section(lab, xdp, tuning),
         web = reals(lab, "LAB_RS_IP4", fwd, &[1, 1, 1], None),
         weighted = reals(lab, "LAB_RS_IP4", fwd, &[3, 1, 0], nat_port(8080)),
         echo = reals(lab, "LAB_RS_IP4", fwd, &[1, 1, 1], nat_port(5353)),

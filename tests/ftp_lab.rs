@@ -18,7 +18,7 @@ mod labkit;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use labkit::{exe, lab_lock, skip};
+use labkit::{director_section, exe, lab_lock, reals, skip};
 use xdpvs::demo::DirectorProcess;
 use xdpvs::lab::{Lab, LabMode};
 
@@ -174,30 +174,15 @@ for src in sys.argv[2:]:
 
 fn config(lab: &Lab, fwd: &str, persistent: bool) -> String {
     let vip4 = lab.env("LAB_VIP4");
-    let ifaces: Vec<String> = lab
-        .env_list("LAB_DIR_IFS")
-        .iter()
-        .map(|i| format!("\"{i}\""))
-        .collect();
-    let mut reals = String::new();
-    for a in lab.env_list("LAB_RS_IP4") {
-        // No port: each packet keeps its own (21, or its passive port).
-        reals.push_str(&format!(
-            "  [[service.real]]\n  addr = \"{a}\"\n  forward = \"{fwd}\"\n"
-        ));
-    }
+    // No port: each packet keeps its own (21, or its passive port).
+    let reals = reals(lab, "LAB_RS_IP4", fwd, &[], None);
     let persistence = if persistent {
         "persistence = { timeout = 60 }"
     } else {
         ""
     };
     format!(
-        r#"[director]
-interfaces = [{ifaces}]
-xdp_mode = "native"
-control_socket = "{sock}"
-metrics = "off"
-
+        r#"{director}
 [[fwmark]]
 mark = 21
 rules = [ {{ vip = "{vip4}", proto = "tcp", ports = "21,{PASV_LO}-{PASV_HI}" }} ]
@@ -208,8 +193,7 @@ fwmark = 21
 scheduler = "rr"
 {persistence}
 {reals}"#,
-        ifaces = ifaces.join(", "),
-        sock = lab.dir().join("xdpvs.sock").display(),
+        director = director_section(lab, "native", ""),
     )
 }
 

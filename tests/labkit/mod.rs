@@ -139,3 +139,36 @@ impl Drop for Held {
         let _ = self.child.wait();
     }
 }
+
+/// The `[director]` section of a lab config: the lab director's
+/// interfaces, `xdp` mode, a control socket in the lab's directory, no
+/// metrics listener, then the `extra` lines.
+pub fn director_section(lab: &Lab, xdp: &str, extra: &str) -> String {
+    let ifaces: Vec<String> = lab
+        .env_list("LAB_DIR_IFS")
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect();
+    format!(
+        "[director]\ninterfaces = [{}]\nxdp_mode = \"{xdp}\"\ncontrol_socket = \"{}\"\nmetrics = \"off\"\n{extra}\n",
+        ifaces.join(", "),
+        lab.dir().join("xdpvs.sock").display()
+    )
+}
+
+/// `[[service.real]]` entries for the lab's real servers listed in `key`
+/// (e.g. `LAB_RS_IP4`), forwarding `fwd`, weights in order (1 when
+/// missing), and `port` when given.
+pub fn reals(lab: &Lab, key: &str, fwd: &str, weights: &[u32], port: Option<u16>) -> String {
+    let mut s = String::new();
+    for (i, a) in lab.env_list(key).iter().enumerate() {
+        s.push_str(&format!(
+            "  [[service.real]]\n  addr = \"{a}\"\n  weight = {}\n  forward = \"{fwd}\"\n",
+            weights.get(i).copied().unwrap_or(1)
+        ));
+        if let Some(p) = port {
+            s.push_str(&format!("  port = {p}\n"));
+        }
+    }
+    s
+}
