@@ -1599,6 +1599,9 @@ fn warm_batch_prefetches_the_persistence_template_of_a_new_connection() {
     assert_eq!(prefetched(&h, &[&ack]).len(), 1);
     let plain = prefetched(&h, &[&tcp_pkt(C2, 2000, VIP4, 81, SYN)]);
     assert_eq!(plain[1..], conn_slot[..]);
+    // Not for a virtual service: nothing will be inserted for it.
+    let other = prefetched(&h, &[&tcp_pkt(C2, 2000, VIP4, 82, SYN)]);
+    assert_eq!(other.len(), 1, "{other:x?}");
     // The same bucket once the template exists (a template hit reads it).
     assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
     let t = h.engine.templates();

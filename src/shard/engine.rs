@@ -508,20 +508,33 @@ impl Engine {
     }
 
     /// [`Engine::warm_batch`] for a client frame without a connection
-    /// candidate: when it can open a connection, count it (per family) and,
-    /// for a persistent service, prefetch its template's bucket and count
-    /// it. Out of line: it keeps the established path's pass small.
+    /// candidate: when it can open a connection to a virtual service, count
+    /// it (per family) and, for a persistent service, prefetch its
+    /// template's index bucket and count it. Out of line: it keeps the
+    /// established path's pass small.
     #[inline(never)]
     fn warm_new(&self, f: &[u8], new: &mut [usize; 2], tpl: &mut usize, prefetch: &impl Fn(usize)) {
         // Read the (cached) frame's tuple again.
         let Some(p) = wire::packet::peek_flow(f).filter(can_open) else {
             return;
         };
+        let Some(proto) = Proto::from_number(p.proto) else {
+            return;
+        };
+        let snap = &self.snap;
+        let Some(svc) = snap
+            .classifier
+            .classify(proto, p.dst, p.dport)
+            .and_then(|s| snap.services.get(s as usize))
+        else {
+            return;
+        };
         if let Some(n) = new.get_mut(usize::from(p.src.is_ipv6())) {
             *n += 1;
         }
-        if let Some(a) = self.template_bucket(&p) {
-            prefetch(a);
+        if let Some(per) = svc.persistence.as_ref() {
+            let tkey = template_key(svc.key, per, p.src, p.dport);
+            prefetch(self.tpls.bucket_addr(self.tpls.hash(&tkey)));
             *tpl += 1;
         }
     }
@@ -541,18 +554,6 @@ impl Engine {
         let reply = is_nat_real(&self.snap, p.src);
         let w = self.conns.warm_key(&k, reply)?;
         Some((w, reply))
-    }
-
-    /// For a packet that can open a connection to a persistent service: the
-    /// address of its template's index bucket.
-    #[inline]
-    fn template_bucket(&self, p: &FlowPeek) -> Option<usize> {
-        let proto = Proto::from_number(p.proto)?;
-        let s = self.snap.classifier.classify(proto, p.dst, p.dport)?;
-        let svc = self.snap.services.get(s as usize)?;
-        let per = svc.persistence.as_ref()?;
-        let tkey = template_key(svc.key, per, p.src, p.dport);
-        Some(self.tpls.bucket_addr(self.tpls.hash(&tkey)))
     }
 
     /// Expire connections and templates whose time has come (bounded work).
