@@ -5,7 +5,8 @@
 //! - a slab of fixed-size entries (`Vec`, reserved at `capacity`, so it never
 //!   reallocates; pages are touched as entries are used). An IPv4 entry is 32
 //!   bytes, half a cache line; an IPv6 entry is 68 bytes;
-//! - an open-addressing index of 64-byte buckets, each holding 7 `(tag,
+//! - an open-addressing index of 64-byte buckets (`shard::index`, shared with
+//!   the template table), each holding 7 `(tag,
 //!   handle)` pairs and an overflow count (F14-style, no tombstones). A lookup
 //!   is one hash, one bucket line and one entry line. The index holds the
 //!   inbound key of every connection and, for NAT, the reply key; it is
