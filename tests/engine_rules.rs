@@ -772,6 +772,46 @@ fn syn_on_closing_connection_is_rescheduled() {
     assert_eq!(total, 5);
 }
 
+/// Only what IPVS's `conn_reuse_mode = 1` reschedules: a SYN on a
+/// connection still shutting down (FIN_WAIT) stays on it, and so does a SYN
+/// on a closed connection that a persistence template controls; neither is
+/// counted as a new connection.
+#[test]
+fn syn_on_a_shutting_down_or_controlled_connection_stays_on_it() {
+    let web = |opts: &str| {
+        cfg(&[svc(
+            "web",
+            &key("tcp", VIP4, 80),
+            opts,
+            &reals(&[RA, RB], ""),
+        )])
+    };
+    let k = fkey(Proto::Tcp, C1, 1000, VIP4, 80);
+    let mut h = Harness::new(&web(RR));
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, ACK));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, FIN));
+    assert_eq!(conn(&h, &k).unwrap().state, TcpState::FinWait);
+    // rr would give a new connection to RB.
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    assert_eq!(conn(&h, &k).unwrap().state, TcpState::SynRecv);
+    assert_eq!(h.engine.stats.new_conns, 1);
+
+    let mut h = Harness::new(&web(&persist("")));
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, ACK));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, RST));
+    assert_eq!(conn(&h, &k).unwrap().state, TcpState::Close);
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    assert_eq!(conn(&h, &k).unwrap().state, TcpState::SynRecv);
+    assert_eq!(
+        h.engine.stats.new_conns, 1,
+        "went on with the controlled connection"
+    );
+    let t = template(&h, &addr_key(Proto::Tcp, C1, VIP4, 80)).unwrap();
+    assert_eq!(t.controls(), 1);
+}
+
 // ======================================================= forwarding
 
 fn nat_cfg() -> String {

@@ -801,12 +801,12 @@ impl Ctx<'_> {
             hit = Some((h, c));
         }
         if let (Some((h, c)), true) = (hit, syn) {
-            // A new SYN on a connection that is closing: IPVS
+            // A new SYN on a connection that has closed: IPVS
             // conn_reuse_mode reschedules it as a new connection; with
             // expire_nodest_conn, so does one to a quiesced server.
             let quiesced =
                 svc.expire_nodest_conn && snap.dest(c.dest).is_some_and(|(_, d)| d.weight == 0);
-            if is_closing(c.state) || quiesced {
+            if is_new_conn_expected(&c) || quiesced {
                 self.remove_conn(h);
                 hit = None;
             }
@@ -1563,15 +1563,14 @@ fn dest_port(d: &Dest, packet_dport: u16) -> u16 {
     }
 }
 
-fn is_closing(s: TcpState) -> bool {
-    matches!(
-        s,
-        TcpState::FinWait
-            | TcpState::TimeWait
-            | TcpState::Close
-            | TcpState::CloseWait
-            | TcpState::LastAck
-    )
+/// IPVS `is_new_conn_expected` with `conn_reuse_mode = 1` (its default):
+/// a SYN on a TCP connection in TIME_WAIT or CLOSE starts a new connection,
+/// unless a persistence template controls the old one (then the SYN goes
+/// on with it, to the template's server). A SYN on a connection still
+/// shutting down (FIN_WAIT, CLOSE_WAIT, LAST_ACK) stays on it, and the
+/// state table takes it from there.
+fn is_new_conn_expected(c: &Conn) -> bool {
+    c.template.is_none() && matches!(c.state, TcpState::TimeWait | TcpState::Close)
 }
 
 /// IPVS overload rule: overloaded at `u_threshold` connections, back below
