@@ -92,6 +92,7 @@ template_capacity = 6
 hugepages = true
 prefault = true
 busy_poll_us = 20
+conn_reuse_mode = 2
 gue_port = 1
 state_file = "/var/lib/x"
 log_level = "debug,xdpvs=trace"
@@ -132,6 +133,7 @@ interface = "eth1"
     assert_eq!(again.director.metrics, None);
     assert!(again.director.hugepages);
     assert!(again.director.prefault);
+    assert_eq!(again.director.conn_reuse_mode, 2);
     assert_eq!(again.director.busy_poll_us, 20);
     assert_eq!(again.services[0].reals[0].port, None);
     let h = again.services[0].health.as_ref().unwrap();

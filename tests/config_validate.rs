@@ -308,6 +308,7 @@ fn director_defaults() {
     assert_eq!(d.template_capacity, 1 << 18);
     assert!(!d.hugepages, "huge pages are opt-in");
     assert!(!d.prefault, "prefaulting is opt-in");
+    assert_eq!(d.conn_reuse_mode, 1, "IPVS's default");
     assert_eq!(d.busy_poll_us, 0);
     assert_eq!(d.gue_port, 6080);
     assert_eq!(d.state_file, None);

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use engine_harness::wire_builder::*;
 use engine_harness::{fuzz, next_hop_of, snapshot, Harness, IFINDEX, SRC_MAC};
 use proptest::prelude::*;
+use xdpvs::control::Config;
 use xdpvs::model::{FlowKey, Proto};
 use xdpvs::shard::conn::Conn;
 use xdpvs::shard::engine::{owner_shard, EngineConfig};
@@ -810,6 +811,81 @@ fn syn_on_a_shutting_down_or_controlled_connection_stays_on_it() {
     );
     let t = template(&h, &addr_key(Proto::Tcp, C1, VIP4, 80)).unwrap();
     assert_eq!(t.controls(), 1);
+}
+
+/// `[director] conn_reuse_mode` as the IPVS sysctl: 0 never reschedules a
+/// known connection on a SYN (not even with `expire_nodest_conn` to a
+/// quiesced server); 2 also reschedules FIN_WAIT when the director sees no
+/// output (DR), not through NAT.
+#[test]
+fn conn_reuse_mode_0_and_2_as_the_ipvs_sysctl() {
+    let text = |mode: u32, extra: &str| {
+        cfg(&[
+            svc(
+                "web",
+                &key("tcp", VIP4, 80),
+                &format!("{RR}\n{extra}"),
+                &reals(&[RA, RB], ""),
+            ),
+            svc(
+                "nat",
+                &key("tcp", VIP4, 81),
+                RR,
+                &reals(&[RA, RB], "forward = \"nat\"\nport = 8080"),
+            ),
+        ])
+        .replace(
+            "[director]\n",
+            &format!("[director]\nconn_reuse_mode = {mode}\n"),
+        )
+    };
+    let closed = |h: &mut Harness, port: u16| {
+        assert_eq!(syn(h, C1, port, VIP4, 80), ip(RA));
+        fwd(h, &tcp_pkt(C1, port, VIP4, 80, ACK));
+        fwd(h, &tcp_pkt(C1, port, VIP4, 80, RST));
+    };
+    // 0: CLOSE stays.
+    let mut h = Harness::new(&text(0, ""));
+    closed(&mut h, 1000);
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    assert_eq!(h.engine.stats.new_conns, 1);
+    // 0 with expire_nodest_conn: a SYN to a quiesced server stays too.
+    let mut h = Harness::new(&text(0, "expire_nodest_conn = true"));
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    h.reload(&text(0, "expire_nodest_conn = true").replacen(
+        "addr = \"198.18.1.1\"\n",
+        "addr = \"198.18.1.1\"\nweight = 0\n",
+        1,
+    ));
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    assert_eq!(h.engine.stats.new_conns, 1);
+    // 2: FIN_WAIT of a DR connection is rescheduled; of a NAT one, not.
+    let mut h = Harness::new(&text(2, ""));
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RA));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, ACK));
+    fwd(&mut h, &tcp_pkt(C1, 1000, VIP4, 80, FIN));
+    let k = fkey(Proto::Tcp, C1, 1000, VIP4, 80);
+    assert_eq!(conn(&h, &k).unwrap().state, TcpState::FinWait);
+    assert_eq!(syn(&mut h, C1, 1000, VIP4, 80), ip(RB));
+    assert_eq!(h.engine.stats.new_conns, 2);
+    let (to_a, _) = fwd(&mut h, &tcp_pkt(C1, 2000, VIP4, 81, SYN));
+    fwd(&mut h, &tcp_pkt(C1, 2000, VIP4, 81, ACK));
+    // The server closes first (its FIN comes back through the director).
+    let server = to_a.to_string();
+    fwd(&mut h, &tcp_pkt(&server, 8080, C1, 2000, FIN | ACK));
+    let kn = fkey(Proto::Tcp, C1, 2000, VIP4, 81);
+    assert_eq!(conn(&h, &kn).unwrap().state, TcpState::FinWait);
+    let (again, _) = fwd(&mut h, &tcp_pkt(C1, 2000, VIP4, 81, SYN));
+    assert_eq!(again, to_a, "NAT: the director sees output, FIN_WAIT stays");
+    assert_eq!(h.engine.stats.new_conns, 3);
+    // Out of range: refused with the key.
+    let e = Config::parse(&text(4, ""), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("director.conn_reuse_mode") && e.contains("0-3"),
+        "{e}"
+    );
 }
 
 // ======================================================= forwarding

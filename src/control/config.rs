@@ -99,6 +99,9 @@ pub struct Director {
     pub expire_nodest_conn: bool,
     /// IPVS sysctl `expire_quiescent_template`, default for every service.
     pub expire_quiescent_template: bool,
+    /// IPVS sysctl `conn_reuse_mode` (0-3, default 1): which SYNs on a known
+    /// connection start a new one (see `Engine`'s connection reuse).
+    pub conn_reuse_mode: u32,
 }
 
 impl Default for Director {
@@ -121,6 +124,7 @@ impl Default for Director {
             log_level: "info".to_string(),
             expire_nodest_conn: false,
             expire_quiescent_template: false,
+            conn_reuse_mode: 1,
         }
     }
 }

@@ -44,6 +44,7 @@ const DIRECTOR_KEYS: &[&str] = &[
     "log_level",
     "expire_nodest_conn",
     "expire_quiescent_template",
+    "conn_reuse_mode",
 ];
 const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_fin", "udp"];
 const FWMARK_KEYS: &[&str] = &["mark", "rules"];
@@ -536,6 +537,9 @@ impl Reader {
         }
         if let Some(b) = self.bool_opt(t, "expire_quiescent_template") {
             d.expire_quiescent_template = b;
+        }
+        if let Some(n) = self.uint_opt(t, "conn_reuse_mode") {
+            d.conn_reuse_mode = n;
         }
         d
     }

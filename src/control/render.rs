@@ -102,6 +102,7 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
         "expire_quiescent_template = {}",
         d.expire_quiescent_template
     )?;
+    writeln!(o, "conn_reuse_mode = {}", d.conn_reuse_mode)?;
     writeln!(o)?;
     let t = cfg.timeouts;
     writeln!(o, "[timeouts]")?;

@@ -177,6 +177,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub classifier: Classifier,
     pub timeouts: Timeouts,
+    /// IPVS `conn_reuse_mode` (0-3).
+    pub conn_reuse_mode: u8,
     /// Shard ownership mask: the shortest persistence prefix among services
     /// (IPv4 / IPv6), so a persistence group always maps to one shard.
     pub shard_prefix4: u8,
@@ -239,6 +241,7 @@ impl Snapshot {
             services: Vec::new(),
             classifier: Classifier::default(),
             timeouts: Timeouts::default(),
+            conn_reuse_mode: 1,
             shard_prefix4: 32,
             shard_prefix6: 128,
             vips: Vec::new(),

@@ -170,6 +170,16 @@ impl Validator<'_> {
                 );
             }
         }
+        if d.conn_reuse_mode > 3 {
+            self.err(
+                "director.conn_reuse_mode",
+                format!(
+                    "{} is out of range (0-3, as the IPVS sysctl: 0 off, 1 TIME_WAIT/CLOSE, \
+                     2 also FIN_WAIT of DR and tunnel connections)",
+                    d.conn_reuse_mode
+                ),
+            );
+        }
         if d.busy_poll_us > 1_000_000 {
             self.err(
                 "director.busy_poll_us",

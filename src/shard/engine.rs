@@ -804,9 +804,11 @@ impl Ctx<'_> {
             // A new SYN on a connection that has closed: IPVS
             // conn_reuse_mode reschedules it as a new connection; with
             // expire_nodest_conn, so does one to a quiesced server.
+            // conn_reuse_mode 0 turns both off, as in IPVS.
+            let mode = snap.conn_reuse_mode;
             let quiesced =
                 svc.expire_nodest_conn && snap.dest(c.dest).is_some_and(|(_, d)| d.weight == 0);
-            if is_new_conn_expected(&c) || quiesced {
+            if mode != 0 && (is_new_conn_expected(&c, mode) || quiesced) {
                 self.remove_conn(h);
                 hit = None;
             }
@@ -1563,14 +1565,20 @@ fn dest_port(d: &Dest, packet_dport: u16) -> u16 {
     }
 }
 
-/// IPVS `is_new_conn_expected` with `conn_reuse_mode = 1` (its default):
-/// a SYN on a TCP connection in TIME_WAIT or CLOSE starts a new connection,
-/// unless a persistence template controls the old one (then the SYN goes
-/// on with it, to the template's server). A SYN on a connection still
-/// shutting down (FIN_WAIT, CLOSE_WAIT, LAST_ACK) stays on it, and the
+/// IPVS `is_new_conn_expected` for `conn_reuse_mode` `mode` (not 0): a SYN
+/// on a TCP connection in TIME_WAIT or CLOSE starts a new connection, and
+/// with bit 2 of the mode so does one in FIN_WAIT when the director sees
+/// no output (not NAT), unless a persistence template controls the old
+/// connection (then the SYN goes on with it, to the template's server). A
+/// SYN on a connection still shutting down otherwise stays on it, and the
 /// state table takes it from there.
-fn is_new_conn_expected(c: &Conn) -> bool {
-    c.template.is_none() && matches!(c.state, TcpState::TimeWait | TcpState::Close)
+fn is_new_conn_expected(c: &Conn, mode: u8) -> bool {
+    c.template.is_none()
+        && match c.state {
+            TcpState::TimeWait | TcpState::Close => true,
+            TcpState::FinWait => mode & 2 != 0 && c.fwd != FwdMethod::Nat,
+            _ => false,
+        }
 }
 
 /// IPVS overload rule: overloaded at `u_threshold` connections, back below
