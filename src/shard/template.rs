@@ -21,7 +21,7 @@ use hashbrown::DefaultHashBuilder;
 
 use super::conn::ExpireStats;
 use super::index::Index;
-use super::timer::TimerWheel;
+use super::timer::{self, TimerWheel};
 use crate::model::{DestId, Millis, Proto};
 
 /// Delay before a template that still controls connections is checked again.
@@ -395,7 +395,12 @@ impl TemplateTable {
         let mut expired = 0;
         let visited = wheel.advance(now, budget, |h| {
             let t = *used(slab, h)?;
-            if t.expires > now {
+            // Not due yet by the wheel's rule (a timer fires at the first
+            // tick at or after its time), whichever timer brought it here:
+            // an expiry moved later leaves its earlier timer behind (lazy
+            // re-arming), and that one must not expire it sooner than a
+            // timer set for the new time would.
+            if timer::fire_tick(t.expires) > timer::now_tick(now) {
                 return Some(t.expires);
             }
             if t.controls > 0 {
