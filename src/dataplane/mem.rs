@@ -39,8 +39,14 @@ pub const HUGE_PAGE: usize = 2 << 20;
 
 /// The 2 MiB-aligned part of `r` (only whole huge pages can be advised).
 pub fn aligned_part(r: &Range<usize>) -> Option<Range<usize>> {
-    let start = r.start.checked_add(HUGE_PAGE - 1)? & !(HUGE_PAGE - 1);
-    let end = r.end & !(HUGE_PAGE - 1);
+    inner_aligned(r, HUGE_PAGE)
+}
+
+/// The part of `r` made of whole `align`-sized, `align`-aligned blocks
+/// (`align` a power of two); `None` when there is none.
+fn inner_aligned(r: &Range<usize>, align: usize) -> Option<Range<usize>> {
+    let start = r.start.checked_add(align - 1)? & !(align - 1);
+    let end = r.end & !(align - 1);
     (end > start).then_some(start..end)
 }
 
@@ -71,9 +77,7 @@ const PAGE: usize = 4096;
 /// The whole pages inside `r` (a partial page at either end is left to be
 /// faulted in by use: it may belong to another allocation's mapping).
 fn whole_pages(r: &Range<usize>) -> Option<Range<usize>> {
-    let start = r.start.checked_add(PAGE - 1)? & !(PAGE - 1);
-    let end = r.end & !(PAGE - 1);
-    (end > start).then_some(start..end)
+    inner_aligned(r, PAGE)
 }
 
 /// Fault in every whole page of each range now (`MADV_POPULATE_WRITE`), as

@@ -170,13 +170,13 @@ fn is_syn(tcp_flags: u8) -> bool {
     tcp_flags & wire::tcp::flags::SYN != 0 && tcp_flags & wire::tcp::flags::ACK == 0
 }
 
-/// Can this packet open a connection (a TCP SYN, or UDP)?
+/// The protocol of a packet that can open a connection (a TCP SYN, or
+/// UDP); `None` for any other.
 #[inline]
-fn can_open(p: &FlowPeek) -> bool {
-    match Proto::from_number(p.proto) {
-        Some(Proto::Tcp) => is_syn(p.tcp_flags),
-        Some(Proto::Udp) => true,
-        None => false,
+fn opening_proto(p: &FlowPeek) -> Option<Proto> {
+    match Proto::from_number(p.proto)? {
+        Proto::Tcp => is_syn(p.tcp_flags).then_some(Proto::Tcp),
+        Proto::Udp => Some(Proto::Udp),
     }
 }
 
@@ -515,10 +515,9 @@ impl Engine {
     #[inline(never)]
     fn warm_new(&self, f: &[u8], new: &mut [usize; 2], tpl: &mut usize, prefetch: &impl Fn(usize)) {
         // Read the (cached) frame's tuple again.
-        let Some(p) = wire::packet::peek_flow(f).filter(can_open) else {
-            return;
-        };
-        let Some(proto) = Proto::from_number(p.proto) else {
+        let Some((p, proto)) =
+            wire::packet::peek_flow(f).and_then(|p| Some((p, opening_proto(&p)?)))
+        else {
             return;
         };
         let snap = &self.snap;
