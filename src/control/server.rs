@@ -20,7 +20,7 @@ use crate::control::config::{Config, OnFailure, RealConfig};
 use crate::control::proto::{RealSpec, Request, Response};
 use crate::control::snapshot::Snapshot;
 use crate::control::status::{
-    dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
+    dest_totals, services_status, ConnRow, Counters, DumpRow, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,
 };
 use crate::dataplane::counters::ShardCounters;
@@ -315,7 +315,7 @@ impl ControlState {
                                 .engine
                                 .malformed
                                 .iter()
-                                .map(|(k, v)| (k.to_string(), *v))
+                                .map(|(k, v)| (k.to_string(), v))
                                 .collect();
                             let e = &r.engine;
                             let eng = [
@@ -386,19 +386,18 @@ impl ControlState {
         let mut rows = Vec::new();
         for slot in self.reports.iter() {
             loop {
-                let ready = slot
+                // Only the hand-over happens under the lock (a move); the
+                // rows are formatted after it is released, so a listing of
+                // 200,000 rows never holds a lock a shard needs.
+                let taken = slot
                     .report
                     .lock()
-                    .map(|r| {
-                        if r.dump_gen >= gen {
-                            rows.extend(r.dump.iter().cloned());
-                            true
-                        } else {
-                            false
-                        }
-                    })
-                    .unwrap_or(true);
-                if ready || Instant::now() > deadline {
+                    .map(|mut r| (r.dump_gen >= gen).then(|| std::mem::take(&mut r.dump)))
+                    .unwrap_or(Some(Vec::new()));
+                if let Some(d) = &taken {
+                    rows.extend(d.iter().map(DumpRow::render));
+                }
+                if taken.is_some() || Instant::now() > deadline {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));

@@ -70,13 +70,46 @@ pub struct DestCounters {
     pub overloaded: bool,
 }
 
+/// Malformed frames by wire error, a counter per reason (no hashing or
+/// allocation on the path of a malformed frame).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MalformedCounts([u64; crate::wire::WireError::ALL.len()]);
+
+impl MalformedCounts {
+    #[inline]
+    pub fn count(&mut self, e: &crate::wire::WireError) {
+        if let Some(n) = self.0.get_mut(e.index()) {
+            *n += 1;
+        }
+    }
+
+    /// The count for `reason` ([`crate::wire::WireError::reason`]), if any
+    /// frame had it.
+    pub fn get(&self, reason: &str) -> Option<&u64> {
+        crate::wire::WireError::ALL
+            .iter()
+            .zip(self.0.iter())
+            .find(|(e, n)| e.reason() == reason && **n > 0)
+            .map(|(_, n)| n)
+    }
+
+    /// `(reason, count)` for every reason seen, in [`crate::wire::WireError::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        crate::wire::WireError::ALL
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(e, n)| (e.reason(), *n))
+    }
+}
+
 /// Counters of the engine itself.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     pub packets: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Malformed frames by wire error reason.
-    pub malformed: HashMap<&'static str, u64>,
+    pub malformed: MalformedCounts,
     pub passed: u64,
     pub handoff: u64,
     pub new_conns: u64,
@@ -611,7 +644,7 @@ impl Ctx<'_> {
         let info = match &parsed {
             Ok(i) => i,
             Err(e) => {
-                *self.stats.malformed.entry(e.reason()).or_default() += 1;
+                self.stats.malformed.count(e);
                 return self.drop(DropReason::Malformed);
             }
         };
@@ -1599,14 +1632,16 @@ fn update_overload(c: &mut DestCounters, d: &Dest) {
         c.overloaded = false;
         return;
     }
-    let n = c.active + c.inactive;
+    let n = c.active.saturating_add(c.inactive);
     if n >= d.u_threshold {
         c.overloaded = true;
     } else {
         let low = if d.l_threshold != 0 {
             d.l_threshold
         } else {
-            d.u_threshold * 3 / 4
+            // 3/4 of the upper threshold, computed wide: `u * 3` overflows
+            // u32 for thresholds above 1,431,655,765, which are valid.
+            (u64::from(d.u_threshold) * 3 / 4) as u32
         };
         if n < low.max(1) || (c.overloaded && n < low) {
             c.overloaded = false;
@@ -1680,6 +1715,42 @@ mod tests {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const FWD: Verdict = Verdict::Forward { ifindex: 3 };
+
+    /// The default lower threshold is 3/4 of the upper one for every upper
+    /// threshold the validator accepts, up to u32::MAX (`u * 3` in u32
+    /// overflowed: a panic in debug, a wrong threshold in release).
+    #[test]
+    fn overload_low_mark_is_three_quarters_without_overflow() {
+        let dest = |u: u32| Dest {
+            id: DestId(1),
+            addr: IpAddr::from([198, 18, 1, 1]),
+            port: None,
+            weight: 1,
+            fwd: crate::model::FwdMethod::Dr,
+            u_threshold: u,
+            l_threshold: 0,
+        };
+        // (upper, live connections, overloaded before) -> overloaded after
+        let cases = [
+            (u32::MAX, 2_000_000_000, true, false),
+            (u32::MAX, 3_300_000_000, true, true),
+            (u32::MAX, u32::MAX, false, true),
+            (2_000_000_000, 1_499_999_999, true, false),
+            (2_000_000_000, 1_500_000_000, true, true),
+            (100, 74, true, false),
+            (100, 75, true, true),
+            (100, 100, false, true),
+        ];
+        for (u, n, before, after) in cases {
+            let mut c = DestCounters {
+                active: n,
+                overloaded: before,
+                ..DestCounters::default()
+            };
+            update_overload(&mut c, &dest(u));
+            assert_eq!(c.overloaded, after, "u_threshold {u}, {n} connections");
+        }
+    }
 
     const HEAD: &str = "[director]\ninterfaces = [\"eth0\"]\n";
     const FWMARK_SVC: &str = r#"
