@@ -439,18 +439,42 @@ impl Attached {
     }
 }
 
-/// Publish a snapshot's VIPs and NAT real servers to every XDP program.
+/// Publish a snapshot's VIPs and NAT real servers, and the host's own
+/// addresses, to every XDP program.
 fn update_maps(progs: &[(String, u32, XdpProgram)], snap: &Snapshot) -> Result<(), String> {
-    {
-        let (vips, reals) = xdp_entries(snap);
-        for (name, _, p) in progs {
-            p.set_vips(&vips)
-                .map_err(|e| format!("{name}: VIP map: {e}"))?;
-            p.set_reals(&reals)
-                .map_err(|e| format!("{name}: real-server map: {e}"))?;
-        }
-        Ok(())
+    let (vips, reals) = xdp_entries(snap);
+    for (name, _, p) in progs {
+        p.set_vips(&vips)
+            .map_err(|e| format!("{name}: VIP map: {e}"))?;
+        p.set_reals(&reals)
+            .map_err(|e| format!("{name}: real-server map: {e}"))?;
     }
+    update_locals(progs)
+}
+
+/// The host's own addresses (every interface of the namespace), so that a
+/// NAT real server's packets to the host itself stay in the kernel.
+fn update_locals(progs: &[(String, u32, XdpProgram)]) -> Result<(), String> {
+    let addrs = host_addresses()?;
+    for (name, _, p) in progs {
+        p.set_locals(&addrs)
+            .map_err(|e| format!("{name}: local-address map: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every address of this network namespace, deduplicated.
+fn host_addresses() -> Result<Vec<IpAddr>, String> {
+    let mut nl = crate::dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut v: Vec<IpAddr> = nl
+        .addresses()
+        .map_err(|e| format!("netlink addresses: {e}"))?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
 }
 
 pub fn init_logging(level: &str) {
@@ -679,6 +703,18 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         reports.clone(),
     );
     state.set_shard_counters(running.counters());
+    // Addresses come and go (DHCP, an operator's `ip addr add`): the
+    // local-address map follows them every 2 s.
+    let locals_progs = att.progs.clone();
+    let mut locals_failed = false;
+    state.set_periodic(Box::new(move || match update_locals(&locals_progs) {
+        Ok(()) => locals_failed = false,
+        Err(e) if !locals_failed => {
+            locals_failed = true;
+            warn!("{e}");
+        }
+        Err(_) => {}
+    }));
     let loop_cfg = LoopConfig {
         control_socket: cfg.director.control_socket.clone(),
         metrics: cfg.director.metrics,

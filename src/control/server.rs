@@ -39,6 +39,9 @@ pub struct ControlState {
     pub cfg: Config,
     pub snaps: Arc<ArcSwap<Snapshot>>,
     maps: MapUpdater,
+    /// Run by the control loop every 2 s (the director refreshes its
+    /// local-address map there).
+    periodic: Option<Box<dyn FnMut()>>,
     pub reports: Reports,
     shard_counters: Option<Arc<[ShardCounters]>>,
     /// Real servers a health check holds down, with what to do about them.
@@ -76,6 +79,7 @@ impl ControlState {
         reports: Reports,
     ) -> ControlState {
         ControlState {
+            periodic: None,
             path,
             cfg,
             snaps,
@@ -372,6 +376,18 @@ impl ControlState {
             last_reload_seconds: self.last_reload_secs,
             services,
             shards,
+        }
+    }
+
+    /// Set the hook the control loop runs every 2 s.
+    pub fn set_periodic(&mut self, f: Box<dyn FnMut()>) {
+        self.periodic = Some(f);
+    }
+
+    /// Run the periodic hook, if any.
+    pub fn periodic(&mut self) {
+        if let Some(f) = self.periodic.as_mut() {
+            f();
         }
     }
 
