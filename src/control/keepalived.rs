@@ -1606,7 +1606,9 @@ impl Walker {
                 ),
                 "url" if http => {
                     urls += 1;
-                    if urls == 1 {
+                    if matches!(ch.kind, CheckKind::Http { ssl: true }) {
+                        // Not checked at all; the SSL_GET warning says so.
+                    } else if urls == 1 {
                         self.url(c, &mut ch);
                     } else {
                         self.warn(
@@ -1735,13 +1737,11 @@ impl Walker {
         }
         if !status_seen {
             ch.expect_status = Some(200);
-            if !matches!(ch.kind, CheckKind::Http { ssl: true }) {
-                self.warn(
-                    &n.pos,
-                    "url without `status_code`: keepalived accepted any 2xx status, the xdpvs \
-                     http check expects 200",
-                );
-            }
+            self.warn(
+                &n.pos,
+                "url without `status_code`: keepalived accepted any 2xx status, the xdpvs http \
+                 check expects 200",
+            );
         }
     }
 }
@@ -2601,7 +2601,10 @@ pub fn import(
 
     // The same checks as `xdpvs check`, reported at the input lines.
     match config.validate() {
-        Ok(ds) => warnings.extend(ds.iter().map(|d| locs.place(main.name, &d.key, &d.reason))),
+        Ok(ds) => {
+            warnings.extend(ds.iter().map(|d| locs.place(main.name, &d.key, &d.reason)));
+            sort_problems(&mut warnings, &order);
+        }
         Err(e) => {
             let diags = e.diagnostics();
             if diags.is_empty() {
