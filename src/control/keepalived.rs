@@ -402,7 +402,7 @@ impl Reader {
             return;
         }
         for f in files {
-            let name = f.display().to_string();
+            let name = f.strip_prefix(".").unwrap_or(&f).display().to_string();
             match std::fs::read_to_string(&f) {
                 Ok(text) => {
                     let sub = f
@@ -1690,7 +1690,18 @@ impl Walker {
         for c in n.children() {
             match c.key() {
                 "path" => match c.arg(1) {
-                    Some(p) => ch.path = Some(p.to_string()),
+                    Some(p) => {
+                        if let Some(x) = c.arg(2) {
+                            self.warn(
+                                &c.pos,
+                                format!(
+                                    "`{x}` and what follows on the line ignored: keepalived reads \
+                                     one keyword per line (quote a path with blanks)"
+                                ),
+                            );
+                        }
+                        ch.path = Some(p.to_string());
+                    }
                     None => self.err(&c.pos, "`path` needs a path"),
                 },
                 "digest" => self.warn(
@@ -2610,12 +2621,19 @@ pub fn import(
             if diags.is_empty() {
                 return Err(ImportError(vec![locs.place(main.name, "", &e.to_string())]));
             }
-            return Err(ImportError(
-                diags
-                    .iter()
-                    .map(|d| locs.place(main.name, &d.key, &d.reason))
-                    .collect(),
-            ));
+            // One problem per input line and reason, not one per service a
+            // group entry or range made of it.
+            let mut out: Vec<Problem> = Vec::new();
+            for d in diags {
+                let p = locs.place(main.name, &d.key, &d.reason);
+                let dup = out.iter().any(|q| {
+                    q.file == p.file && q.line == p.line && q.reason.starts_with(&d.reason)
+                });
+                if !dup {
+                    out.push(p);
+                }
+            }
+            return Err(ImportError(out));
         }
     }
     let internal = |reason: String| {
