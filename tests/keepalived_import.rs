@@ -181,6 +181,9 @@ fn every_keepalived_sample_imports_or_is_refused_with_the_reason() {
     }
 }
 
+/// (type, port, interval, timeout, fall, rise, on_failure) of a check.
+type Check = (HealthKind, Option<u16>, u32, u32, u32, u32, OnFailure);
+
 /// What the imported samples mean.
 #[test]
 fn imported_samples_mean_what_keepalived_meant() {
@@ -195,7 +198,7 @@ fn imported_samples_mean_what_keepalived_meant() {
         /// (addr, port, weight, forward)
         real: (&'static str, Option<u16>, u32, FwdMethod),
         /// (type, port, interval, timeout, fall, rise, on_failure)
-        health: Option<(HealthKind, Option<u16>, u32, u32, u32, u32, OnFailure)>,
+        health: Option<Check>,
     }
     let tcp = |vip: &str, port: u16| ServiceKey::Addr {
         proto: Proto::Tcp,

@@ -825,7 +825,7 @@ fn hex_text(words: &[String]) -> Result<String, String> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("hex string `{hex}` has an odd number of digits"));
     }
     let mut bytes = Vec::new();
@@ -1418,9 +1418,7 @@ impl Walker {
     }
 
     fn real_server(&mut self, n: &Node) -> Option<Rs> {
-        let Some(a) = self.need_arg(n, "an address") else {
-            return None;
-        };
+        let a = self.need_arg(n, "an address")?;
         let addr = match parse_addr(a) {
             Ok(a) => a,
             Err(e) => {
@@ -2812,5 +2810,80 @@ pub fn run(args: &ImportArgs) -> ExitCode {
             );
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(v: &[&str]) -> Seg {
+        Seg::Words(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn import_keepalived_comments_quotes_braces() {
+        assert_eq!(decomment("  a b ! c").unwrap(), "a b");
+        assert_eq!(decomment("a # b").unwrap(), "a");
+        assert_eq!(decomment("path \"/a#b!\" # c").unwrap(), "path \"/a#b!\"");
+        assert_eq!(decomment("x \\#y").unwrap(), "x #y");
+        assert!(decomment("x \"y").is_err());
+        assert_eq!(
+            segments("url { path \"/a b\" }"),
+            vec![
+                words(&["url"]),
+                Seg::Open,
+                words(&["path", "/a b"]),
+                Seg::Close
+            ]
+        );
+        assert_eq!(segments("}}"), vec![Seg::Close, Seg::Close]);
+        assert_eq!(segments("a\"b c\"d"), vec![words(&["a", "b c", "d"])]);
+        assert_eq!(
+            include_pattern("include  conf.d/*.conf"),
+            Some("conf.d/*.conf")
+        );
+        assert_eq!(include_pattern("includer x"), Some("x"));
+        assert_eq!(include_pattern("includes x"), None);
+        assert_eq!(include_pattern("include"), None);
+    }
+
+    #[test]
+    fn import_keepalived_fnmatch() {
+        let m = |p: &str, n: &str| {
+            let p: Vec<char> = p.chars().collect();
+            let n: Vec<char> = n.chars().collect();
+            fnmatch(&p, &n)
+        };
+        assert!(m("*.conf", "a.conf"));
+        assert!(!m("*.conf", "a.conf.bak"));
+        assert!(m("a?c", "abc"));
+        assert!(m("[0-9][!a]*", "1b"));
+        assert!(!m("[0-9][!a]*", "1a"));
+        assert!(m("*", ""));
+        assert!(m("a*b*c", "axxbyyc"));
+        assert!(!m("a*b*c", "axxbyy"));
+    }
+
+    #[test]
+    fn import_keepalived_values() {
+        assert_eq!(parse_secs("6"), Some((6, false)));
+        assert_eq!(parse_secs("0.5"), Some((1, true)));
+        assert_eq!(parse_secs("2.000"), Some((2, false)));
+        assert_eq!(parse_secs("x"), None);
+        assert_eq!(status_codes(&["204".into()]), Ok((204, true)));
+        assert_eq!(
+            status_codes(&["200-299".into(), "404".into()]),
+            Ok((200, false))
+        );
+        assert_eq!(status_codes(&["301-302".into()]), Ok((301, false)));
+        assert!(status_codes(&["99".into()]).is_err());
+        assert_eq!(group_addrs("198.18.0.1-3").map(|v| v.len()), Ok(3));
+        assert_eq!(group_addrs("2001:db8::fe-ff").map(|v| v.len()), Ok(2));
+        assert_eq!(group_addrs("198.18.0.0/30").map(|v| v.len()), Ok(4));
+        assert!(group_addrs("198.18.0.1/30").is_err());
+        assert!(group_addrs("198.18.0.5-1").is_err());
+        assert_eq!(hex_text(&["48 49".into()]), Ok("HI".to_string()));
+        assert!(hex_text(&["ff".into()]).is_err());
     }
 }
