@@ -9,6 +9,7 @@ pub mod build;
 pub mod config;
 pub mod error;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod ports;
 mod reader;
 mod render;
