@@ -605,16 +605,20 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     })
     .map_err(|e| format!("netlink: {e}"))?;
     let neigh = resolver.shared();
-    // Resolve every real server's MAC now, so first packets find it.
     let requester = resolver.requester();
-    for svc in &snaps.load().services {
-        for d in &svc.dests {
-            requester.request(d.addr);
-        }
+    let mut resolver = resolver;
+    // Routes, links and neighbours read once now, so the gateways are known.
+    if let Err(e) = resolver.refresh() {
+        warn!("neighbour table: {e}");
     }
     let resolver_thread = resolver
         .spawn(stop.clone())
         .map_err(|e| format!("resolver: {e}"))?;
+    // Resolve every real server and every gateway of the data-plane
+    // routes before announcing readiness, so the first packets of the
+    // first clients find their next hop (bounded: an absent neighbour
+    // does not keep the director from starting).
+    resolve_next_hops(&neigh, &requester, &snaps.load(), Duration::from_secs(3));
 
     let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
@@ -695,11 +699,19 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     );
 
     let maps_progs = att.progs.clone();
+    let reload_requester = requester.clone();
     let mut state = ControlState::new(
         path.to_path_buf(),
         cfg.clone(),
         snaps.clone(),
-        Box::new(move |snap: &Snapshot| update_maps(&maps_progs, snap)),
+        Box::new(move |snap: &Snapshot| {
+            // A reload's new real servers are resolved before their first
+            // packet (the request is queued; the neighbour thread sends it).
+            for d in snap.services.iter().flat_map(|s| s.dests.iter()) {
+                reload_requester.request(d.addr);
+            }
+            update_maps(&maps_progs, snap)
+        }),
         reports.clone(),
     );
     state.set_shard_counters(running.counters());
@@ -760,6 +772,64 @@ fn mode_name(m: XdpMode) -> &'static str {
     match m {
         XdpMode::Native => "native",
         XdpMode::Generic => "generic",
+    }
+}
+
+/// Ask the kernel to resolve the real servers of `snap` and the gateways
+/// of the data-plane routes, and wait (up to `wait`) until the neighbour
+/// table knows them; log what is still missing.
+fn resolve_next_hops(
+    neigh: &SharedNeighbors,
+    requester: &crate::dataplane::neigh::Requester,
+    snap: &Snapshot,
+    wait: Duration,
+) {
+    let t0 = std::time::Instant::now();
+    let mut want: Vec<IpAddr> = snap
+        .services
+        .iter()
+        .flat_map(|s| s.dests.iter().map(|d| d.addr))
+        .collect();
+    want.extend(neigh.current().gateways());
+    want.sort_unstable();
+    want.dedup();
+    // Only what is reachable through the data-plane interfaces counts.
+    let unresolved = |t: &crate::dataplane::neigh::NeighborTable, want: &[IpAddr]| -> Vec<IpAddr> {
+        want.iter()
+            .copied()
+            .filter(|a| t.lookup_quiet(*a) == Err(crate::dataplane::neigh::Miss::NoNeighbor))
+            .collect()
+    };
+    let mut missing = unresolved(&neigh.current(), &want);
+    for a in &missing {
+        requester.request(*a);
+    }
+    while !missing.is_empty() && t0.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(10));
+        missing = unresolved(&neigh.current(), &want);
+        // The gateways are known only once the routes are read.
+        for g in neigh.current().gateways() {
+            if !want.contains(&g) {
+                want.push(g);
+                requester.request(g);
+            }
+        }
+    }
+    if missing.is_empty() {
+        info!(
+            "next hops: {} address(es) resolved in {} ms",
+            want.len(),
+            t0.elapsed().as_millis()
+        );
+    } else {
+        let m: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        warn!(
+            "next hops: {} of {} unresolved after {} ms (their first packets wait for the kernel): {}",
+            missing.len(),
+            want.len(),
+            t0.elapsed().as_millis(),
+            m.join(", ")
+        );
     }
 }
 

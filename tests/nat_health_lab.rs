@@ -290,3 +290,58 @@ fn nat_health_checks_keep_healthy_servers_up_and_follow_a_stopped_server() {
     assert!(log.contains("health: real server DOWN"), "{log}");
     assert!(log.contains("health: real server UP"), "{log}");
 }
+
+/// After a director start with empty neighbour tables, the first packets
+/// of the first clients find their next hops: the real servers and the
+/// outside router (the gateway of every routed client) are resolved before
+/// the director says it is forwarding. A UDP reply lost to an unresolved
+/// neighbour is not retransmitted, so one try with a short timeout must do;
+/// a TCP request must not wait for a SYN retransmission (1 s).
+#[test]
+fn first_packets_after_a_start_find_their_next_hops() {
+    if skip("first_packets_after_a_start_find_their_next_hops") {
+        return;
+    }
+    let _l = lab_lock();
+    let mut lab = Lab::up(LabMode::Nat).expect("lab");
+    lab.start_http(&[8080], 0).expect("http");
+    lab.start_udp_echo(5353).expect("udp echo");
+    let cfg: PathBuf = lab.dir().join("xdpvs.toml");
+    std::fs::write(&cfg, config(&lab)).expect("cfg");
+    let ns = lab.env("LAB_NS_DIR");
+    for fam in ["-4", "-6"] {
+        let out = Command::new("ip")
+            .args(["-n", &ns, fam, "neigh", "flush", "all"])
+            .output()
+            .expect("ip neigh flush");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut director = DirectorProcess::start(&exe(), &ns, &cfg, &lab.dir().join("director.log"))
+        .expect("director");
+    let vip4 = lab.env("LAB_VIP4");
+    let vip6 = lab.env("LAB_VIP6");
+    let mut udp = Request::udp(&lab.client4(2, 7), &vip4, 53);
+    udp.timeout = 0.8;
+    let mut web = Request::http(&lab.client4(3, 7), &vip4, 80);
+    web.timeout = 0.9;
+    let mut web6 = Request::http(&lab.client6(7), &vip6, 80);
+    web6.timeout = 0.9;
+    for q in [udp, web, web6] {
+        let t0 = Instant::now();
+        let r = lab.requests(std::slice::from_ref(&q)).expect("request");
+        assert!(
+            r[0].ok,
+            "first {} request {} -> {} failed on its only try ({:?}): {}\n{}",
+            if q.udp { "UDP" } else { "TCP" },
+            q.src,
+            q.dst,
+            t0.elapsed(),
+            r[0].error,
+            director.log_text()
+        );
+    }
+    let log = director.stop();
+    assert!(log.contains("next hops: "), "{log}");
+    assert!(!log.contains("unresolved after"), "{log}");
+    assert!(!log.contains("drop_no_neighbor"), "{log}");
+}

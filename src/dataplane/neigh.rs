@@ -255,6 +255,21 @@ impl NeighborTable {
         }
     }
 
+    /// The gateways of the routes through the data-plane interfaces: the
+    /// next hops every reply towards a routed client goes through, worth
+    /// resolving before the first packet needs them.
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .routes
+            .iter()
+            .filter(|r| self.allowed(r.oif))
+            .filter_map(|r| r.gateway)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Like [`Neighbors::lookup`] but never queues a resolution request.
     #[inline]
     pub fn lookup_quiet(&self, addr: IpAddr) -> Result<NextHop, Miss> {
