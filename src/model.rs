@@ -1,48 +1,17 @@
 //! Shared vocabulary of the director: protocols, forwarding methods, service
 //! keys, destination ids, flow keys and timeouts. Every other module speaks
-//! in these types, so they stay small, `Copy` and free of I/O.
+//! in these types, so they stay small, `Copy` and free of I/O. The flow
+//! ones (`Proto`, `FlowKey`) belong to the packet parser ([`crate::wire::flow`])
+//! and are re-exported here.
 
 use std::fmt;
 use std::net::IpAddr;
 
+pub use crate::wire::flow::{FlowKey, Proto};
+
 /// Time as the engine sees it: milliseconds on a monotonic clock chosen by the
 /// caller. The engine never reads a clock itself (sans-IO).
 pub type Millis = u64;
-
-/// Transport protocols a virtual service can carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub const fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-        }
-    }
-    pub const fn from_number(n: u8) -> Option<Proto> {
-        match n {
-            6 => Some(Proto::Tcp),
-            17 => Some(Proto::Udp),
-            _ => None,
-        }
-    }
-    pub const fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// How a packet reaches the real server (IPVS "packet forwarding method").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,28 +90,6 @@ pub struct DestId(pub u32);
 
 /// Index of a service in the current snapshot (valid for one snapshot only).
 pub type ServiceIdx = u32;
-
-/// A transport 5-tuple, in the direction the packet travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub proto: Proto,
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-}
-
-impl FlowKey {
-    pub fn reversed(&self) -> FlowKey {
-        FlowKey {
-            proto: self.proto,
-            src: self.dst,
-            dst: self.src,
-            sport: self.dport,
-            dport: self.sport,
-        }
-    }
-}
 
 /// Connection timeouts, in seconds, as `ipvsadm --set tcp tcpfin udp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
