@@ -20,7 +20,6 @@ use crate::control::config::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
 use crate::control::server::ControlState;
 use crate::control::signals::Signals;
-use crate::control::snapshot::Snapshot;
 use crate::control::status::{
     dest_totals, latency_bucket, new_reports, sock, template_row, ConnRow, Reports,
     LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
@@ -31,7 +30,8 @@ use crate::dataplane::neigh::{
 use crate::dataplane::{
     PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats,
 };
-use crate::model::{Millis, Proto};
+use crate::service::model::{Millis, Proto};
+use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{owner_shard, Engine, EngineConfig};
 use crate::shard::state::{self, RestoreStats, ShardState};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
@@ -402,14 +402,14 @@ fn xdp_entries(snap: &Snapshot) -> (PortEntries, PortEntries) {
     let mut reals = Vec::new();
     for s in &snap.services {
         for d in &s.dests {
-            if d.fwd != crate::model::FwdMethod::Nat {
+            if d.fwd != crate::service::model::FwdMethod::Nat {
                 continue;
             }
             match (s.key, d.port) {
-                (crate::model::ServiceKey::Addr { proto, port, .. }, p) => {
+                (crate::service::model::ServiceKey::Addr { proto, port, .. }, p) => {
                     reals.push((proto, d.addr, p.unwrap_or(port)));
                 }
-                (crate::model::ServiceKey::Fwmark(m), port) => {
+                (crate::service::model::ServiceKey::Fwmark(m), port) => {
                     // A fixed real port, or (none) every port of the mark.
                     for (&(proto, _), rules) in &snap.classifier.fwmark_rules {
                         for &(lo, hi, mark) in rules {

@@ -27,7 +27,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod director;
 pub mod lab;
-pub mod model;
+pub mod service;
 pub mod shard;
 pub mod wire;
 pub mod xdp;

@@ -14,9 +14,9 @@ use xdpvs::control::build_snapshot;
 use xdpvs::control::config::{Config, OnFailure};
 use xdpvs::control::proto::{RealSpec, Request};
 use xdpvs::control::server::ControlState;
-use xdpvs::control::snapshot::Snapshot;
 use xdpvs::control::status::new_reports;
-use xdpvs::model::ServiceKey;
+use xdpvs::service::model::ServiceKey;
+use xdpvs::service::snapshot::Snapshot;
 
 const CFG: &str = r#"
 [director]

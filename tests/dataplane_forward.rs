@@ -13,7 +13,7 @@ use xdpvs::dataplane::testutil::{
     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
 };
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime, ShardStats, XskConfig};
-use xdpvs::model::Millis;
+use xdpvs::service::model::Millis;
 use xdpvs::shard::nexthop::{Neighbors, NextHop, StaticNeighbors};
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
 

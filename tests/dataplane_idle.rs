@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::testutil::{ifindex, in_netns, is_root, thread_cpu_ticks, Triangle};
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
-use xdpvs::model::Millis;
+use xdpvs::service::model::Millis;
 use xdpvs::shard::verdict::{Frame, Verdict};
 
 struct Idle {

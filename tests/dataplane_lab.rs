@@ -15,7 +15,7 @@ use xdpvs::dataplane::testutil::{
     XDP_FLAGS_SKB_MODE,
 };
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
-use xdpvs::model::Millis;
+use xdpvs::service::model::Millis;
 use xdpvs::shard::nexthop::Neighbors;
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
 

@@ -11,7 +11,7 @@ use engine_harness::wire_builder::*;
 use engine_harness::{fuzz, next_hop_of, snapshot, Harness, IFINDEX, SRC_MAC};
 use proptest::prelude::*;
 use xdpvs::control::Config;
-use xdpvs::model::{FlowKey, Proto};
+use xdpvs::service::model::{FlowKey, Proto};
 use xdpvs::shard::conn::Conn;
 use xdpvs::shard::engine::{owner_shard, EngineConfig};
 use xdpvs::shard::tcp_state::TcpState;
@@ -1095,7 +1095,7 @@ fn client_owned_by(
     want: u16,
     base: u32,
     step: u32,
-    snap: &xdpvs::control::snapshot::Snapshot,
+    snap: &xdpvs::service::snapshot::Snapshot,
 ) -> IpAddr {
     (0..1000)
         .map(|i| v4(base + i * step))

@@ -9,7 +9,7 @@ use std::process::Command;
 use xdpvs::control::build_snapshot;
 use xdpvs::control::config::{Config, PersistenceConfig, ServiceConfig};
 use xdpvs::control::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
-use xdpvs::model::{FwdMethod, Proto, ServiceKey};
+use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 const RULES: &str = "rules.ipvsadm";
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use common::*;
 use xdpvs::dataplane::{PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec};
-use xdpvs::model::{Millis, Proto};
+use xdpvs::service::model::{Millis, Proto};
 use xdpvs::shard::verdict::{Frame, Verdict};
 use xdpvs::xdp::{XdpMode, XdpProgram};
 

@@ -8,9 +8,9 @@ use std::net::IpAddr;
 
 use crate::control::config::Config;
 use crate::control::error::{invalid, ConfigError, Diagnostic};
-use crate::control::snapshot::{Classifier, Dest, Persistence, Service, Snapshot};
-use crate::model::{DestId, FwdMethod, Proto, ServiceIdx, ServiceKey};
-use crate::shard::sched::{self, DestSpec, SchedError, SchedParams, Scheduler};
+use crate::service::model::{DestId, FwdMethod, Proto, ServiceIdx, ServiceKey};
+use crate::service::sched::{self, DestSpec, SchedError, SchedParams, Scheduler};
+use crate::service::snapshot::{Classifier, Dest, Persistence, Service, Snapshot};
 
 /// Builds one service's scheduler: [`sched::build`] in production, anything
 /// with the same signature in tests and benchmarks.
@@ -204,7 +204,7 @@ pub fn build_snapshot_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::{DestStat, SchedKey, SchedState};
+    use crate::service::sched::{DestStat, SchedKey, SchedState};
 
     /// Scheduler stand-in: these tests are about the snapshot, not scheduling.
     #[derive(Debug)]

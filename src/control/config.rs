@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::control::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::control::ports::PortSet;
-use crate::model::{FwdMethod, Proto, ServiceKey, Timeouts};
-use crate::shard::sched::SchedParams;
+pub use crate::service::health::{HealthCheck, HealthProbe, OnFailure};
+use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
+use crate::service::sched::SchedParams;
 
 /// Default control socket path.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xdpvs.sock";
@@ -324,26 +325,6 @@ impl HealthKind {
     }
 }
 
-/// What to do with a real server that fails its health check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum OnFailure {
-    /// Set its weight to 0 (keepalived `inhibit_on_failure`): existing
-    /// connections continue, no new ones.
-    #[default]
-    Quiesce,
-    /// Take it out of the service.
-    Remove,
-}
-
-impl OnFailure {
-    pub const fn name(self) -> &'static str {
-        match self {
-            OnFailure::Quiesce => "quiesce",
-            OnFailure::Remove => "remove",
-        }
-    }
-}
-
 /// A `health = { ... }` table as written: every key optional. A real
 /// server's table overrides its service's key by key.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -371,35 +352,6 @@ pub struct HealthSpec {
     pub expect: Option<String>,
     /// Default `quiesce`.
     pub on_failure: Option<OnFailure>,
-}
-
-/// The probe of a resolved health check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HealthProbe {
-    /// A TCP connect succeeds.
-    Tcp,
-    /// `GET path` answers `expect_status`.
-    Http { path: String, expect_status: u16 },
-    /// A datagram `send` gets a reply starting with `expect`, or (no
-    /// `expect`) no ICMP error.
-    Udp {
-        send: String,
-        expect: Option<String>,
-    },
-}
-
-/// A fully resolved health check of one real server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub probe: HealthProbe,
-    pub port: u16,
-    /// Seconds.
-    pub interval: u32,
-    /// Seconds.
-    pub timeout: u32,
-    pub rise: u32,
-    pub fall: u32,
-    pub on_failure: OnFailure,
 }
 
 /// `[[neighbor]]`: a pinned next-hop MAC for an address.

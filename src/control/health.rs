@@ -346,7 +346,7 @@ fn step(r: &mut Reactor, check: &HealthCheck, p: &mut Probe, token: u64, result:
 mod tests {
     use super::*;
     use crate::control::config::{HealthProbe, OnFailure};
-    use crate::model::ServiceKey;
+    use crate::service::model::ServiceKey;
 
     #[test]
     fn never_flips_on_one_probe() {

@@ -29,8 +29,8 @@ use crate::control::config::{
     MAX_WEIGHT,
 };
 use crate::control::ports::PortSet;
-use crate::model::{FwdMethod, Proto, ServiceKey, Timeouts};
-use crate::shard::sched::{SchedParams, SCHEDULER_NAMES};
+use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
+use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
 
 /// One input text and the name problems are reported by.
 #[derive(Clone, Copy, Debug)]

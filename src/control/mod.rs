@@ -12,7 +12,6 @@ pub mod ipvsadm;
 pub mod ports;
 mod reader;
 mod render;
-pub mod snapshot;
 mod validate;
 
 pub use build::{build_snapshot, build_snapshot_with};

@@ -19,8 +19,8 @@ use crate::control::config::{
 };
 use crate::control::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::control::ports::PortSet;
-use crate::model::{FwdMethod, Proto, ServiceKey, Timeouts};
-use crate::shard::sched::SchedParams;
+use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
+use crate::service::sched::SchedParams;
 
 type Val<'i> = Spanned<DeValue<'i>>;
 

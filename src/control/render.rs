@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use crate::control::config::{format_mac, Config, HealthSpec, ServiceConfig};
-use crate::model::ServiceKey;
-use crate::shard::sched::SchedParams;
+use crate::service::model::ServiceKey;
+use crate::service::sched::SchedParams;
 
 /// A TOML basic string with escapes.
 fn q(s: &str) -> String {

@@ -18,13 +18,13 @@ use arc_swap::ArcSwap;
 use crate::control::build::build_snapshot;
 use crate::control::config::{Config, OnFailure, RealConfig};
 use crate::control::proto::{RealSpec, Request, Response};
-use crate::control::snapshot::Snapshot;
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,
 };
 use crate::dataplane::counters::ShardCounters;
-use crate::model::{DestId, FwdMethod, ServiceKey};
+use crate::service::model::{DestId, FwdMethod, ServiceKey};
+use crate::service::snapshot::Snapshot;
 use crate::shard::verdict::DropReason;
 
 /// Identity of a real server across rebuilds: (service, address, port).

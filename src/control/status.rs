@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::snapshot::{Dest, Snapshot};
-use crate::model::{DestId, FwdMethod, Millis, ServiceKey};
+use crate::service::model::{DestId, FwdMethod, Millis, ServiceKey};
+use crate::service::snapshot::{Dest, Snapshot};
 use crate::shard::engine::{DestCounters, EngineStats};
 use crate::shard::template::TemplateKey;
 
@@ -500,7 +500,7 @@ pub fn render_conns(rows: &[ConnRow]) -> String {
 }
 
 /// The persistence flags column of a service.
-pub fn persistence_flags(s: &crate::control::snapshot::Service) -> String {
+pub fn persistence_flags(s: &crate::service::snapshot::Service) -> String {
     match s.persistence {
         None => String::new(),
         Some(p) => {

@@ -10,8 +10,8 @@ use crate::control::config::{
     MAX_WEIGHT,
 };
 use crate::control::error::Diagnostic;
-use crate::model::{FwdMethod, Proto, ServiceKey};
-use crate::shard::sched::{SchedParams, SCHEDULER_NAMES};
+use crate::service::model::{FwdMethod, Proto, ServiceKey};
+use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
 
 /// Largest accepted mh lookup table.
 pub const MAX_MH_TABLE_SIZE: u32 = 1 << 24;

@@ -7,7 +7,7 @@
 //! # use std::sync::{Arc, atomic::AtomicBool};
 //! # use xdpvs::dataplane::*;
 //! # use xdpvs::shard::verdict::{Frame, Verdict};
-//! # use xdpvs::model::Millis;
+//! # use xdpvs::service::model::Millis;
 //! # struct MyEngine;
 //! # impl PacketEngine for MyEngine {
 //! #   fn begin_batch(&mut self, _: Millis) {}
@@ -56,7 +56,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::model::Millis;
+use crate::service::model::Millis;
 use crate::shard::verdict::{Frame, Verdict};
 
 pub use counters::{snapshot_all, ShardCounters, ShardStats};

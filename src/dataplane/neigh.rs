@@ -737,7 +737,8 @@ mod tests {
                 .iter()
                 .find(|r| {
                     r.dst.is_ipv4() == addr.is_ipv4()
-                        && crate::model::mask_addr(addr, r.prefix_len, r.prefix_len) == r.dst
+                        && crate::service::model::mask_addr(addr, r.prefix_len, r.prefix_len)
+                            == r.dst
                 })
                 .map(|r| (r.oif, r.gateway.unwrap_or(addr)))
                 .ok_or(Miss::NoRoute)?,

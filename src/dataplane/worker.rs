@@ -10,7 +10,7 @@ use super::counters::{ShardCounters, ShardStats};
 use super::handoff::{BufPool, HandoffBatch, HandoffFrame, Waker};
 use super::xsk::{RxFrame, ShardXsk, HANDOFF_HEADROOM};
 use super::{monotonic_millis, PacketEngine};
-use crate::model::Millis;
+use crate::service::model::Millis;
 use crate::shard::verdict::{DropReason, Frame, Verdict};
 
 /// How often the kernel XSK statistics are read.

@@ -41,7 +41,7 @@ use super::index::Index;
 use super::tcp_state::{self, Dir, TcpState};
 use super::template::TplHandle;
 use super::timer::{self, TimerWheel, TICK_MS};
-use crate::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
+use crate::service::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
 
 /// Largest capacity a table accepts (larger requests are clamped).
 pub const MAX_CAPACITY: usize = 1 << 30;

@@ -18,12 +18,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::control::snapshot::{Dest, Persistence, Service, Snapshot};
-use crate::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
+use crate::service::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
+use crate::service::sched::{DestStat, SchedKey, SchedState};
+use crate::service::snapshot::{Dest, Persistence, Service, Snapshot};
 use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn, WarmKey};
 use crate::shard::forward;
 use crate::shard::nexthop::{Neighbors, NextHop};
-use crate::shard::sched::{DestStat, SchedKey, SchedState};
 use crate::shard::state::{self, RestoreStats, SavedConn, SavedTemplate, ShardState};
 use crate::shard::tcp_state::{self, Dir, TcpState};
 use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};

@@ -4,7 +4,6 @@ pub mod engine;
 pub mod forward;
 mod index;
 pub mod nexthop;
-pub mod sched;
 pub mod state;
 pub mod tcp_state;
 pub mod template;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Millis;
+use crate::service::model::Millis;
 
 pub const MAGIC: &str = "xdpvs-state";
 pub const VERSION: u32 = 1;

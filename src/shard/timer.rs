@@ -17,7 +17,7 @@
 //!   fires (lazy re-arming). Cost is proportional to the handles visited in
 //!   due slots plus the ticks elapsed, never to the table size.
 
-use crate::model::Millis;
+use crate::service::model::Millis;
 
 /// Wheel tick in ms (a power of two).
 pub const TICK_MS: Millis = 1 << TICK_SHIFT;

@@ -1,6 +1,6 @@
 //! The transport protocol and the 5-tuple of a packet: the flow vocabulary
 //! that the parser produces and every layer above speaks
-//! (re-exported by `model`).
+//! (re-exported by `service::model`).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -34,7 +34,7 @@ impl Scheduler for Rr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, stat};
+    use crate::service::sched::tests::{any_key, stat};
 
     #[test]
     fn cycles_in_order() {

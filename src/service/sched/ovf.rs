@@ -32,7 +32,7 @@ impl Scheduler for Ovf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns};
+    use crate::service::sched::tests::{any_key, conns};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Ovf.schedule(&mut SchedState::default(), d, &any_key())

@@ -111,7 +111,7 @@ impl Scheduler for Wrr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, spec, stat};
+    use crate::service::sched::tests::{any_key, spec, stat};
 
     fn wrr(weights: &[u32]) -> (Wrr, Vec<DestStat>) {
         let specs: Vec<DestSpec> = weights.iter().map(|&w| spec(1, w)).collect();

@@ -42,7 +42,7 @@ impl Scheduler for Nq {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns};
+    use crate::service::sched::tests::{any_key, conns};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Nq.schedule(&mut SchedState::default(), d, &any_key())

@@ -32,7 +32,7 @@ impl Scheduler for Lc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns};
+    use crate::service::sched::tests::{any_key, conns};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Lc.schedule(&mut SchedState::default(), d, &any_key())

@@ -27,7 +27,7 @@ impl Scheduler for Fo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns, stat};
+    use crate::service::sched::tests::{any_key, conns, stat};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Fo.schedule(&mut SchedState::default(), d, &any_key())

@@ -48,7 +48,7 @@ impl Scheduler for Wlc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns};
+    use crate::service::sched::tests::{any_key, conns};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Wlc.schedule(&mut SchedState::default(), d, &any_key())

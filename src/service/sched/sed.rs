@@ -28,7 +28,7 @@ impl Scheduler for Sed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns};
+    use crate::service::sched::tests::{any_key, conns};
 
     fn pick(d: &[DestStat]) -> Option<usize> {
         Sed.schedule(&mut SchedState::default(), d, &any_key())

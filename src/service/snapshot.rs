@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::control::config::HealthCheck;
-use crate::model::{DestId, FwdMethod, Millis, Proto, ServiceIdx, ServiceKey, Timeouts};
-use crate::shard::sched::Scheduler;
+use crate::service::health::HealthCheck;
+use crate::service::model::{DestId, FwdMethod, Millis, Proto, ServiceIdx, ServiceKey, Timeouts};
+use crate::service::sched::Scheduler;
 
 /// Persistence settings of a service (IPVS `-p timeout -M netmask`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

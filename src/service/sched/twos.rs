@@ -68,7 +68,7 @@ impl Scheduler for Twos {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::sched::tests::{any_key, conns, stat};
+    use crate::service::sched::tests::{any_key, conns, stat};
 
     #[test]
     fn only_available_servers_are_picked() {
