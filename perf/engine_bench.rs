@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use xdpvs::control::{build_snapshot, Config};
+use xdpvs::config::{build_snapshot, Config};
 use xdpvs::dataplane::mem;
 use xdpvs::dataplane::neigh::NeighborTable;
 use xdpvs::dataplane::netlink::{nud, LinkInfo, NeighEntry, RouteEntry};

@@ -15,8 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
-use crate::control::build::build_snapshot;
-use crate::control::config::{Config, XdpMode as CfgXdpMode};
+use crate::config::build::build_snapshot;
+use crate::config::schema::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
 use crate::control::server::ControlState;
 use crate::control::signals::Signals;

@@ -22,6 +22,7 @@
 )]
 
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod demo;

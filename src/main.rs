@@ -84,7 +84,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match xdpvs::control::check(&config) {
+        Cmd::Check { config } => match xdpvs::config::check(&config) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS

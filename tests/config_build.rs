@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use xdpvs::control::build::build_snapshot_with;
-use xdpvs::control::config::Config;
+use xdpvs::config::build::build_snapshot_with;
+use xdpvs::config::schema::Config;
 use xdpvs::service::model::{DestId, Proto, ServiceKey};
 use xdpvs::service::sched::{
     DestSpec, DestStat, SchedError, SchedKey, SchedParams, SchedState, Scheduler,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use xdpvs::control::config::{Config, HealthKind, HealthProbe, OnFailure, XdpMode};
+use xdpvs::config::schema::{Config, HealthKind, HealthProbe, OnFailure, XdpMode};
 use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 fn example() -> Config {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use xdpvs::control::build_snapshot;
-use xdpvs::control::config::{Config, OnFailure};
+use xdpvs::config::build_snapshot;
+use xdpvs::config::schema::{Config, OnFailure};
 use xdpvs::control::proto::{RealSpec, Request};
 use xdpvs::control::server::ControlState;
 use xdpvs::control::status::new_reports;

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xdpvs::control::build_snapshot;
-use xdpvs::control::config::{Config, PersistenceConfig, ServiceConfig};
+use xdpvs::config::build_snapshot;
+use xdpvs::config::schema::{Config, PersistenceConfig, ServiceConfig};
 use xdpvs::control::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
 use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 

@@ -22,13 +22,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::control::build::build_snapshot;
-use crate::control::config::{
+use crate::config::build::build_snapshot;
+use crate::config::ports::PortSet;
+use crate::config::schema::{
     netmask_prefix, Config, Director, FwmarkGroup, FwmarkRuleConfig, PersistenceConfig, RealConfig,
     ServiceConfig, DEFAULT_GUE_PORT, DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_SCHEDULER, MAX_TIMEOUT,
     MAX_WEIGHT,
 };
-use crate::control::ports::PortSet;
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::control::build::build_snapshot;
-use crate::control::config::{Config, OnFailure, RealConfig};
+use crate::config::build::build_snapshot;
+use crate::config::schema::{Config, OnFailure, RealConfig};
 use crate::control::proto::{RealSpec, Request, Response};
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
@@ -589,7 +589,7 @@ fn parse_addr(s: &str) -> Result<IpAddr, String> {
 fn find_service<'a>(
     cfg: &'a mut Config,
     name: &str,
-) -> Result<&'a mut crate::control::config::ServiceConfig, String> {
+) -> Result<&'a mut crate::config::schema::ServiceConfig, String> {
     cfg.services
         .iter_mut()
         .find(|s| s.name == name)
@@ -657,7 +657,7 @@ fn parse_service_block(cur: &Config, block: &str, what: &str) -> Result<Config, 
     let n_marks = cur.fwmarks.len();
     text.push_str(block);
     let reader_cfg =
-        crate::control::reader::read(&text, &format!("<{what}>")).map_err(|e| e.to_string())?;
+        crate::config::reader::read(&text, &format!("<{what}>")).map_err(|e| e.to_string())?;
     let mut out = reader_cfg;
     out.fwmarks.drain(..n_marks.min(out.fwmarks.len()));
     Ok(out)

@@ -509,7 +509,7 @@ pub fn persistence_flags(s: &crate::service::snapshot::Service) -> String {
                 let _ = write!(
                     f,
                     " mask {}",
-                    crate::control::config::prefix_netmask(p.prefix4)
+                    crate::config::schema::prefix_netmask(p.prefix4)
                 );
             }
             if p.prefix6 != 128 {

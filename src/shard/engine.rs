@@ -1636,7 +1636,7 @@ fn _kinds(_: L3Kind) {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{build_snapshot, Config};
+    use crate::config::{build_snapshot, Config};
     use crate::shard::nexthop::{NextHop, StaticNeighbors};
 
     const CLIENT: [u8; 4] = [198, 18, 7, 7];

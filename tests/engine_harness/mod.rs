@@ -14,7 +14,7 @@ pub mod fuzz;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-use xdpvs::control::{build_snapshot, Config};
+use xdpvs::config::{build_snapshot, Config};
 use xdpvs::service::snapshot::Snapshot;
 use xdpvs::shard::engine::{Engine, EngineConfig};
 use xdpvs::shard::nexthop::{Neighbors, NextHop};

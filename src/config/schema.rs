@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::control::error::{invalid, ConfigError, Diagnostic, Origin};
-use crate::control::ports::PortSet;
+use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
+use crate::config::ports::PortSet;
 pub use crate::service::health::{HealthCheck, HealthProbe, OnFailure};
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -397,14 +397,14 @@ impl Config {
 
     /// Parse and validate config text; `file_name` appears in errors.
     pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
-        let cfg = crate::control::reader::read(text, file_name)?;
+        let cfg = crate::config::reader::read(text, file_name)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Check the whole config. `Ok` carries warnings (e.g. an unused mark).
     pub fn validate(&self) -> Result<Vec<Diagnostic>, ConfigError> {
-        let (errors, warnings) = crate::control::validate::validate(self);
+        let (errors, warnings) = crate::config::validate::validate(self);
         if errors.is_empty() {
             Ok(warnings)
         } else {
@@ -414,7 +414,7 @@ impl Config {
 
     /// The config as TOML, every key explicit; parses back to an equal config.
     pub fn to_toml(&self) -> String {
-        crate::control::render::render(self)
+        crate::config::render::render(self)
     }
 
     /// The file name errors will carry.

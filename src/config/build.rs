@@ -6,8 +6,8 @@
 use hashbrown::HashMap;
 use std::net::IpAddr;
 
-use crate::control::config::Config;
-use crate::control::error::{invalid, ConfigError, Diagnostic};
+use crate::config::error::{invalid, ConfigError, Diagnostic};
+use crate::config::schema::Config;
 use crate::service::model::{DestId, FwdMethod, Proto, ServiceIdx, ServiceKey};
 use crate::service::sched::{self, DestSpec, SchedError, SchedParams, Scheduler};
 use crate::service::snapshot::{Classifier, Dest, Persistence, Service, Snapshot};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// One problem found in a config, located as precisely as the source allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    /// The file name as given to [`crate::control::config::Config::parse`].
+    /// The file name as given to [`crate::config::schema::Config::parse`].
     pub file: String,
     /// 1-based line and column (in characters), when the source text is known.
     pub pos: Option<(u32, u32)>,

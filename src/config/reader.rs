@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::control::config::{
+use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
+use crate::config::ports::PortSet;
+use crate::config::schema::{
     parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
     NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, XdpMode,
     DEFAULT_SCHEDULER,
 };
-use crate::control::error::{invalid, ConfigError, Diagnostic, Origin};
-use crate::control::ports::PortSet;
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
 

@@ -5,11 +5,11 @@
 use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::control::config::{
+use crate::config::error::Diagnostic;
+use crate::config::schema::{
     format_mac, Config, HealthKind, HealthSpec, ServiceConfig, MAX_CAPACITY, MAX_TIMEOUT,
     MAX_WEIGHT,
 };
-use crate::control::error::Diagnostic;
 use crate::service::model::{FwdMethod, Proto, ServiceKey};
 use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
 
@@ -781,7 +781,7 @@ impl Validator<'_> {
     /// Address services whose port a used firewall-mark rule also covers
     /// never see a packet (marks are matched first): warn.
     fn shadowed(&mut self, marks_used: &HashMap<u32, bool>) {
-        let mut rules: HashMap<(Proto, IpAddr), Vec<(u32, &crate::control::ports::PortSet)>> =
+        let mut rules: HashMap<(Proto, IpAddr), Vec<(u32, &crate::config::ports::PortSet)>> =
             HashMap::new();
         for g in &self.cfg.fwmarks {
             if marks_used.contains_key(&g.mark) {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::control::config::{format_mac, Config, HealthSpec, ServiceConfig};
+use crate::config::schema::{format_mac, Config, HealthSpec, ServiceConfig};
 use crate::service::model::ServiceKey;
 use crate::service::sched::SchedParams;
 
