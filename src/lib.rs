@@ -27,6 +27,7 @@ pub mod control;
 pub mod dataplane;
 pub mod demo;
 pub mod director;
+pub mod import;
 pub mod lab;
 pub mod service;
 pub mod shard;

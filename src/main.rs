@@ -47,7 +47,7 @@ enum Cmd {
     },
     /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
     /// rules of firewall-mark services) into an xdpvs config.
-    ImportIpvsadm(xdpvs::control::ipvsadm::ImportArgs),
+    ImportIpvsadm(xdpvs::import::ipvsadm::ImportArgs),
     /// List services and real servers of the running director, like
     /// `ipvsadm -L -n` (--stats, --rate, --persistent-conn, --connections).
     List(xdpvs::cli::ListArgs),
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
             takeover,
         } => xdpvs::director::run_main(&config, duration, takeover),
         Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
-        Cmd::ImportIpvsadm(args) => xdpvs::control::ipvsadm::run(&args),
+        Cmd::ImportIpvsadm(args) => xdpvs::import::ipvsadm::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),
         Cmd::Stats { target, json } => xdpvs::cli::stats(&target, json),
         Cmd::Reload { target } => xdpvs::cli::reload(&target),

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use xdpvs::config::build_snapshot;
 use xdpvs::config::schema::{Config, PersistenceConfig, ServiceConfig};
-use xdpvs::control::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
+use xdpvs::import::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
 use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 const RULES: &str = "rules.ipvsadm";

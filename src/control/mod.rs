@@ -4,7 +4,6 @@
 
 pub mod event_loop;
 pub mod health;
-pub mod ipvsadm;
 pub mod metrics;
 pub mod privileges;
 pub mod proto;

@@ -1,0 +1,6 @@
+//! Importers: other load balancers' configurations turned into an xdpvs
+//! config ([`ipvsadm`]: `ipvsadm -S` output and iptables MARK rules). They
+//! produce [`crate::config::Config`] values and use only the config and
+//! service layers.
+
+pub mod ipvsadm;
