@@ -626,7 +626,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         let reports = reports.clone();
         move |shard: u16, shards: u16| {
             // Runs in the shard's own thread (capabilities are per thread).
-            if let Err(e) = crate::control::privileges::drop_to_minimum() {
+            if let Err(e) = crate::dataplane::privileges::drop_to_minimum() {
                 tracing::warn!("shard {shard}: could not drop capabilities: {e}");
             }
             ShardEngine::new(

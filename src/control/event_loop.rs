@@ -156,7 +156,7 @@ pub fn run(
     };
     // Everything that needed privileges is open now (XDP attached, sockets
     // bound, listeners open): keep only what reloads and probes need.
-    match crate::control::privileges::drop_to_minimum() {
+    match crate::dataplane::privileges::drop_to_minimum() {
         Ok(kept) => info!("capabilities dropped; kept {}", kept.join(", ")),
         Err(e) => warn!("could not drop capabilities: {e}"),
     }

@@ -5,7 +5,6 @@
 pub mod event_loop;
 pub mod health;
 pub mod metrics;
-pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod signals;

@@ -507,7 +507,7 @@ impl NeighborResolver {
             .spawn(move || {
                 // Capabilities are per thread: this one keeps only the
                 // director's minimum too.
-                if let Err(e) = crate::control::privileges::drop_to_minimum() {
+                if let Err(e) = crate::dataplane::privileges::drop_to_minimum() {
                     tracing::warn!("neighbour thread: could not drop capabilities: {e}");
                 }
                 let rx = self.req_rx.clone();
