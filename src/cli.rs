@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::config::schema::{Config, DEFAULT_CONTROL_SOCKET};
-use crate::control::proto::{call, RealSpec, Request, Response};
+use crate::control::api::{call, RealSpec, Request, Response};
 use crate::control::status::{render_conns, render_list, ListMode};
 
 /// Where the director listens.

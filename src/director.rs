@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
-use crate::control::server::ControlState;
 use crate::control::signals::Signals;
+use crate::control::state::ControlState;
 use crate::control::status::{
     dest_totals, latency_bucket, new_reports, sock, template_row, ConnRow, Reports,
     LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
@@ -308,7 +308,7 @@ impl Drop for ShardEngine {
 /// one starts from that state with the same clients on the same servers.
 fn take_over(cfg: &Config) {
     let sock = &cfg.director.control_socket;
-    match crate::control::proto::call(sock, &crate::control::proto::Request::Handover) {
+    match crate::control::api::call(sock, &crate::control::api::Request::Handover) {
         Ok(r) if r.ok => info!("takeover: the running director is handing over"),
         Ok(r) => {
             warn!("takeover refused: {}", r.error);

@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 
 use xdpvs::config::build_snapshot;
 use xdpvs::config::schema::{Config, OnFailure};
-use xdpvs::control::proto::{RealSpec, Request};
-use xdpvs::control::server::ControlState;
+use xdpvs::control::api::{RealSpec, Request};
+use xdpvs::control::state::ControlState;
 use xdpvs::control::status::new_reports;
 use xdpvs::service::model::ServiceKey;
 use xdpvs::service::snapshot::Snapshot;

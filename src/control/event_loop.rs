@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::control::api::{Request, Response};
 use crate::control::health::{configured_checks, Health};
-use crate::control::proto::{Request, Response};
-use crate::control::server::ControlState;
 use crate::control::signals::{Signal, Signals};
+use crate::control::state::ControlState;
 use crate::control::uring::{FileWatch, Reactor};
 
 const T_SIGNAL: u64 = 1;

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::config::schema::{HealthCheck, HealthProbe, OnFailure};
-use crate::control::server::RealKey;
+use crate::control::state::RealKey;
 use crate::control::uring::{probe_socket, Reactor, SockAddr};
 
 /// Rise/fall counting for one real server (pure; time-free).

@@ -1,12 +1,13 @@
 //! The runtime control plane: one io_uring loop ([`event_loop`] over
-//! [`uring`]) serving signals, the control socket ([`proto`] requests
-//! applied to the [`server`] state), health checks, metrics and status.
+//! [`uring`]) serving signals, the control socket ([`api`]: its requests
+//! and responses, applied to the control plane's [`state`]), health
+//! checks, metrics and status.
 
+pub mod api;
 pub mod event_loop;
 pub mod health;
 pub mod metrics;
-pub mod proto;
-pub mod server;
 pub mod signals;
+pub mod state;
 pub mod status;
 pub mod uring;

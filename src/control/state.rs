@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, OnFailure, RealConfig};
-use crate::control::proto::{RealSpec, Request, Response};
+use crate::control::api::{RealSpec, Request, Response};
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,

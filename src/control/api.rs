@@ -1,6 +1,6 @@
-//! The control socket protocol: one JSON request per connection, one JSON
-//! response back (newline-terminated). The CLI (`xdpvs list`, `reload`,
-//! `service`, `real`, ...) is its client.
+//! The control socket's requests and responses: one JSON request per
+//! connection, one JSON response back (newline-terminated). The CLI
+//! (`xdpvs list`, `reload`, `service`, `real`, ...) is its client.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
