@@ -19,9 +19,8 @@ use std::net::IpAddr;
 
 use hashbrown::DefaultHashBuilder;
 
-use super::conn::ExpireStats;
 use super::index::Index;
-use super::timer::{self, TimerWheel};
+use super::timer::{self, ExpireStats, TimerWheel};
 use crate::service::model::{DestId, Millis, Proto};
 
 /// Delay before a template that still controls connections is checked again.
