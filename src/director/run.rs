@@ -5,7 +5,6 @@
 //! counters).
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,48 +19,17 @@ use crate::config::schema::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
 use crate::control::signals::Signals;
 use crate::control::state::ControlState;
-use crate::control::status::{
-    dest_totals, latency_bucket, new_reports, sock, template_row, ConnRow, Reports,
-    LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
-};
-use crate::dataplane::neigh::{
-    NeighborResolver, NeighborTable, Pinned, ResolverConfig, SharedNeighbors,
-};
-use crate::dataplane::{
-    PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats,
-};
-use crate::service::model::{Millis, Proto};
+use crate::control::status::{dest_totals, new_reports, Reports};
+use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
+use crate::dataplane::{QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats};
+use crate::director::maps::{update_maps, Attached};
+use crate::director::restart::{load_state, state_path, RestartState};
+use crate::director::shard_adapter::{ShardAdapter, TableMemory};
 use crate::service::snapshot::Snapshot;
-use crate::shard::engine::{owner_shard, Engine, EngineConfig};
+use crate::shard::engine::{Engine, EngineConfig};
 use crate::shard::state::{self, RestoreStats, ShardState};
-use crate::shard::verdict::{DropReason, Frame, Verdict};
-use crate::xdp::{XdpLink, XdpMode, XdpProgram};
-
-/// The engine as the AF_XDP runtime drives it.
-pub struct ShardEngine {
-    engine: Engine,
-    snaps: Arc<ArcSwap<Snapshot>>,
-    neigh: SharedNeighbors,
-    table: Arc<NeighborTable>,
-    reports: Reports,
-    shard: usize,
-    last_report: Millis,
-    pub_seen: u64,
-    dump_seen: u64,
-    sampled: u64,
-    latency: [u64; LATENCY_BUCKETS_NS.len() + 1],
-    latency_sum_ns: u64,
-    persist: Option<Persist>,
-}
-
-/// State handed across a restart: each shard takes its part of what was
-/// read at start, and leaves its export when it stops.
-#[derive(Clone)]
-pub struct Persist {
-    pub restore: Arc<Mutex<Vec<Option<ShardState>>>>,
-    pub restored: Arc<Mutex<RestoreStats>>,
-    pub saved: Arc<Mutex<Vec<Option<ShardState>>>>,
-}
+use crate::shard::verdict::DropReason;
+use crate::xdp::{XdpMode, XdpProgram};
 
 /// The bytes one shard's tables reserve with this config's capacities (an
 /// engine is built and dropped: its reservations are virtual until used).
@@ -110,199 +78,6 @@ pub fn prefault_fits(per_shard: usize, shards: u16, meminfo: &str) -> Result<(),
     Ok(())
 }
 
-/// How a shard's tables get their memory (`[director] hugepages`,
-/// `prefault`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TableMemory {
-    pub hugepages: bool,
-    pub prefault: bool,
-}
-
-impl ShardEngine {
-    pub fn new(
-        cfg: EngineConfig,
-        snaps: Arc<ArcSwap<Snapshot>>,
-        neigh: SharedNeighbors,
-        reports: Reports,
-        persist: Option<Persist>,
-        mem: TableMemory,
-    ) -> ShardEngine {
-        let mut engine = Engine::new(cfg, snaps.load_full());
-        if mem.hugepages {
-            // Before the first write (and before a restore fills the tables).
-            let huge = crate::dataplane::mem::advise_hugepages(&engine.memory_regions());
-            tracing::info!(
-                shard = cfg.shard,
-                mib = huge >> 20,
-                "tables advised to use transparent huge pages"
-            );
-        }
-        if mem.prefault {
-            // After the huge-page advice (so that they are assembled now),
-            // before the restore and the first packet.
-            let t = std::time::Instant::now();
-            match crate::dataplane::mem::populate(&engine.memory_regions()) {
-                Ok(n) => tracing::info!(
-                    shard = cfg.shard,
-                    mib = n >> 20,
-                    ms = t.elapsed().as_millis() as u64,
-                    "table memory prefaulted"
-                ),
-                Err(e) => tracing::warn!(
-                    shard = cfg.shard,
-                    "prefault = true: could not fault the tables in ({e}); they fill page by page"
-                ),
-            }
-        }
-        if let Some(p) = &persist {
-            let part = p
-                .restore
-                .lock()
-                .ok()
-                .and_then(|mut v| v.get_mut(cfg.shard as usize).and_then(Option::take));
-            if let Some(part) = part {
-                let r = engine.restore(crate::dataplane::monotonic_millis(), &part);
-                if let Ok(mut total) = p.restored.lock() {
-                    total.add(&r);
-                }
-            }
-        }
-        let table = neigh.current();
-        ShardEngine {
-            engine,
-            snaps,
-            neigh,
-            table,
-            reports,
-            shard: cfg.shard as usize,
-            last_report: 0,
-            pub_seen: 0,
-            dump_seen: 0,
-            sampled: 0,
-            latency: [0; LATENCY_BUCKETS_NS.len() + 1],
-            latency_sum_ns: 0,
-            persist,
-        }
-    }
-
-    fn publish(&mut self, now: Millis) {
-        let Some(slot) = self.reports.get(self.shard) else {
-            return;
-        };
-        let want = slot.requested();
-        let want_pub = slot.publish_requested();
-        self.pub_seen = want_pub;
-        self.dump_seen = want;
-        let Ok(mut r) = slot.report.lock() else {
-            return;
-        };
-        r.pub_gen = want_pub;
-        r.latency = self.latency;
-        r.latency_sum_ns = self.latency_sum_ns;
-        r.dests.clone_from(self.engine.dest_counters());
-        r.engine = self.engine.stats.clone();
-        r.conns = self.engine.conns().len();
-        r.templates = self.engine.templates().len();
-        if want > r.dump_gen {
-            r.dump = self.dump(now);
-            r.dump_gen = want;
-        }
-    }
-
-    /// This shard's connections and templates, as `ipvsadm -L -c` rows.
-    fn dump(&self, now: Millis) -> Vec<ConnRow> {
-        let mut rows = Vec::new();
-        self.engine.conns().for_each(|_, c| {
-            if rows.len() < MAX_DUMP_ROWS {
-                rows.push(ConnRow {
-                    proto: c.proto.name().to_uppercase(),
-                    expires_ms: c.expires.saturating_sub(now),
-                    state: if c.proto == Proto::Tcp {
-                        c.state.name().to_string()
-                    } else {
-                        "UDP".to_string()
-                    },
-                    source: sock(c.caddr, c.cport),
-                    virt: sock(c.vaddr, c.vport),
-                    dest: sock(c.raddr, c.rport),
-                    template: false,
-                    controls: 0,
-                });
-            }
-        });
-        self.engine.templates().for_each(|t| {
-            if rows.len() < MAX_DUMP_ROWS {
-                rows.push(template_row(
-                    t.key(),
-                    t.raddr,
-                    t.rport,
-                    t.expires().saturating_sub(now),
-                    t.controls(),
-                ));
-            }
-        });
-        rows
-    }
-}
-
-impl PacketEngine for ShardEngine {
-    fn begin_batch(&mut self, _now: Millis) {
-        let s = self.snaps.load();
-        if !Arc::ptr_eq(&s, self.engine.snapshot()) {
-            self.engine.set_snapshot(Arc::clone(&s));
-        }
-        self.table = self.neigh.current();
-    }
-
-    fn process(&mut self, now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
-        self.sampled = self.sampled.wrapping_add(1);
-        if self.sampled % 64 != 1 {
-            return self.engine.process(now, frame, &*self.table);
-        }
-        // One packet in 64 is timed (the clock read costs about as much as
-        // an established-flow decision).
-        let t = std::time::Instant::now();
-        let v = self.engine.process(now, frame, &*self.table);
-        let ns = t.elapsed().as_nanos() as u64;
-        if let Some(b) = self.latency.get_mut(latency_bucket(ns)) {
-            *b += 1;
-        }
-        self.latency_sum_ns += ns;
-        v
-    }
-
-    fn warm_batch(&mut self, frames: &[&[u8]]) {
-        self.engine
-            .warm_batch(frames, crate::dataplane::mem::prefetch)
-    }
-
-    fn tick(&mut self, now: Millis) {
-        self.engine.tick(now);
-        let asked = self.reports.get(self.shard).is_some_and(|s| {
-            s.publish_requested() > self.pub_seen || s.requested() > self.dump_seen
-        });
-        if asked || now >= self.last_report + 250 || now < self.last_report {
-            self.last_report = now;
-            self.publish(now);
-        }
-    }
-}
-
-impl Drop for ShardEngine {
-    fn drop(&mut self) {
-        let now = self.last_report;
-        self.publish(now);
-        if let Some(p) = &self.persist {
-            let st = self.engine.export(crate::dataplane::monotonic_millis());
-            if let Ok(mut v) = p.saved.lock() {
-                if let Some(slot) = v.get_mut(self.shard) {
-                    *slot = Some(st);
-                }
-            }
-        }
-    }
-}
-
 /// `xdpvs run --takeover`: ask the running director (same control socket)
 /// to save its state and exit, and wait until it has (bounded), so this
 /// one starts from that state with the same clients on the same servers.
@@ -333,48 +108,6 @@ fn take_over(cfg: &Config) {
     }
 }
 
-/// Where connection state is kept across restarts: `state_file`, or next to
-/// the control socket (`/run/xdpvs.state` by default: survives a restart,
-/// not a reboot).
-pub fn state_path(cfg: &Config) -> std::path::PathBuf {
-    cfg.director
-        .state_file
-        .clone()
-        .unwrap_or_else(|| cfg.director.control_socket.with_extension("state"))
-}
-
-/// Read the state file and split it by owner shard. A bad file is logged
-/// and ignored.
-fn load_state(cfg: &Config, snap: &Snapshot, shards: u16) -> Vec<Option<ShardState>> {
-    let path = state_path(cfg);
-    let mut parts: Vec<Option<ShardState>> = vec![None; shards as usize];
-    match state::read(&path, state::unix_ms()) {
-        Ok(None) => {}
-        Ok(Some(st)) => {
-            info!(
-                "state file {}: {} connection(s), {} template(s) to check against the config",
-                path.display(),
-                st.conns.len(),
-                st.templates.len()
-            );
-            for c in st.conns {
-                let o = owner_shard(c.caddr, snap, shards) as usize;
-                if let Some(p) = parts.get_mut(o) {
-                    p.get_or_insert_with(ShardState::default).conns.push(c);
-                }
-            }
-            for t in st.templates {
-                let o = owner_shard(t.client, snap, shards) as usize;
-                if let Some(p) = parts.get_mut(o) {
-                    p.get_or_insert_with(ShardState::default).templates.push(t);
-                }
-            }
-        }
-        Err(e) => warn!("state file ignored: {e}"),
-    }
-    parts
-}
-
 fn ifindex_of(name: &str) -> Result<u32, String> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
         .map_err(|e| format!("interface {name}: {e}"))?
@@ -392,74 +125,6 @@ fn rx_queues_of(name: &str) -> u32 {
         })
         .unwrap_or(1)
         .max(1)
-}
-
-/// XDP map entries for a snapshot: VIP ports, and NAT real servers' ports.
-type PortEntries = Vec<(Proto, IpAddr, u16)>;
-
-fn xdp_entries(snap: &Snapshot) -> (PortEntries, PortEntries) {
-    let vips = snap.vips.clone();
-    let mut reals = Vec::new();
-    for s in &snap.services {
-        for d in &s.dests {
-            if d.fwd != crate::service::model::FwdMethod::Nat {
-                continue;
-            }
-            match (s.key, d.port) {
-                (crate::service::model::ServiceKey::Addr { proto, port, .. }, p) => {
-                    reals.push((proto, d.addr, p.unwrap_or(port)));
-                }
-                (crate::service::model::ServiceKey::Fwmark(m), port) => {
-                    // A fixed real port, or (none) every port of the mark.
-                    for (&(proto, _), rules) in &snap.classifier.fwmark_rules {
-                        for &(lo, hi, mark) in rules {
-                            if mark != m {
-                                continue;
-                            }
-                            match port {
-                                Some(p) if p != 0 => reals.push((proto, d.addr, p)),
-                                _ => {
-                                    for p in lo..=hi {
-                                        reals.push((proto, d.addr, p));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    reals.sort_by_key(|(p, a, port)| (p.number(), *a, *port));
-    reals.dedup();
-    (vips, reals)
-}
-
-type Progs = std::rc::Rc<Vec<(String, u32, XdpProgram)>>;
-
-pub struct Attached {
-    progs: Progs,
-    links: Vec<XdpLink>,
-}
-
-impl Attached {
-    fn update_maps(&self, snap: &Snapshot) -> Result<(), String> {
-        update_maps(&self.progs, snap)
-    }
-}
-
-/// Publish a snapshot's VIPs and NAT real servers to every XDP program.
-fn update_maps(progs: &[(String, u32, XdpProgram)], snap: &Snapshot) -> Result<(), String> {
-    {
-        let (vips, reals) = xdp_entries(snap);
-        for (name, _, p) in progs {
-            p.set_vips(&vips)
-                .map_err(|e| format!("{name}: VIP map: {e}"))?;
-            p.set_reals(&reals)
-                .map_err(|e| format!("{name}: real-server map: {e}"))?;
-        }
-        Ok(())
-    }
 }
 
 pub fn init_logging(level: &str) {
@@ -614,7 +279,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         }
     }
     let template_capacity = cfg.director.template_capacity as usize;
-    let persist = Persist {
+    let persist = RestartState {
         restore: Arc::new(Mutex::new(load_state(&cfg, &snaps.load(), n_shards))),
         restored: Arc::new(Mutex::new(RestoreStats::default())),
         saved: Arc::new(Mutex::new(vec![None; n_shards as usize])),
@@ -629,7 +294,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
             if let Err(e) = crate::dataplane::privileges::drop_to_minimum() {
                 tracing::warn!("shard {shard}: could not drop capabilities: {e}");
             }
-            ShardEngine::new(
+            ShardAdapter::new(
                 EngineConfig {
                     shard,
                     shards,
