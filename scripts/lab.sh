@@ -30,7 +30,7 @@
 #   The director forwards non-VIP traffic in the kernel (ip_forward=1), like
 #   an IPVS NAT director.
 #
-# Director data interfaces are veths with 2 RX/TX queues (both ends), for
+# Director data interfaces are veths with 2 RX/TX queues (both ends; LAB_DIR_QUEUES=N for N), for
 # two-shard tests in native XDP mode. Every veth gets
 # `ethtool -K IF tx off tso off gso off` (frames forwarded through AF_XDP
 # must carry full checksums and no GSO).
@@ -46,8 +46,11 @@ ALL_NS=("$NS_CL" "$NS_RT" "$NS_LAN" "$NS_DIR" "${NS_RS[@]}")
 STATE_DIR=/run/xdpvs-lab
 VIP4=198.18.0.100
 VIP6=2001:db8::100
+# RX/TX queues of the director's data interfaces (LAB_DIR_QUEUES, default 2).
+DIR_Q=${LAB_DIR_QUEUES:-2}
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
+[[ $DIR_Q =~ ^[1-8]$ ]] || die "LAB_DIR_QUEUES must be 1..8"
 
 need_tools() {
     [ "$(id -u)" -eq 0 ] || die "must run as root"
@@ -163,7 +166,7 @@ up_dr() {
     addr4 "$NS_RT" lan0 198.18.0.1/24
     addr6 "$NS_RT" lan0 2001:db8::1/64
     # director, one arm
-    lan_port "$NS_DIR" dr0 dir 2
+    lan_port "$NS_DIR" dr0 dir "$DIR_Q"
     addr4 "$NS_DIR" dr0 198.18.0.2/24
     addr6 "$NS_DIR" dr0 2001:db8::2/64
     ip -n "$NS_DIR" route add default via 198.18.0.1
@@ -181,7 +184,7 @@ up_dr() {
 up_nat() {
     common_up
     # outside: router <-> director
-    veth "$NS_RT" dir0 "$NS_DIR" dr0 2
+    veth "$NS_RT" dir0 "$NS_DIR" dr0 "$DIR_Q"
     addr4 "$NS_RT" dir0 198.18.2.1/24
     addr6 "$NS_RT" dir0 2001:db8:2::1/64
     addr4 "$NS_DIR" dr0 198.18.2.2/24
@@ -193,7 +196,7 @@ up_nat() {
     ip -n "$NS_RT" route add "$VIP4/32" via 198.18.2.2
     ip -n "$NS_RT" -6 route add "$VIP6/128" via 2001:db8:2::2
     # inside: director <-> real servers
-    lan_port "$NS_DIR" dr1 dir 2
+    lan_port "$NS_DIR" dr1 dir "$DIR_Q"
     addr4 "$NS_DIR" dr1 198.18.3.1/24
     addr6 "$NS_DIR" dr1 2001:db8:3::1/64
     sysctl_set "$NS_DIR" net.ipv4.ip_forward 1

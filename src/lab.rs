@@ -196,6 +196,12 @@ impl Lab {
     /// Build the lab (removing a leftover one first). Installs the tools the
     /// lab needs (ethtool, ...) when missing.
     pub fn up(mode: LabMode) -> io::Result<Lab> {
+        Lab::up_with_queues(mode, 2)
+    }
+
+    /// [`Lab::up`] with `queues` RX/TX queues (1..=8) on the director's
+    /// data interfaces instead of 2.
+    pub fn up_with_queues(mode: LabMode, queues: u8) -> io::Result<Lab> {
         if !is_root() {
             return Err(io::Error::other(
                 "the lab needs root (network namespaces, XDP)",
@@ -222,6 +228,7 @@ impl Lab {
         run_checked(
             Command::new("bash")
                 .arg(lab.dir.join("lab.sh"))
+                .env("LAB_DIR_QUEUES", queues.to_string())
                 .args(["up", mode.name()]),
             "scripts/lab.sh up",
         )?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use xdpvs::control::status::{ConnRow, Status};
 use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{is_root, Lab, LabMode, Request};
+use xdpvs::lab::{Lab, LabMode, Request};
 
 mod labkit;
 use labkit::rss_kib;
@@ -21,11 +21,7 @@ use labkit::rss_kib;
 static LAB: Mutex<()> = Mutex::new(());
 
 fn skip(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {name}: needs root (network namespaces, XDP, AF_XDP sockets)");
-    true
+    xdpvs::dataplane::testutil::skip_without_root(name)
 }
 
 fn exe() -> PathBuf {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use xdpvs::dataplane::testutil::{
-    ifindex, in_netns, is_root, udp_transfer, Triangle, XskRedirect, TRI_CLIENT_IP, TRI_SERVER_IP,
+    ifindex, in_netns, udp_transfer, Triangle, XskRedirect, TRI_CLIENT_IP, TRI_SERVER_IP,
     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
 };
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime, ShardStats, XskConfig};
@@ -18,11 +18,7 @@ use xdpvs::shard::nexthop::{Neighbors, NextHop, StaticNeighbors};
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
 
 fn skip() -> bool {
-    if !is_root() {
-        eprintln!("SKIP: dataplane namespace tests need root");
-        return true;
-    }
-    false
+    xdpvs::dataplane::testutil::skip_without_root("dataplane namespace test")
 }
 
 /// What the test engine does besides rewriting MACs towards the IPv4

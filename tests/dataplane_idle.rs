@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xdpvs::dataplane::testutil::{ifindex, in_netns, is_root, thread_cpu_ticks, Triangle};
+use xdpvs::dataplane::testutil::{ifindex, in_netns, thread_cpu_ticks, Triangle};
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
 use xdpvs::service::model::Millis;
 use xdpvs::shard::verdict::{Frame, Verdict};
@@ -27,8 +27,7 @@ impl PacketEngine for Idle {
 
 #[test]
 fn idle_shards_use_no_cpu_tick_and_stop_on_the_flag() {
-    if !is_root() {
-        eprintln!("SKIP: dataplane namespace tests need root");
+    if xdpvs::dataplane::testutil::skip_without_root("dataplane namespace tests need root") {
         return;
     }
     let t = Triangle::create("xdpvs-ti").expect("topology");

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::neigh::{NeighborResolver, ResolverConfig, SharedNeighbors};
 use xdpvs::dataplane::testutil::{
-    fmt_mac, ifindex, in_netns, is_root, mac_of, run, sh, udp_transfer, XskRedirect,
-    XDP_FLAGS_SKB_MODE,
+    fmt_mac, ifindex, in_netns, mac_of, run, sh, udp_transfer, XskRedirect, XDP_FLAGS_SKB_MODE,
 };
 use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
 use xdpvs::service::model::Millis;
@@ -103,8 +102,7 @@ fn queues(ns: &str, ifname: &str) -> String {
 
 #[test]
 fn lab_dr_and_nat_come_up_route_and_go_down() {
-    if !is_root() {
-        eprintln!("SKIP: lab test needs root");
+    if xdpvs::dataplane::testutil::skip_without_root("lab test needs root") {
         return;
     }
     let _lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,8 +219,7 @@ impl PacketEngine for Dr {
 
 #[test]
 fn direct_routing_through_af_xdp_in_the_dr_lab() {
-    if !is_root() {
-        eprintln!("SKIP: lab test needs root");
+    if xdpvs::dataplane::testutil::skip_without_root("lab test needs root") {
         return;
     }
     let _lock = LAB.lock().unwrap_or_else(|e| e.into_inner());

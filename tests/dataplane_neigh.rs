@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
 use xdpvs::dataplane::netlink::Netlink;
-use xdpvs::dataplane::testutil::{ifindex, in_netns, is_root, mac_of, sh, Netns};
+use xdpvs::dataplane::testutil::{ifindex, in_netns, mac_of, sh, Netns};
 use xdpvs::shard::nexthop::Neighbors;
 
 fn ip(s: &str) -> IpAddr {
@@ -52,8 +52,7 @@ fn topology(p: &str) -> Result<(Netns, String, String), String> {
 
 #[test]
 fn resolver_builds_next_hops_and_resolves_on_request() {
-    if !is_root() {
-        eprintln!("SKIP: netlink namespace tests need root");
+    if xdpvs::dataplane::testutil::skip_without_root("netlink namespace tests need root") {
         return;
     }
     let (_ns, a, b) = topology("xdpvs-tr").expect("topology");

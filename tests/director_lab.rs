@@ -16,18 +16,14 @@ mod labkit;
 
 use labkit::reals;
 use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{is_root, Lab, LabMode, Request, Response};
+use xdpvs::lab::{Lab, LabMode, Request, Response};
 
 static LAB: Mutex<()> = Mutex::new(());
 
 const BIG: usize = 4 << 20;
 
 fn skip(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {name}: needs root (network namespaces, XDP, AF_XDP sockets)");
-    true
+    xdpvs::dataplane::testutil::skip_without_root(name)
 }
 
 fn exe() -> PathBuf {
@@ -524,6 +520,13 @@ fn dr_generic_mode_forwards_with_persistence() {
     let mut r = r;
     let log = r.director.stop();
     assert!(xdp_attached(&r.lab).is_empty(), "XDP left attached:\n{log}");
+    // Generic XDP on a 2-queue veth: only queue 0 receives, so the default
+    // plan runs one shard on it (a second would never see a packet).
+    assert!(
+        log.contains("dr0: 2 RX queue(s) (generic XDP on a virtual device: only queue 0 receives); shard 0: cpu "),
+        "shard plan:\n{log}"
+    );
+    assert_eq!(shard_counter(&log, "rx").len(), 1, "one shard:\n{log}");
     // `hugepages = true` (config above): every shard advised its tables.
     let thp =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();

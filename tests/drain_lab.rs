@@ -17,7 +17,7 @@ mod labkit;
 
 use labkit::{exe, lab_lock, start_echo, Held};
 use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{is_root, Lab, LabMode, Request};
+use xdpvs::lab::{Lab, LabMode, Request};
 
 fn config(lab: &Lab, extra: &str, on_failure: &str) -> String {
     let mut reals = String::new();
@@ -137,8 +137,7 @@ fn idx(rs: &str) -> usize {
 
 #[test]
 fn weight_zero_drains_and_expire_quiescent_template_moves_the_group() {
-    if !is_root() {
-        eprintln!("SKIP drain: needs root (network namespaces, XDP)");
+    if xdpvs::dataplane::testutil::skip_without_root("drain") {
         return;
     }
     let _l = lab_lock();
@@ -207,8 +206,7 @@ fn weight_zero_drains_and_expire_quiescent_template_moves_the_group() {
 
 #[test]
 fn a_dead_link_is_taken_out_by_health_checks_and_nodest_connections_expire() {
-    if !is_root() {
-        eprintln!("SKIP dead link: needs root (network namespaces, XDP)");
+    if xdpvs::dataplane::testutil::skip_without_root("dead link") {
         return;
     }
     let _l = lab_lock();

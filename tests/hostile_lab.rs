@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use xdpvs::control::status::Status;
 use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{is_root, Lab, LabMode, Request};
+use xdpvs::lab::{Lab, LabMode, Request};
 
 mod labkit;
 use labkit::director_mac;
@@ -185,8 +185,7 @@ fn icmp_dest_unreachs(lab: &Lab, ns: &str) -> u64 {
 
 #[test]
 fn hostile_frames_are_counted_and_the_real_client_never_notices() {
-    if !is_root() {
-        eprintln!("SKIP hostile frames: needs root (network namespaces, XDP, raw sockets)");
+    if xdpvs::dataplane::testutil::skip_without_root("hostile frames") {
         return;
     }
     let mut lab = Lab::up(LabMode::Dr).expect("lab");

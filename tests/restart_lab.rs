@@ -15,7 +15,7 @@ mod labkit;
 
 use labkit::{exe, start_echo, Held};
 use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{is_root, Lab, LabMode, Request};
+use xdpvs::lab::{Lab, LabMode, Request};
 
 fn config(lab: &Lab, with_rs2: bool) -> String {
     let mut reals = String::new();
@@ -102,8 +102,7 @@ fn wait_exit(d: &mut DirectorProcess) -> String {
 
 #[test]
 fn restart_and_takeover_keep_sessions_and_persistence() {
-    if !is_root() {
-        eprintln!("SKIP restart: needs root (network namespaces, XDP)");
+    if xdpvs::dataplane::testutil::skip_without_root("restart") {
         return;
     }
     let mut lab = Lab::up(LabMode::Dr).expect("lab");

@@ -30,25 +30,8 @@ const CLIENT6: &str = "2001:db8:2::1";
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-fn is_root() -> bool {
-    // Effective uid is the second field of the Uid: line.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        false
-    } else {
-        eprintln!("skipping {test}: needs root (BPF_PROG_LOAD, BPF_PROG_TEST_RUN, netns)");
-        true
-    }
+    xdpvs::dataplane::testutil::skip_without_root(test)
 }
 
 fn ip(a: [u8; 4]) -> IpAddr {

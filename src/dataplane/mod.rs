@@ -45,6 +45,7 @@ pub mod handoff;
 pub mod mem;
 pub mod neigh;
 pub mod netlink;
+pub mod plan;
 pub mod privileges;
 #[doc(hidden)]
 pub mod testutil;

@@ -14,6 +14,28 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// True when a root-only test cannot run here, and says so loudly. Under
+/// CI (`CI` set to `true` or `1`) a missing privilege is a failure, never a
+/// silent pass: the kernel tests are what CI is for.
+#[allow(clippy::panic)] // test support: failing the test is the point
+pub fn skip_without_root(what: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    if ci() {
+        panic!("{what}: needs root, and CI is set: CI runs as root, a skip here would hide the kernel tests");
+    }
+    eprintln!(
+        "SKIP {what}: needs root (network namespaces, XDP, AF_XDP, bpf()); NOT RUN, not passed"
+    );
+    true
+}
+
+/// Are we under CI (`CI=true` or `CI=1`)?
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// Run a command; Ok(stdout) on success, Err(description) otherwise.
 pub fn run(args: &[&str]) -> Result<String, String> {
     let (prog, rest) = args.split_first().ok_or("empty command")?;

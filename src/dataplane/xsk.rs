@@ -702,9 +702,8 @@ mod tests {
     /// the frames carry no IP and stay on that pair).
     #[test]
     fn a_full_tx_ring_defers_a_rings_worth_and_rejects_the_rest() {
-        use crate::dataplane::testutil::{ifindex, in_netns, is_root, run, Netns};
-        if !is_root() {
-            eprintln!("SKIP a_full_tx_ring_defers...: needs root (network namespace, AF_XDP)");
+        use crate::dataplane::testutil::{ifindex, in_netns, run, Netns};
+        if crate::dataplane::testutil::skip_without_root("a_full_tx_ring_defers...") {
             return;
         }
         let ns = "xdpvs-txdefer";

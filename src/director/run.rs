@@ -21,7 +21,8 @@ use crate::control::signals::Signals;
 use crate::control::state::ControlState;
 use crate::control::status::{dest_totals, new_reports, Reports};
 use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
-use crate::dataplane::{QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec, ShardStats};
+use crate::dataplane::plan::{PlanIface, ShardPlan};
+use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
 use crate::director::maps::{update_maps, Attached};
 use crate::director::restart::{load_state, state_path, RestartState};
 use crate::director::shard_adapter::{ShardAdapter, TableMemory};
@@ -116,17 +117,6 @@ fn ifindex_of(name: &str) -> Result<u32, String> {
         .map_err(|e| format!("interface {name}: {e}"))
 }
 
-fn rx_queues_of(name: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
-}
-
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
@@ -167,17 +157,28 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;
 
     let mut ifaces = Vec::new();
+    let mut plan_ifaces = Vec::new();
     for name in &cfg.director.interfaces {
-        ifaces.push((name.clone(), ifindex_of(name)?, rx_queues_of(name)));
+        let ifindex = ifindex_of(name)?;
+        let rx = crate::dataplane::plan::rx_queues(name);
+        ifaces.push((name.clone(), ifindex, rx));
+        plan_ifaces.push(PlanIface {
+            name: name.clone(),
+            ifindex,
+            rx_queues: rx,
+            queue0_only: cfg.director.xdp_mode == CfgXdpMode::Generic
+                && crate::dataplane::plan::is_virtual(name),
+        });
     }
-    let cpus: Vec<usize> = match &cfg.director.cores {
-        Some(c) if !c.is_empty() => c.clone(),
-        _ => {
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (0..n).collect()
-        }
-    };
-    let n_shards = cpus.len().clamp(1, 64) as u16;
+    let plan = ShardPlan::new(
+        &plan_ifaces,
+        cfg.director.cores.as_deref(),
+        &crate::dataplane::plan::usable_cpus(),
+    )
+    .map_err(|e| e.to_string())?;
+    info!("{}", plan.describe(&plan_ifaces));
+    let cpus = plan.cpus();
+    let n_shards = plan.shards.len() as u16;
     if cfg.director.prefault {
         // Refuse now, with the figures, rather than let the shards' page
         // faults at start wake the OOM killer.
@@ -185,19 +186,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         prefault_fits(per_shard, n_shards, &meminfo)?;
     }
-    let shards: Vec<ShardSpec> = (0..n_shards)
-        .map(|s| ShardSpec {
-            cpu: cpus.get(s as usize).copied(),
-            queues: ifaces
-                .iter()
-                .filter(|(_, _, nq)| (s as u32) < *nq)
-                .map(|(_, ifindex, _)| QueueSpec {
-                    ifindex: *ifindex,
-                    queue: s as u32,
-                })
-                .collect(),
-        })
-        .collect();
+    let shards = plan.shards;
     let rcfg = RuntimeConfig {
         shards,
         busy_poll: Duration::from_micros(u64::from(cfg.director.busy_poll_us)),

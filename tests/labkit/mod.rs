@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use xdpvs::lab::{is_root, Lab};
+use xdpvs::lab::Lab;
 
 /// The lab's namespace names are fixed: one lab test at a time per binary.
 pub static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -22,11 +22,7 @@ pub fn exe() -> PathBuf {
 
 /// True (and says why) when the test cannot run here.
 pub fn skip(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {name}: needs root (network namespaces, XDP, AF_XDP sockets)");
-    true
+    xdpvs::dataplane::testutil::skip_without_root(name)
 }
 
 /// Resident memory of process `pid`, KiB (0 if unreadable).
