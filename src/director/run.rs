@@ -24,11 +24,11 @@ use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
 use crate::dataplane::plan::{PlanIface, ShardPlan};
 use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
 use crate::director::maps::{update_maps, Attached};
-use crate::director::restart::{load_state, state_path, RestartState};
+use crate::director::restart::{self, load_state, state_path, RestartState};
 use crate::director::shard_adapter::{ShardAdapter, TableMemory};
 use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{Engine, EngineConfig};
-use crate::shard::state::{self, RestoreStats, ShardState};
+use crate::shard::restart::{RestoreStats, ShardState};
 use crate::shard::verdict::DropReason;
 use crate::xdp::{XdpMode, XdpProgram};
 
@@ -370,7 +370,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         (c + p.conns.len(), t + p.templates.len())
     });
     let spath = state_path(&cfg);
-    match state::write(&spath, &parts, state::unix_ms()) {
+    match restart::write(&spath, &parts, restart::unix_ms()) {
         Ok(()) => info!(
             "state saved: {nc} connection(s), {nt} template(s) to {}",
             spath.display()

@@ -24,7 +24,7 @@ use crate::service::snapshot::{Dest, Persistence, Service, Snapshot};
 use crate::shard::conn::{Conn, ConnHandle, ConnTable, InsertError, NewConn, WarmKey};
 use crate::shard::forward;
 use crate::shard::nexthop::{Neighbors, NextHop};
-use crate::shard::state::{self, RestoreStats, SavedConn, SavedTemplate, ShardState};
+use crate::shard::restart::{self, RestoreStats, SavedConn, SavedTemplate, ShardState};
 use crate::shard::tcp_state::{self, Dir, TcpState};
 use crate::shard::template::{TemplateKey, TemplateTable, TplHandle};
 use crate::shard::verdict::{DropReason, Frame, Verdict};
@@ -1378,7 +1378,7 @@ fn is_nat_real(snap: &Snapshot, a: IpAddr) -> bool {
     snap.is_nat_real(a)
 }
 
-/// Saving and restoring state across a restart (see [`crate::shard::state`]).
+/// Saving and restoring state across a restart (see [`crate::shard::restart`]).
 impl Engine {
     /// This shard's connections and templates with the time they have left.
     pub fn export(&self, now: Millis) -> ShardState {
@@ -1397,7 +1397,7 @@ impl Engine {
                 } else {
                     0
                 },
-                left_ms: state::left(c.expires, now),
+                left_ms: restart::left(c.expires, now),
             });
         });
         self.tpls.for_each(|t| {
@@ -1421,7 +1421,7 @@ impl Engine {
                 vport,
                 raddr: t.raddr,
                 rport: t.rport,
-                left_ms: state::left(t.expires(), now),
+                left_ms: restart::left(t.expires(), now),
             });
         });
         out

@@ -4,7 +4,7 @@ pub mod engine;
 pub mod forward;
 mod index;
 pub mod nexthop;
-pub mod state;
+pub mod restart;
 pub mod tcp_state;
 pub mod template;
 pub mod timer;

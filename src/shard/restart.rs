@@ -1,13 +1,14 @@
 //! Connection and persistence state across a restart or an upgrade: what a
-//! shard exports when the director stops, the state file that holds every
-//! shard's part, and its checks when read back. A file that is corrupt
-//! (bad magic, version, checksum or syntax), from the future, or older
-//! than the longest timeout is reported and ignored; entries are then
-//! checked one by one against the new config by the engine
-//! ([`crate::shard::engine::Engine::restore`]), never trusted blindly.
+//! shard exports when the director stops, the state file's text that holds
+//! every shard's part ([`encode`]), and its checks when read back
+//! ([`decode`]). Pure: the director reads and writes the file
+//! (`director::restart`). A file that is corrupt (bad magic, version,
+//! checksum or syntax), from the future, or older than the longest timeout
+//! is reported and ignored; entries are then checked one by one against the
+//! new config by the engine ([`crate::shard::engine::Engine::restore`]),
+//! never trusted blindly.
 
 use std::net::IpAddr;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,16 +113,10 @@ fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Write every shard's state to `path` (atomically: temp file + rename).
-pub fn write(path: &Path, shards: &[ShardState], now_unix_ms: u64) -> Result<(), StateError> {
-    let file = path.display().to_string();
+/// The state file's text for every shard's state: a header line (magic,
+/// version, time, checksum, counts), then the body. `file` names it in errors.
+pub fn encode(file: &str, shards: &[ShardState], now_unix_ms: u64) -> Result<String, StateError> {
+    let file = file.to_string();
     let all = ShardState {
         conns: shards
             .iter()
@@ -148,31 +143,14 @@ pub fn write(path: &Path, shards: &[ShardState], now_unix_ms: u64) -> Result<(),
         file: file.clone(),
         reason: e.to_string(),
     })?;
-    let tmp = path.with_extension("tmp");
-    let io = |source| StateError::Io {
-        file: file.clone(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-    }
-    std::fs::write(&tmp, format!("{head}\n{body}\n")).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
+    Ok(format!("{head}\n{body}\n"))
 }
 
-/// Read a state file; entries' `left_ms` are reduced by the time elapsed
-/// since it was written (those at 0 are kept, for the engine to count as
-/// expired). `Ok(None)`: there is no file.
-pub fn read(path: &Path, now_unix_ms: u64) -> Result<Option<ShardState>, StateError> {
-    let file = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateError::Io { file, source }),
-    };
+/// Check and parse a state file's text (`file` names it in errors);
+/// entries' `left_ms` are reduced by the time elapsed since it was written
+/// (those at 0 are kept, for the engine to count as expired).
+pub fn decode(file: &str, text: &str, now_unix_ms: u64) -> Result<ShardState, StateError> {
+    let file = file.to_string();
     let corrupt = |reason: String| StateError::Corrupt {
         file: file.clone(),
         reason,
@@ -222,88 +200,10 @@ pub fn read(path: &Path, now_unix_ms: u64) -> Result<Option<ShardState>, StateEr
     for t in &mut st.templates {
         t.left_ms = t.left_ms.saturating_sub(age);
     }
-    Ok(Some(st))
+    Ok(st)
 }
 
 /// Time left of an entry expiring at `expires` (monotonic ms) at `now`.
 pub fn left(expires: Millis, now: Millis) -> u64 {
     expires.saturating_sub(now)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> ShardState {
-        ShardState {
-            conns: vec![SavedConn {
-                proto: 6,
-                caddr: "198.18.100.1".parse().unwrap(),
-                cport: 40000,
-                vaddr: "198.18.0.100".parse().unwrap(),
-                vport: 443,
-                raddr: "198.18.0.12".parse().unwrap(),
-                rport: 443,
-                state: 1,
-                left_ms: 900_000,
-            }],
-            templates: vec![SavedTemplate {
-                fwmark: Some(1),
-                proto: 0,
-                client: "198.18.100.0".parse().unwrap(),
-                vip: None,
-                vport: 0,
-                raddr: "198.18.0.12".parse().unwrap(),
-                rport: None,
-                left_ms: 300_000,
-            }],
-        }
-    }
-
-    fn path(n: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("xdpvs-state-{}-{n}", std::process::id()))
-    }
-
-    #[test]
-    fn round_trip_ages_entries() {
-        let p = path("rt");
-        write(&p, &[sample(), ShardState::default()], 1_000_000).unwrap();
-        let back = read(&p, 1_010_000).unwrap().unwrap();
-        assert_eq!(back.conns[0].left_ms, 890_000);
-        assert_eq!(back.templates[0].left_ms, 290_000);
-        assert_eq!(back.conns[0].caddr, sample().conns[0].caddr);
-        assert!(read(&path("missing"), 0).unwrap().is_none());
-        let _ = std::fs::remove_file(p);
-    }
-
-    #[test]
-    fn corrupt_stale_and_future_files_are_refused() {
-        let p = path("bad");
-        write(&p, &[sample()], 1_000_000).unwrap();
-        let good = std::fs::read_to_string(&p).unwrap();
-        // Truncated.
-        std::fs::write(&p, &good[..good.len() - 20]).unwrap();
-        assert!(matches!(
-            read(&p, 1_000_000),
-            Err(StateError::Corrupt { .. })
-        ));
-        // Edited (same length).
-        std::fs::write(&p, good.replace("40000", "40001")).unwrap();
-        let e = read(&p, 1_000_000).unwrap_err().to_string();
-        assert!(e.contains("checksum"), "{e}");
-        // Garbage.
-        std::fs::write(&p, "hello\nworld\n").unwrap();
-        assert!(matches!(
-            read(&p, 1_000_000),
-            Err(StateError::Corrupt { .. })
-        ));
-        // Stale, future.
-        std::fs::write(&p, &good).unwrap();
-        assert!(matches!(
-            read(&p, 1_000_000 + MAX_AGE_MS + 1),
-            Err(StateError::Stale { .. })
-        ));
-        assert!(matches!(read(&p, 0), Err(StateError::Future { .. })));
-        let _ = std::fs::remove_file(p);
-    }
 }
