@@ -9,7 +9,7 @@ use crate::control::status::{
     latency_bucket, sock, template_row, ConnRow, Reports, LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
 };
 use crate::dataplane::neigh::{NeighborTable, SharedNeighbors};
-use crate::dataplane::PacketEngine;
+use crate::dataplane::PacketHandler;
 use crate::director::restart::RestartState;
 use crate::service::model::{Millis, Proto};
 use crate::service::snapshot::Snapshot;
@@ -171,7 +171,7 @@ impl ShardAdapter {
     }
 }
 
-impl PacketEngine for ShardAdapter {
+impl PacketHandler for ShardAdapter {
     fn begin_batch(&mut self, _now: Millis) {
         let s = self.snaps.load();
         if !Arc::ptr_eq(&s, self.engine.snapshot()) {
