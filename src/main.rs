@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             duration,
             takeover,
         } => xdpvs::director::run_main(&config, duration, takeover),
-        Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
+        Cmd::Demo { mode, xdp } => xdpvs_lab::demo::run(&mode, &xdp),
         Cmd::ImportIpvsadm(args) => xdpvs::import::ipvsadm::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),
         Cmd::Stats { target, json } => xdpvs::cli::stats(&target, json),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::lab::{Lab, LabMode, Request};
+use crate::{Lab, LabMode, Request};
 
 /// The demo's director config for a lab mode and XDP mode.
 pub fn demo_config(mode: LabMode, xdp: &str, sock: &Path) -> String {

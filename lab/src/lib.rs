@@ -5,6 +5,23 @@
 //!
 //! Addresses only from 198.18.0.0/15 and 2001:db8::/32. Everything the lab
 //! starts is stopped, and the namespaces removed, when the [`Lab`] is dropped.
+//!
+//! A crate of its own (`xdpvs-lab`, beside the `xdpvs` library, not in it):
+//! used by the `xdpvs demo` command ([`demo`]) and by the tests.
+
+// As in the library: no unwrap/expect/panic or unchecked indexing outside
+// tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod demo;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -12,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const LAB_SH: &str = include_str!("../scripts/lab.sh");
-const DEPS_SH: &str = include_str!("../scripts/deps.sh");
+const LAB_SH: &str = include_str!("../../scripts/lab.sh");
+const DEPS_SH: &str = include_str!("../../scripts/deps.sh");
 
 /// Python client: reads a JSON list of requests on stdin, prints one JSON
 /// result per request. Bounded: every request has a timeout.
