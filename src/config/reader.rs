@@ -17,77 +17,13 @@ use crate::config::ports::PortSet;
 use crate::config::schema::{
     parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
     NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, XdpMode,
-    DEFAULT_SCHEDULER,
+    DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS,
+    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, TIMEOUT_KEYS, TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
 
 type Val<'i> = Spanned<DeValue<'i>>;
-
-/// Keys of each table, for unknown-key errors.
-const TOP_KEYS: &[&str] = &["director", "timeouts", "fwmark", "service", "neighbor"];
-const DIRECTOR_KEYS: &[&str] = &[
-    "interfaces",
-    "xdp_mode",
-    "cores",
-    "control_socket",
-    "metrics",
-    "conn_capacity",
-    "template_capacity",
-    "hugepages",
-    "prefault",
-    "busy_poll_us",
-    "tunnel_src4",
-    "tunnel_src6",
-    "gue_port",
-    "state_file",
-    "log_level",
-    "expire_nodest_conn",
-    "expire_quiescent_template",
-    "conn_reuse_mode",
-];
-const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_fin", "udp"];
-const FWMARK_KEYS: &[&str] = &["mark", "rules"];
-const RULE_KEYS: &[&str] = &["vip", "proto", "ports"];
-const SERVICE_KEYS: &[&str] = &[
-    "name",
-    "fwmark",
-    "proto",
-    "vip",
-    "port",
-    "scheduler",
-    "scheduler_flags",
-    "mh_table_size",
-    "persistence",
-    "expire_nodest_conn",
-    "expire_quiescent_template",
-    "health",
-    "real",
-];
-const PERSISTENCE_KEYS: &[&str] = &["timeout", "netmask", "prefix6"];
-const REAL_KEYS: &[&str] = &[
-    "addr",
-    "port",
-    "weight",
-    "forward",
-    "u_threshold",
-    "l_threshold",
-    "health",
-];
-const HEALTH_KEYS: &[&str] = &[
-    "type",
-    "port",
-    "interval",
-    "timeout",
-    "rise",
-    "fall",
-    "path",
-    "expect_status",
-    "send",
-    "expect",
-    "on_failure",
-];
-const NEIGHBOR_KEYS: &[&str] = &["addr", "mac", "interface"];
 
 /// Scheduler flags as ipvsadm spells them (`-b`).
 pub const SCHEDULER_FLAGS: &[&str] = &["sh-fallback", "sh-port", "mh-fallback", "mh-port"];

@@ -34,6 +34,12 @@ pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 300;
 /// Default scheduler (ipvsadm's default).
 pub const DEFAULT_SCHEDULER: &str = "wlc";
 
+/// The keys of the top-level tables (the reader refuses any other).
+pub(crate) const TOP_KEYS: &[&str] = &["director", "timeouts", "fwmark", "service", "neighbor"];
+
+/// The keys of `[timeouts]` (the reader refuses any other).
+pub(crate) const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_fin", "udp"];
+
 /// The whole config.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Config {
@@ -62,6 +68,28 @@ impl XdpMode {
         }
     }
 }
+
+/// The keys of `[director]`: one per field of [`Director`] (the reader refuses any other).
+pub(crate) const DIRECTOR_KEYS: &[&str] = &[
+    "interfaces",
+    "xdp_mode",
+    "cores",
+    "control_socket",
+    "metrics",
+    "conn_capacity",
+    "template_capacity",
+    "hugepages",
+    "prefault",
+    "busy_poll_us",
+    "tunnel_src4",
+    "tunnel_src6",
+    "gue_port",
+    "state_file",
+    "log_level",
+    "expire_nodest_conn",
+    "expire_quiescent_template",
+    "conn_reuse_mode",
+];
 
 /// `[director]`: process-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,12 +158,18 @@ impl Default for Director {
     }
 }
 
+/// The keys of `[[fwmark]]` (the reader refuses any other).
+pub(crate) const FWMARK_KEYS: &[&str] = &["mark", "rules"];
+
 /// `[[fwmark]]`: packets matching any rule carry `mark`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FwmarkGroup {
     pub mark: u32,
     pub rules: Vec<FwmarkRuleConfig>,
 }
+
+/// The keys of a `[[fwmark]]` rule (the reader refuses any other).
+pub(crate) const RULE_KEYS: &[&str] = &["vip", "proto", "ports"];
 
 /// One rule of a firewall-mark group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +178,9 @@ pub struct FwmarkRuleConfig {
     pub proto: Proto,
     pub ports: PortSet,
 }
+
+/// The keys of `persistence = { ... }` (the reader refuses any other).
+pub(crate) const PERSISTENCE_KEYS: &[&str] = &["timeout", "netmask", "prefix6"];
 
 /// `persistence = { timeout, netmask, prefix6 }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +223,23 @@ pub fn prefix_netmask(prefix: u8) -> Ipv4Addr {
     Ipv4Addr::from(if p == 0 { 0 } else { u32::MAX << (32 - p) })
 }
 
+/// The keys of `[[service]]` (the reader refuses any other).
+pub(crate) const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "fwmark",
+    "proto",
+    "vip",
+    "port",
+    "scheduler",
+    "scheduler_flags",
+    "mh_table_size",
+    "persistence",
+    "expire_nodest_conn",
+    "expire_quiescent_template",
+    "health",
+    "real",
+];
+
 /// `[[service]]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
@@ -217,6 +271,17 @@ impl ServiceConfig {
         }
     }
 }
+
+/// The keys of `[[service.real]]` (the reader refuses any other).
+pub(crate) const REAL_KEYS: &[&str] = &[
+    "addr",
+    "port",
+    "weight",
+    "forward",
+    "u_threshold",
+    "l_threshold",
+    "health",
+];
 
 /// `[[service.real]]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -325,6 +390,21 @@ impl HealthKind {
     }
 }
 
+/// The keys of `health = { ... }` (the reader refuses any other).
+pub(crate) const HEALTH_KEYS: &[&str] = &[
+    "type",
+    "port",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "path",
+    "expect_status",
+    "send",
+    "expect",
+    "on_failure",
+];
+
 /// A `health = { ... }` table as written: every key optional. A real
 /// server's table overrides its service's key by key.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -353,6 +433,9 @@ pub struct HealthSpec {
     /// Default `quiesce`.
     pub on_failure: Option<OnFailure>,
 }
+
+/// The keys of `[[neighbor]]` (the reader refuses any other).
+pub(crate) const NEIGHBOR_KEYS: &[&str] = &["addr", "mac", "interface"];
 
 /// `[[neighbor]]`: a pinned next-hop MAC for an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
