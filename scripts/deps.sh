@@ -3,7 +3,7 @@
 # to *build* xdpvs: that takes only the Rust toolchain). Idempotent.
 set -euo pipefail
 need=()
-for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps; do
+for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps keepalived:keepalived; do
     cmd=${tool%%:*}; pkg=${tool##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -48,6 +48,10 @@ enum Cmd {
     /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
     /// rules of firewall-mark services) into an xdpvs config.
     ImportIpvsadm(xdpvs::import::ipvsadm::ImportArgs),
+    /// Convert a keepalived.conf (its virtual_server blocks, real servers
+    /// and checkers, plus the iptables MARK rules of fwmark services) into
+    /// an xdpvs config.
+    ImportKeepalived(xdpvs::import::keepalived::ImportArgs),
     /// List services and real servers of the running director, like
     /// `ipvsadm -L -n` (--stats, --rate, --persistent-conn, --connections).
     List(xdpvs::cli::ListArgs),
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         } => xdpvs::director::run_main(&config, duration, takeover),
         Cmd::Demo { mode, xdp } => xdpvs_lab::demo::run(&mode, &xdp),
         Cmd::ImportIpvsadm(args) => xdpvs::import::ipvsadm::run(&args),
+        Cmd::ImportKeepalived(args) => xdpvs::import::keepalived::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),
         Cmd::Stats { target, json } => xdpvs::cli::stats(&target, json),
         Cmd::Reload { target } => xdpvs::cli::reload(&target),

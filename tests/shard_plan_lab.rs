@@ -103,5 +103,5 @@ fn more_cores_than_queues_is_refused_with_the_fixes() {
         .output()
         .expect("ip link");
     let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("xdp"), "{link}");
+    assert!(!link.contains("prog/xdp"), "{link}");
 }

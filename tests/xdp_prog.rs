@@ -413,6 +413,67 @@ fn nat_replies_from_real_servers() {
     ]);
 }
 
+/// The director host's own traffic with a NAT real server stays in the
+/// kernel: the answer to a health probe (or to an operator's `curl`) comes
+/// from the real server's service port but is addressed to one of the
+/// host's addresses. The same reply to a client is redirected.
+#[test]
+fn nat_real_server_replies_to_the_host_itself_pass() {
+    let Some(fx) = fixture("nat_real_server_replies_to_the_host_itself_pass") else {
+        return;
+    };
+    const HOST4: [u8; 4] = [198, 18, 1, 1];
+    const HOST6: &str = "2001:db8:1::1";
+    fx.prog
+        .set_locals(&[ip(HOST4), ip6(HOST6), ip(VIP4)])
+        .unwrap();
+    let cases = [
+        // (name, frame, want)
+        (
+            "v4 TCP reply to a client",
+            v4(REAL4, CLIENT4, TCP, &tcp_syn(80, 40000)),
+            REDIR,
+        ),
+        (
+            "v4 TCP SYN-ACK to the host's health probe",
+            v4(REAL4, HOST4, TCP, &tcp_syn(80, 40000)),
+            PASS,
+        ),
+        (
+            "v4 UDP reply to a client",
+            v4(REAL4_ANYPORT, CLIENT4, UDP, &udp(5353, 9)),
+            REDIR,
+        ),
+        (
+            "v4 UDP answer to the host's probe",
+            v4(REAL4_ANYPORT, HOST4, UDP, &udp(5353, 9)),
+            PASS,
+        ),
+        (
+            "v6 TCP reply to a client",
+            v6(REAL6, CLIENT6, TCP, &tcp_syn(8080, 40000)),
+            REDIR,
+        ),
+        (
+            "v6 TCP SYN-ACK to the host's health probe",
+            v6(REAL6, HOST6, TCP, &tcp_syn(8080, 40000)),
+            PASS,
+        ),
+        // A VIP that is also a host address (NAT) is still a VIP.
+        (
+            "client to a VIP that is a host address",
+            v4(CLIENT4, VIP4, TCP, &tcp_syn(40000, 80)),
+            REDIR,
+        ),
+    ];
+    fx.check(&cases);
+    assert_eq!(fx.prog.locals().unwrap().len(), 3);
+    // Without the host's addresses, the probe's answer was taken.
+    fx.prog.set_locals(&[]).unwrap();
+    assert_eq!(fx.run(&v4(REAL4, HOST4, TCP, &tcp_syn(80, 40000))), REDIR);
+    assert_eq!(fx.run(&v6(REAL6, HOST6, TCP, &tcp_syn(8080, 40000))), REDIR);
+}
+
 #[test]
 fn vlan_tagged_traffic() {
     let Some(fx) = fixture("vlan_tagged_traffic") else {

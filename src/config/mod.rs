@@ -18,7 +18,7 @@ mod validate;
 pub use build::{build_snapshot, build_snapshot_with};
 pub use error::{ConfigError, Diagnostic};
 pub use schema::Config;
-pub use validate::is_unicast;
+pub use validate::{is_unicast, MAX_HEALTH_SECONDS};
 
 /// What `xdpvs check` reports about a valid config.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -251,6 +251,7 @@ pub fn run(
         if now.duration_since(last_rates) >= Duration::from_secs(2) {
             last_rates = now;
             state.tick_rates(now);
+            state.periodic();
         }
         let gen = state.snaps.load().generation;
         if gen != health_gen {

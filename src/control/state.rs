@@ -19,7 +19,7 @@ use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, OnFailure, RealConfig};
 use crate::control::api::{RealSpec, Request, Response};
 use crate::control::status::{
-    dest_totals, services_status, ConnRow, Counters, Rates, Reports, ShardStatus, Status,
+    dest_totals, services_status, ConnRow, Counters, DumpRow, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,
 };
 use crate::dataplane::counters::ShardCounters;
@@ -39,6 +39,9 @@ pub struct ControlState {
     pub cfg: Config,
     pub snaps: Arc<ArcSwap<Snapshot>>,
     maps: MapUpdater,
+    /// Run by the control loop every 2 s (the director refreshes its
+    /// local-address map there).
+    periodic: Option<Box<dyn FnMut()>>,
     pub reports: Reports,
     shard_counters: Option<Arc<[ShardCounters]>>,
     /// Real servers a health check holds down, with what to do about them.
@@ -76,6 +79,7 @@ impl ControlState {
         reports: Reports,
     ) -> ControlState {
         ControlState {
+            periodic: None,
             path,
             cfg,
             snaps,
@@ -315,7 +319,7 @@ impl ControlState {
                                 .engine
                                 .malformed
                                 .iter()
-                                .map(|(k, v)| (k.to_string(), *v))
+                                .map(|(k, v)| (k.to_string(), v))
                                 .collect();
                             let e = &r.engine;
                             let eng = [
@@ -375,6 +379,18 @@ impl ControlState {
         }
     }
 
+    /// Set the hook the control loop runs every 2 s.
+    pub fn set_periodic(&mut self, f: Box<dyn FnMut()>) {
+        self.periodic = Some(f);
+    }
+
+    /// Run the periodic hook, if any.
+    pub fn periodic(&mut self) {
+        if let Some(f) = self.periodic.as_mut() {
+            f();
+        }
+    }
+
     /// Ask every shard for its connections and templates; wait (bounded).
     pub fn connections(&mut self, wait: Duration) -> Vec<ConnRow> {
         self.dump_gen += 1;
@@ -386,19 +402,18 @@ impl ControlState {
         let mut rows = Vec::new();
         for slot in self.reports.iter() {
             loop {
-                let ready = slot
+                // Only the hand-over happens under the lock (a move); the
+                // rows are formatted after it is released, so a listing of
+                // 200,000 rows never holds a lock a shard needs.
+                let taken = slot
                     .report
                     .lock()
-                    .map(|r| {
-                        if r.dump_gen >= gen {
-                            rows.extend(r.dump.iter().cloned());
-                            true
-                        } else {
-                            false
-                        }
-                    })
-                    .unwrap_or(true);
-                if ready || Instant::now() > deadline {
+                    .map(|mut r| (r.dump_gen >= gen).then(|| std::mem::take(&mut r.dump)))
+                    .unwrap_or(Some(Vec::new()));
+                if let Some(d) = &taken {
+                    rows.extend(d.iter().map(DumpRow::render));
+                }
+                if taken.is_some() || Instant::now() > deadline {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(5));

@@ -27,8 +27,9 @@ pub struct ShardReport {
     pub engine: EngineStats,
     pub conns: usize,
     pub templates: usize,
-    /// The answer to the last connection-listing request.
-    pub dump: Vec<ConnRow>,
+    /// The answer to the last connection-listing request (taken by the
+    /// control thread, which renders it outside the lock).
+    pub dump: Vec<DumpRow>,
     pub dump_gen: u64,
     /// The last publish request this report answers.
     pub pub_gen: u64,
@@ -282,6 +283,61 @@ pub struct ConnRow {
     pub template: bool,
     /// Connections a template controls.
     pub controls: u32,
+}
+
+/// A listing row as a shard records it: plain values, no allocation, so a
+/// shard copies its tables out quickly and the control thread does the
+/// formatting ([`DumpRow::render`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpRow {
+    Conn {
+        proto: crate::service::model::Proto,
+        /// TCP state name (`None` for UDP).
+        state: Option<&'static str>,
+        client: (IpAddr, u16),
+        virt: (IpAddr, u16),
+        dest: (IpAddr, u16),
+        expires_ms: Millis,
+    },
+    Template {
+        key: TemplateKey,
+        raddr: IpAddr,
+        rport: Option<u16>,
+        expires_ms: Millis,
+        controls: u32,
+    },
+}
+
+impl DumpRow {
+    /// The row as `xdpvs list --connections` shows it.
+    pub fn render(&self) -> ConnRow {
+        match *self {
+            DumpRow::Conn {
+                proto,
+                state,
+                client,
+                virt,
+                dest,
+                expires_ms,
+            } => ConnRow {
+                proto: proto.name().to_uppercase(),
+                expires_ms,
+                state: state.unwrap_or("UDP").to_string(),
+                source: sock(client.0, client.1),
+                virt: sock(virt.0, virt.1),
+                dest: sock(dest.0, dest.1),
+                template: false,
+                controls: 0,
+            },
+            DumpRow::Template {
+                key,
+                raddr,
+                rport,
+                expires_ms,
+                controls,
+            } => template_row(&key, raddr, rport, expires_ms, controls),
+        }
+    }
 }
 
 pub fn sock(a: IpAddr, port: u16) -> String {

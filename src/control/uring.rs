@@ -3,6 +3,7 @@
 //! health probes) and the inotify watch used for config reloads. All the
 //! `unsafe` of the control plane lives here, each block with its reason.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,11 +26,13 @@ pub const LINK_TIMEOUT_BIT: u64 = 1 << 63;
 
 pub struct Reactor {
     ring: IoUring,
-    /// Timespecs referenced by queued (not yet submitted) entries; the
-    /// kernel copies them when it consumes the entry at submission. Boxed
-    /// so their addresses survive the Vec growing.
+    /// Timespecs referenced by entries, by the entry's user data; each is
+    /// freed when that entry's completion arrives, never at submission (a
+    /// submit may consume only part of the queue, and an entry still queued
+    /// must not point at freed memory). Boxed so their addresses survive
+    /// the map growing.
     #[allow(clippy::vec_box)]
-    pending_ts: Vec<Box<types::Timespec>>,
+    timespecs: HashMap<u64, Vec<Box<types::Timespec>>>,
 }
 
 fn timespec(d: Duration) -> Box<types::Timespec> {
@@ -44,18 +47,18 @@ impl Reactor {
     pub fn new(entries: u32) -> io::Result<Reactor> {
         Ok(Reactor {
             ring: IoUring::new(entries)?,
-            pending_ts: Vec::new(),
+            timespecs: HashMap::new(),
         })
     }
 
     fn push(&mut self, entries: &[squeue::Entry]) -> io::Result<()> {
         for attempt in 0..2 {
             // SAFETY: every pointer in these entries (timespecs, sockaddrs,
-            // buffers) is owned by the caller or by `pending_ts` and stays
+            // buffers) is owned by the caller or by `timespecs` and stays
             // valid until the operation completes: the caller keeps buffers
             // and sockets alive until it has seen the completion (see
-            // `Probe` in health.rs), and timespecs are copied by the kernel
-            // at submission, before `pending_ts` is cleared.
+            // `Probe` in health.rs), and a timespec is freed only when the
+            // completion of the entry that points at it has been reaped.
             let r = unsafe { self.ring.submission().push_multiple(entries) };
             if r.is_ok() {
                 return Ok(());
@@ -69,8 +72,30 @@ impl Reactor {
 
     fn submit(&mut self) -> io::Result<()> {
         self.ring.submit()?;
-        self.pending_ts.clear();
         Ok(())
+    }
+
+    /// Keep `ts` alive until the completion with user data `key` arrives.
+    fn hold(&mut self, key: u64, ts: Box<types::Timespec>) {
+        self.timespecs.entry(key).or_default().push(ts);
+    }
+
+    /// The completion with user data `key` arrived: free one timespec held
+    /// for it (the oldest: completions of one key arrive in order).
+    fn release(&mut self, key: u64) {
+        if let Some(v) = self.timespecs.get_mut(&key) {
+            if !v.is_empty() {
+                v.remove(0);
+            }
+            if v.is_empty() {
+                self.timespecs.remove(&key);
+            }
+        }
+    }
+
+    /// Timespecs still held for entries in flight (for tests).
+    pub fn timespecs_held(&self) -> usize {
+        self.timespecs.values().map(Vec::len).sum()
     }
 
     /// One-shot readiness: completes with the poll mask when `fd` is readable.
@@ -87,8 +112,13 @@ impl Reactor {
         let e = opcode::Timeout::new(&*ts as *const types::Timespec)
             .build()
             .user_data(token);
-        self.pending_ts.push(ts);
-        self.push(&[e])
+        self.hold(token, ts);
+        let r = self.push(&[e]);
+        if r.is_err() {
+            // Not queued: nothing points at it.
+            self.release(token);
+        }
+        r
     }
 
     /// `connect(fd, addr)` bounded by `limit`.
@@ -145,8 +175,12 @@ impl Reactor {
         let lt = opcode::LinkTimeout::new(&*ts as *const types::Timespec)
             .build()
             .user_data(token | LINK_TIMEOUT_BIT);
-        self.pending_ts.push(ts);
-        self.push(&[op, lt])
+        self.hold(token | LINK_TIMEOUT_BIT, ts);
+        let r = self.push(&[op, lt]);
+        if r.is_err() {
+            self.release(token | LINK_TIMEOUT_BIT);
+        }
+        r
     }
 
     /// Submit what is queued and wait for at least one completion; return
@@ -159,9 +193,10 @@ impl Reactor {
                 Err(e) => return Err(e),
             }
         }
-        self.pending_ts.clear();
         let mut out = Vec::new();
+        let mut done = Vec::new();
         for cqe in self.ring.completion() {
+            done.push(cqe.user_data());
             if cqe.user_data() & LINK_TIMEOUT_BIT != 0 {
                 continue;
             }
@@ -169,6 +204,9 @@ impl Reactor {
                 token: cqe.user_data(),
                 result: cqe.result(),
             });
+        }
+        for key in done {
+            self.release(key);
         }
         Ok(out)
     }
@@ -372,6 +410,25 @@ pub fn euid() -> u32 {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    /// A timespec lives until its entry completes, not until a submit:
+    /// after one of two timeouts fired, the other's timespec is still held,
+    /// and after both, none.
+    #[test]
+    fn timespecs_are_held_until_their_completion() {
+        let mut r = Reactor::new(8).unwrap();
+        r.timeout(Duration::from_millis(300), 1).unwrap();
+        r.timeout(Duration::from_millis(5), 2).unwrap();
+        assert_eq!(r.timespecs_held(), 2);
+        let c = r.wait().unwrap();
+        assert_eq!(c.first().map(|c| c.token), Some(2), "{c:?}");
+        assert_eq!(r.timespecs_held(), 1, "the pending timeout's timespec");
+        let mut seen = c.len();
+        while seen < 2 {
+            seen += r.wait().unwrap().len();
+        }
+        assert_eq!(r.timespecs_held(), 0);
+    }
 
     #[test]
     fn timeout_completes_with_etime() {

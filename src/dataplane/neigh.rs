@@ -324,9 +324,28 @@ impl SharedNeighbors {
         self.0.load_full()
     }
 
+    /// A reader for one shard: [`NeighborCache::load`] returns the current
+    /// table without touching its reference count unless it changed (a
+    /// shared counter written by every shard on every batch is a cache
+    /// line bouncing between their cores).
+    pub fn cache(&self) -> NeighborCache {
+        NeighborCache(arc_swap::Cache::new(Arc::clone(&self.0)))
+    }
+
     /// Replace the table.
     pub fn publish(&self, t: NeighborTable) {
         self.0.store(Arc::new(t));
+    }
+}
+
+/// One shard's cached view of [`SharedNeighbors`].
+pub struct NeighborCache(arc_swap::Cache<Arc<ArcSwap<NeighborTable>>, Arc<NeighborTable>>);
+
+impl NeighborCache {
+    /// The current table: one atomic load when it did not change.
+    #[inline]
+    pub fn load(&mut self) -> &NeighborTable {
+        self.0.load()
     }
 }
 
@@ -549,6 +568,24 @@ fn udp_probe(addr: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard's cached reader sees every published table, and reading an
+    /// unchanged table leaves its reference count alone (no shared write
+    /// per batch).
+    #[test]
+    fn cache_follows_publish_without_touching_the_count() {
+        let shared = SharedNeighbors::fixed(NeighborTable::default());
+        let mut c = shared.cache();
+        let first = shared.current();
+        let before = Arc::strong_count(&first);
+        for _ in 0..1000 {
+            assert!(std::ptr::eq(c.load(), &*first));
+        }
+        assert_eq!(Arc::strong_count(&first), before);
+        shared.publish(NeighborTable::default());
+        assert!(!std::ptr::eq(c.load(), &*first));
+        assert!(std::ptr::eq(c.load(), &*shared.current()));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

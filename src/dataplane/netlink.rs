@@ -21,6 +21,11 @@ const RTM_GETLINK: u16 = 18;
 /// RTM_NEWROUTE.
 pub const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+/// RTM_NEWADDR.
+pub const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
 /// RTM_NEWNEIGH.
 pub const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
@@ -273,6 +278,24 @@ pub fn parse_route(p: &[u8]) -> Option<RouteEntry> {
     Some(r)
 }
 
+/// Parse an RTM_NEWADDR payload: `(ifindex, local address)`. IPv4 names
+/// the local end in IFA_LOCAL (IFA_ADDRESS is the peer on a point-to-point
+/// link); IPv6 has only IFA_ADDRESS.
+pub fn parse_addr(p: &[u8]) -> Option<(u32, IpAddr)> {
+    let family = *p.first()?;
+    let ifindex = u32_at(p, 4)?;
+    let mut address = None;
+    let mut local = None;
+    for (ty, v) in attrs(p.get(8..)?) {
+        match ty {
+            IFA_ADDRESS => address = ip_from(family, v),
+            IFA_LOCAL => local = ip_from(family, v),
+            _ => {}
+        }
+    }
+    Some((ifindex, local.or(address)?))
+}
+
 /// Parse an RTM_NEWNEIGH payload; `None` without a 6-byte link-layer address.
 pub fn parse_neigh(p: &[u8]) -> Option<NeighEntry> {
     let family = *p.first()?;
@@ -495,6 +518,13 @@ impl Netlink {
             .filter_map(|p| parse_route(p))
             .filter(|r| r.table == RT_TABLE_MAIN && r.route_type == RTN_UNICAST)
             .collect())
+    }
+
+    /// Every address of every interface of this namespace, IPv4 and IPv6.
+    pub fn addresses(&mut self) -> Result<Vec<(u32, IpAddr)>, NetlinkError> {
+        let fixed = [0u8; 8];
+        let r = self.transact(RTM_GETADDR, NLM_F_DUMP, &fixed, &[], RTM_NEWADDR)?;
+        Ok(r.iter().filter_map(|p| parse_addr(p)).collect())
     }
 
     /// Neighbour entries that carry a link-layer address (any state).

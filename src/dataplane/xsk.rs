@@ -235,6 +235,64 @@ pub struct FlushResult {
     pub kicks: u64,
 }
 
+/// Who holds a UMEM frame. Frames move Free -> Kernel (fill ring) -> User
+/// (read from RX) -> Staged -> Kernel (TX ring) -> Free (completion), and
+/// User <-> Free by [`ShardXsk::alloc`] / [`ShardXsk::recycle`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    /// On the free list.
+    Free,
+    /// In a fill or TX ring: the kernel may write or read it at any time.
+    Kernel,
+    /// Handed out to the caller (received or allocated).
+    User,
+    /// Queued for the TX ring, not yet pushed.
+    Staged,
+}
+
+/// The holder of every frame of a UMEM, so that a view into a frame is
+/// given out only while user space holds it: no safe call can alias memory
+/// the kernel may be writing, whatever bases a caller passes, and a frame
+/// recycled twice goes onto the free list once.
+#[derive(Debug)]
+struct Owners {
+    holder: Vec<Holder>,
+    frame_size: u64,
+}
+
+impl Owners {
+    fn new(frames: u32, frame_size: u32) -> Owners {
+        Owners {
+            holder: vec![Holder::Free; frames as usize],
+            frame_size: u64::from(frame_size.max(1)),
+        }
+    }
+
+    fn slot(&mut self, base: u64) -> Option<&mut Holder> {
+        let i = usize::try_from(base / self.frame_size).ok()?;
+        self.holder.get_mut(i)
+    }
+
+    /// Move the frame at `base` from `from` to `to`; false (nothing changed)
+    /// when it is not held by `from`.
+    fn take(&mut self, base: u64, from: Holder, to: Holder) -> bool {
+        match self.slot(base) {
+            Some(h) if *h == from => {
+                *h = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is(&self, base: u64, h: Holder) -> bool {
+        usize::try_from(base / self.frame_size)
+            .ok()
+            .and_then(|i| self.holder.get(i))
+            == Some(&h)
+    }
+}
+
 /// The AF_XDP sockets and UMEM of one shard.
 pub struct ShardXsk {
     // Field order = drop order: sockets, then the UMEM socket, then the memory.
@@ -242,6 +300,7 @@ pub struct ShardXsk {
     umem: Umem,
     area: UmemArea,
     free: Vec<u64>,
+    owners: Owners,
     frame_size: u32,
     batch: u32,
     reserve: usize,
@@ -366,6 +425,7 @@ impl ShardXsk {
             umem,
             area,
             free,
+            owners: Owners::new(cfg.frame_count, cfg.frame_size),
             frame_size: cfg.frame_size,
             batch: cfg.batch,
             reserve,
@@ -446,10 +506,13 @@ impl ShardXsk {
         let mut n = 0;
         let mut r = q.rx.receive(self.batch);
         while let Some(d) = r.read() {
-            // A descriptor outside the UMEM cannot come from the kernel; skip it.
+            // A descriptor outside the UMEM, or for a frame the kernel was
+            // not given, cannot come from the kernel; skip it.
             if let Some(f) = split_desc(d.addr, d.len, fs, area_len) {
-                out.push(f);
-                n += 1;
+                if self.owners.take(f.base, Holder::Kernel, Holder::User) {
+                    out.push(f);
+                    n += 1;
+                }
             }
         }
         r.release();
@@ -457,24 +520,31 @@ impl ShardXsk {
     }
 
     /// The whole frame at `base` (headroom included). `None` for a base that
-    /// is not a frame of this UMEM. The caller must own the frame (got it from
-    /// [`receive`](Self::receive) or [`alloc`](Self::alloc)).
+    /// is not a frame of this UMEM or that the caller does not hold (got
+    /// from [`receive`](Self::receive) or [`alloc`](Self::alloc) and not
+    /// yet recycled or staged).
     pub fn frame_mut(&mut self, base: u64) -> Option<&mut [u8]> {
         let (b, fs) = self.frame_offset(base)?;
-        // SAFETY: `b..b+fs` lies inside the mapping (checked above); the frame
-        // is owned by user space (not in a fill/TX ring) by the caller's
-        // contract, and `&mut self` makes this the only live reference.
+        if !self.owners.is(base, Holder::User) {
+            return None;
+        }
+        // SAFETY: `b..b+fs` lies inside the mapping (checked above); the
+        // frame is held by user space (checked above: not in a fill or TX
+        // ring, so the kernel neither writes nor reads it), and `&mut self`
+        // makes this the only live reference into the UMEM.
         Some(unsafe { std::slice::from_raw_parts_mut(self.area.ptr.as_ptr().add(b), fs) })
     }
 
     /// The whole frame at `base`, read-only (for the RX batch's prefetch
-    /// pass). Same contract as [`frame_mut`](Self::frame_mut).
+    /// pass). `None` as for [`frame_mut`](Self::frame_mut).
     pub fn frame(&self, base: u64) -> Option<&[u8]> {
         let (b, fs) = self.frame_offset(base)?;
-        // SAFETY: `b..b+fs` lies inside the mapping (checked above); the frame
-        // is owned by user space (not in a fill/TX ring) by the caller's
-        // contract, and `&self` excludes any `frame_mut` reference while
-        // this one lives.
+        if !self.owners.is(base, Holder::User) {
+            return None;
+        }
+        // SAFETY: `b..b+fs` lies inside the mapping (checked above); the
+        // frame is held by user space (checked above), and `&self` excludes
+        // any `frame_mut` reference while this one lives.
         Some(unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(b), fs) })
     }
 
@@ -489,20 +559,33 @@ impl ShardXsk {
     /// Take a free frame (for a packet copied in from another shard).
     /// Keeps `reserve` frames back from the fill rings, not from here.
     pub fn alloc(&mut self) -> Option<u64> {
-        self.free.pop()
+        let base = self.free.pop()?;
+        self.owners.take(base, Holder::Free, Holder::User);
+        Some(base)
     }
 
-    /// Give a frame back to the free list.
+    /// Give a frame the caller holds back to the free list (a frame it does
+    /// not hold is left where it is).
     pub fn recycle(&mut self, base: u64) {
         let fs = u64::from(self.frame_size);
-        self.free.push(base & !(fs - 1));
+        let base = base & !(fs - 1);
+        if self.owners.take(base, Holder::User, Holder::Free) {
+            self.free.push(base);
+        }
     }
 
     /// Stage a frame for transmission on socket `qi`; it is pushed to the TX
     /// ring by [`flush_tx`](Self::flush_tx). Returns false (frame recycled)
-    /// when `start/len` do not fit the frame or `qi` is unknown.
+    /// when `start/len` do not fit the frame or `qi` is unknown, false and
+    /// nothing done for a frame the caller does not hold.
     pub fn stage_tx(&mut self, qi: usize, base: u64, start: usize, len: usize) -> bool {
-        let fits = tx_fits(start, len, self.frame_size);
+        let fits = tx_fits(start, len, self.frame_size) && qi < self.queues.len();
+        if !self.owners.is(base, Holder::User) {
+            return false;
+        }
+        if fits {
+            self.owners.take(base, Holder::User, Holder::Staged);
+        }
         match self.queues.get_mut(qi) {
             Some(q) if fits => {
                 q.staged.push(XdpDesc {
@@ -538,10 +621,18 @@ impl ShardXsk {
                 w.commit();
                 drop(w);
                 res.queued += u64::from(n);
-                q.staged.drain(..(n as usize).min(q.staged.len()));
+                for d in q.staged.drain(..(n as usize).min(q.staged.len())) {
+                    self.owners
+                        .take(d.addr & !(fs - 1), Holder::Staged, Holder::Kernel);
+                }
                 let keep = self.defer_max.min(q.staged.len());
                 for d in q.staged.drain(keep..) {
-                    self.free.push(d.addr & !(fs - 1));
+                    if self
+                        .owners
+                        .take(d.addr & !(fs - 1), Holder::Staged, Holder::Free)
+                    {
+                        self.free.push(d.addr & !(fs - 1));
+                    }
                     res.rejected += 1;
                 }
                 res.deferred += q.staged.len() as u64;
@@ -557,7 +648,12 @@ impl ShardXsk {
         let mut n = 0;
         for q in self.queues.iter_mut() {
             for d in q.staged.drain(..) {
-                self.free.push(d.addr & !(fs - 1));
+                if self
+                    .owners
+                    .take(d.addr & !(fs - 1), Holder::Staged, Holder::Free)
+                {
+                    self.free.push(d.addr & !(fs - 1));
+                }
                 n += 1;
             }
         }
@@ -576,7 +672,12 @@ impl ShardXsk {
             }
             let mut r = q.dev.complete(avail);
             while let Some(addr) = r.read() {
-                self.free.push(addr & !(fs - 1));
+                if self
+                    .owners
+                    .take(addr & !(fs - 1), Holder::Kernel, Holder::Free)
+                {
+                    self.free.push(addr & !(fs - 1));
+                }
                 total += 1;
             }
             r.release();
@@ -600,7 +701,10 @@ impl ShardXsk {
             let n = w.insert(self.free.get(from..).unwrap_or(&[]).iter().copied()) as usize;
             w.commit();
             drop(w);
-            self.free.truncate(self.free.len() - n);
+            // The ring took the first `n` of the offered frames.
+            for base in self.free.drain(from..from + n) {
+                self.owners.take(base, Holder::Free, Holder::Kernel);
+            }
             if q.dev.needs_wakeup() {
                 q.dev.wake();
             }
@@ -814,6 +918,32 @@ mod tests {
         assert_eq!(f.map(|f| f.len), Some(96));
         assert_eq!(split_desc(2 * 4096, 60, 4096, 2 * 4096), None);
         assert_eq!(split_desc(0, 60, 3000, 2 * 4096), None);
+    }
+
+    /// A frame is viewable only while user space holds it, and each holder
+    /// change happens once (a second recycle, or a view of a frame in a
+    /// ring, is refused).
+    #[test]
+    fn owners_follow_a_frame_through_its_rings() {
+        let mut o = Owners::new(4, 2048);
+        let f = 2048;
+        assert!(o.is(f, Holder::Free));
+        assert!(o.take(f, Holder::Free, Holder::Kernel)); // fill ring
+        assert!(!o.is(f, Holder::User)); // no view while the kernel may write
+        assert!(!o.take(f, Holder::User, Holder::Free)); // recycle refused
+        assert!(o.take(f, Holder::Kernel, Holder::User)); // RX
+        assert!(o.is(f, Holder::User));
+        assert!(o.take(f, Holder::User, Holder::Staged));
+        assert!(o.take(f, Holder::Staged, Holder::Kernel)); // TX ring
+        assert!(!o.is(f, Holder::User));
+        assert!(o.take(f, Holder::Kernel, Holder::Free)); // completion
+        let mut o = Owners::new(4, 2048);
+        assert!(o.take(0, Holder::Free, Holder::User));
+        assert!(o.take(0, Holder::User, Holder::Free));
+        assert!(!o.take(0, Holder::User, Holder::Free)); // double recycle
+                                                         // Outside the UMEM: nothing.
+        assert!(!o.take(4 * 2048, Holder::Free, Holder::User));
+        assert!(!o.is(u64::MAX, Holder::Free));
     }
 
     #[test]

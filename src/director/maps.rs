@@ -1,5 +1,6 @@
 //! The XDP programs' maps follow the snapshot: every VIP port, and the
-//! ports of NAT real servers (their replies come back through the director).
+//! ports of NAT real servers (their replies come back through the director),
+//! and the host's own addresses.
 
 use std::net::IpAddr;
 
@@ -61,19 +62,43 @@ impl Attached {
     }
 }
 
-/// Publish a snapshot's VIPs and NAT real servers to every XDP program.
+/// Publish a snapshot's VIPs and NAT real servers, and the host's own
+/// addresses, to every XDP program.
 pub(super) fn update_maps(
     progs: &[(String, u32, XdpProgram)],
     snap: &Snapshot,
 ) -> Result<(), String> {
-    {
-        let (vips, reals) = xdp_entries(snap);
-        for (name, _, p) in progs {
-            p.set_vips(&vips)
-                .map_err(|e| format!("{name}: VIP map: {e}"))?;
-            p.set_reals(&reals)
-                .map_err(|e| format!("{name}: real-server map: {e}"))?;
-        }
-        Ok(())
+    let (vips, reals) = xdp_entries(snap);
+    for (name, _, p) in progs {
+        p.set_vips(&vips)
+            .map_err(|e| format!("{name}: VIP map: {e}"))?;
+        p.set_reals(&reals)
+            .map_err(|e| format!("{name}: real-server map: {e}"))?;
     }
+    update_locals(progs)
+}
+
+/// The host's own addresses (every interface of the namespace), so that a
+/// NAT real server's packets to the host itself stay in the kernel.
+pub(super) fn update_locals(progs: &[(String, u32, XdpProgram)]) -> Result<(), String> {
+    let addrs = host_addresses()?;
+    for (name, _, p) in progs {
+        p.set_locals(&addrs)
+            .map_err(|e| format!("{name}: local-address map: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every address of this network namespace, deduplicated.
+fn host_addresses() -> Result<Vec<IpAddr>, String> {
+    let mut nl = crate::dataplane::netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let mut v: Vec<IpAddr> = nl
+        .addresses()
+        .map_err(|e| format!("netlink addresses: {e}"))?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
 }

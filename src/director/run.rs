@@ -23,7 +23,7 @@ use crate::control::status::{dest_totals, new_reports, Reports};
 use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
 use crate::dataplane::plan::{PlanIface, ShardPlan};
 use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
-use crate::director::maps::{update_maps, Attached};
+use crate::director::maps::{update_locals, update_maps, Attached};
 use crate::director::restart::{self, load_state, state_path, RestartState};
 use crate::director::shard_adapter::{ShardAdapter, TableMemory};
 use crate::service::snapshot::Snapshot;
@@ -343,6 +343,18 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         reports.clone(),
     );
     state.set_shard_counters(running.counters());
+    // Addresses come and go (DHCP, an operator's `ip addr add`): the
+    // local-address map follows them every 2 s.
+    let locals_progs = att.progs.clone();
+    let mut locals_failed = false;
+    state.set_periodic(Box::new(move || match update_locals(&locals_progs) {
+        Ok(()) => locals_failed = false,
+        Err(e) if !locals_failed => {
+            locals_failed = true;
+            warn!("{e}");
+        }
+        Err(_) => {}
+    }));
     let loop_cfg = LoopConfig {
         control_socket: cfg.director.control_socket.clone(),
         metrics: cfg.director.metrics,

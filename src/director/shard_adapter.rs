@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::control::status::{
-    latency_bucket, sock, template_row, ConnRow, Reports, LATENCY_BUCKETS_NS, MAX_DUMP_ROWS,
-};
-use crate::dataplane::neigh::{NeighborTable, SharedNeighbors};
+use crate::control::status::{latency_bucket, DumpRow, Reports, LATENCY_BUCKETS_NS, MAX_DUMP_ROWS};
+use crate::dataplane::neigh::{NeighborCache, SharedNeighbors};
 use crate::dataplane::PacketHandler;
 use crate::director::restart::RestartState;
 use crate::service::model::{Millis, Proto};
@@ -23,8 +21,7 @@ use crate::shard::verdict::{Frame, Verdict};
 pub struct ShardAdapter {
     engine: Engine,
     snaps: Arc<ArcSwap<Snapshot>>,
-    neigh: SharedNeighbors,
-    table: Arc<NeighborTable>,
+    table: NeighborCache,
     reports: Reports,
     shard: usize,
     last_report: Millis,
@@ -93,11 +90,10 @@ impl ShardAdapter {
                 }
             }
         }
-        let table = neigh.current();
+        let table = neigh.cache();
         ShardAdapter {
             engine,
             snaps,
-            neigh,
             table,
             reports,
             shard: cfg.shard as usize,
@@ -118,53 +114,59 @@ impl ShardAdapter {
         let want = slot.requested();
         let want_pub = slot.publish_requested();
         self.pub_seen = want_pub;
+        // A listing is copied out before the report lock is taken (plain
+        // rows, no strings), so the control thread never waits on a shard
+        // building it and a shard never waits on a reader formatting it.
+        let dump = (want > self.dump_seen).then(|| self.dump(now));
         self.dump_seen = want;
-        let Ok(mut r) = slot.report.lock() else {
-            return;
+        let old = {
+            let Ok(mut r) = slot.report.lock() else {
+                return;
+            };
+            r.pub_gen = want_pub;
+            r.latency = self.latency;
+            r.latency_sum_ns = self.latency_sum_ns;
+            r.dests.clone_from(self.engine.dest_counters());
+            r.engine = self.engine.stats.clone();
+            r.conns = self.engine.conns().len();
+            r.templates = self.engine.templates().len();
+            match dump {
+                Some(d) => {
+                    r.dump_gen = want;
+                    Some(std::mem::replace(&mut r.dump, d))
+                }
+                None => None,
+            }
         };
-        r.pub_gen = want_pub;
-        r.latency = self.latency;
-        r.latency_sum_ns = self.latency_sum_ns;
-        r.dests.clone_from(self.engine.dest_counters());
-        r.engine = self.engine.stats.clone();
-        r.conns = self.engine.conns().len();
-        r.templates = self.engine.templates().len();
-        if want > r.dump_gen {
-            r.dump = self.dump(now);
-            r.dump_gen = want;
-        }
+        // An unread earlier listing is freed outside the lock.
+        drop(old);
     }
 
     /// This shard's connections and templates, as `ipvsadm -L -c` rows.
-    fn dump(&self, now: Millis) -> Vec<ConnRow> {
-        let mut rows = Vec::new();
+    fn dump(&self, now: Millis) -> Vec<DumpRow> {
+        let n = (self.engine.conns().len() + self.engine.templates().len()).min(MAX_DUMP_ROWS);
+        let mut rows = Vec::with_capacity(n);
         self.engine.conns().for_each(|_, c| {
             if rows.len() < MAX_DUMP_ROWS {
-                rows.push(ConnRow {
-                    proto: c.proto.name().to_uppercase(),
+                rows.push(DumpRow::Conn {
+                    proto: c.proto,
+                    state: (c.proto == Proto::Tcp).then(|| c.state.name()),
+                    client: (c.caddr, c.cport),
+                    virt: (c.vaddr, c.vport),
+                    dest: (c.raddr, c.rport),
                     expires_ms: c.expires.saturating_sub(now),
-                    state: if c.proto == Proto::Tcp {
-                        c.state.name().to_string()
-                    } else {
-                        "UDP".to_string()
-                    },
-                    source: sock(c.caddr, c.cport),
-                    virt: sock(c.vaddr, c.vport),
-                    dest: sock(c.raddr, c.rport),
-                    template: false,
-                    controls: 0,
                 });
             }
         });
         self.engine.templates().for_each(|t| {
             if rows.len() < MAX_DUMP_ROWS {
-                rows.push(template_row(
-                    t.key(),
-                    t.raddr,
-                    t.rport,
-                    t.expires().saturating_sub(now),
-                    t.controls(),
-                ));
+                rows.push(DumpRow::Template {
+                    key: *t.key(),
+                    raddr: t.raddr,
+                    rport: t.rport,
+                    expires_ms: t.expires().saturating_sub(now),
+                    controls: t.controls(),
+                });
             }
         });
         rows
@@ -177,18 +179,17 @@ impl PacketHandler for ShardAdapter {
         if !Arc::ptr_eq(&s, self.engine.snapshot()) {
             self.engine.set_snapshot(Arc::clone(&s));
         }
-        self.table = self.neigh.current();
     }
 
     fn process(&mut self, now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
         self.sampled = self.sampled.wrapping_add(1);
         if self.sampled % 64 != 1 {
-            return self.engine.process(now, frame, &*self.table);
+            return self.engine.process(now, frame, self.table.load());
         }
         // One packet in 64 is timed (the clock read costs about as much as
         // an established-flow decision).
         let t = std::time::Instant::now();
-        let v = self.engine.process(now, frame, &*self.table);
+        let v = self.engine.process(now, frame, self.table.load());
         let ns = t.elapsed().as_nanos() as u64;
         if let Some(b) = self.latency.get_mut(latency_bucket(ns)) {
             *b += 1;

@@ -211,7 +211,7 @@ pub fn import(
 
 /// In input order: by file (as given), then line; problems without a line
 /// last within their file.
-fn sort_problems(list: &mut [Problem], order: &[&str]) {
+pub(crate) fn sort_problems(list: &mut [Problem], order: &[&str]) {
     list.sort_by_key(|p| {
         let file = order
             .iter()
@@ -221,7 +221,7 @@ fn sort_problems(list: &mut [Problem], order: &[&str]) {
     });
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
@@ -751,7 +751,7 @@ fn parse_u32(s: &str) -> Option<u32> {
     }
 }
 
-fn number_in(s: &str, what: &str, lo: u32, hi: u32) -> Result<u32, String> {
+pub(crate) fn number_in(s: &str, what: &str, lo: u32, hi: u32) -> Result<u32, String> {
     match parse_u32(s) {
         Some(n) if (lo..=hi).contains(&n) => Ok(n),
         Some(n) => Err(format!("{what} {n} is out of range ({lo}-{hi})")),
@@ -1277,7 +1277,11 @@ impl<'a> State<'a> {
 }
 
 /// `-b` flags into `params`; returns warnings.
-fn sched_flags(sched: &str, list: &str, params: &mut SchedParams) -> Result<Vec<String>, String> {
+pub(crate) fn sched_flags(
+    sched: &str,
+    list: &str,
+    params: &mut SchedParams,
+) -> Result<Vec<String>, String> {
     let mut warnings = Vec::new();
     let hashing = sched == "sh" || sched == "mh";
     for flag in list.split(',').map(str::trim).filter(|f| !f.is_empty()) {
@@ -1347,7 +1351,7 @@ fn svc_id(items: &[Item]) -> Result<SvcId, String> {
     })
 }
 
-fn scheduler(s: &str) -> Result<String, String> {
+pub(crate) fn scheduler(s: &str) -> Result<String, String> {
     if SCHEDULER_NAMES.contains(&s) {
         return Ok(s.to_string());
     }
@@ -1368,31 +1372,31 @@ fn scheduler(s: &str) -> Result<String, String> {
 // iptables MARK rules
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Loc {
-    file: String,
-    line: usize,
+pub(crate) struct Loc {
+    pub(crate) file: String,
+    pub(crate) line: usize,
 }
 
 #[derive(Clone, Debug)]
-struct MarkRule {
-    loc: Loc,
-    chain: String,
-    mark: u32,
+pub(crate) struct MarkRule {
+    pub(crate) loc: Loc,
+    pub(crate) chain: String,
+    pub(crate) mark: u32,
     /// The rules it stands for, or why it cannot be imported.
-    rules: Result<Vec<FwmarkRuleConfig>, String>,
+    pub(crate) rules: Result<Vec<FwmarkRuleConfig>, String>,
 }
 
 #[derive(Default)]
-struct MarkRules {
-    rules: Vec<MarkRule>,
-    warnings: Vec<Problem>,
+pub(crate) struct MarkRules {
+    pub(crate) rules: Vec<MarkRule>,
+    pub(crate) warnings: Vec<Problem>,
 }
 
 /// Largest address range a `-d` prefix may expand into.
-const MAX_EXPAND: u32 = 256;
+pub(crate) const MAX_EXPAND: u32 = 256;
 
 impl MarkRules {
-    fn read(&mut self, inp: Input<'_>) {
+    pub(crate) fn read(&mut self, inp: Input<'_>) {
         let mut table: Option<String> = None;
         for (n, text) in logical_lines(inp.text) {
             let loc = Loc {
@@ -1766,7 +1770,7 @@ impl IptRule {
     }
 }
 
-fn expand_prefix(addr: IpAddr, prefix: u8) -> Result<Vec<IpAddr>, String> {
+pub(crate) fn expand_prefix(addr: IpAddr, prefix: u8) -> Result<Vec<IpAddr>, String> {
     let too_wide = || {
         format!(
             "destination {addr}/{prefix} covers more than {MAX_EXPAND} addresses; list the \
@@ -2179,7 +2183,7 @@ pub struct ImportArgs {
     pub output: Option<PathBuf>,
 }
 
-fn read_input(p: &Path) -> Result<(String, String), String> {
+pub(crate) fn read_input(p: &Path) -> Result<(String, String), String> {
     if p.as_os_str() == "-" {
         let mut s = String::new();
         return match std::io::stdin().read_to_string(&mut s) {

@@ -162,6 +162,31 @@ impl WireError {
         }
     }
 
+    /// Position of this reason in [`WireError::ALL`] (for counter arrays).
+    pub const fn index(&self) -> usize {
+        match self {
+            WireError::Truncated { layer } => match layer {
+                Layer::Ethernet => 0,
+                Layer::Vlan => 1,
+                Layer::Ipv4 => 2,
+                Layer::Ipv6 => 3,
+                Layer::Ipv6Ext => 4,
+                Layer::Tcp => 5,
+                Layer::Udp => 6,
+                Layer::Icmp => 7,
+            },
+            WireError::BadVersion => 8,
+            WireError::BadIhl => 9,
+            WireError::BadTotalLen => 10,
+            WireError::BadTcpOffset => 11,
+            WireError::UdpLenMismatch => 12,
+            WireError::ExtHeaderChainTooLong => 13,
+            WireError::ExtHeaderOrder => 14,
+            WireError::IcmpInnerTruncated => 15,
+            WireError::IcmpInnerMalformed => 16,
+        }
+    }
+
     /// Every reason, for registering counters.
     pub const ALL: [WireError; 17] = [
         WireError::Truncated {
@@ -268,6 +293,9 @@ mod tests {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
         }
         assert_eq!(seen.len(), WireError::ALL.len());
+        for (i, e) in WireError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub const MAX_QUEUES: u32 = 64;
 pub const MAX_VIP_ENTRIES: u32 = 16_384;
 /// Capacity of `real_map`.
 pub const MAX_REAL_ENTRIES: u32 = 16_384;
+/// Most addresses of the director host in `local_map`.
+pub const MAX_LOCAL_ENTRIES: u32 = 4_096;
 /// Largest frame [`XdpProgram::test_run`] accepts (the kernel's limit is a
 /// page minus XDP headroom and tailroom).
 pub const MAX_TEST_FRAME: usize = 3_500;
@@ -101,6 +103,7 @@ pub struct XdpProgram {
     prog: OwnedFd,
     vip_map: BpfMap,
     real_map: BpfMap,
+    local_map: BpfMap,
     xsk_map: BpfMap,
     insn_count: usize,
 }
@@ -123,10 +126,18 @@ impl XdpProgram {
             VALUE_SIZE as u32,
             MAX_REAL_ENTRIES,
         )?;
+        let local_map = BpfMap::create(
+            MapType::Hash,
+            "xdpvs_locals",
+            KEY_SIZE as u32,
+            VALUE_SIZE as u32,
+            MAX_LOCAL_ENTRIES,
+        )?;
         let xsk_map = BpfMap::create(MapType::XskMap, "xdpvs_xsks", 4, 4, MAX_QUEUES)?;
         let insns = prog::build(prog::MapFds {
             vip: vip_map.as_fd().as_raw_fd(),
             real: real_map.as_fd().as_raw_fd(),
+            local: local_map.as_fd().as_raw_fd(),
             xsk: xsk_map.as_fd().as_raw_fd(),
         })?;
         let prog = sys::prog_load(
@@ -140,6 +151,7 @@ impl XdpProgram {
             prog,
             vip_map,
             real_map,
+            local_map,
             xsk_map,
             insn_count: insns.len(),
         })
@@ -216,6 +228,21 @@ impl XdpProgram {
 
     /// Add the address-only entry `(addr, 0, 0)` to `vip_map` (fragments,
     /// extension headers and ICMP errors to `addr` are redirected).
+    /// The director host's own addresses: a NAT real server's packet to one
+    /// of them (a health probe's answer, the operator's own connection) is
+    /// the host's traffic and stays in the kernel.
+    pub fn set_locals(&self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let want: HashSet<[u8; KEY_SIZE]> = addrs
+            .iter()
+            .map(|&a| AddrKey::addr_only(a).to_bytes())
+            .collect();
+        replace(&self.local_map, &want)
+    }
+
+    pub fn locals(&self) -> Result<Vec<AddrKey>, XdpError> {
+        read_keys(&self.local_map)
+    }
+
     pub fn add_vip_addr(&self, addr: IpAddr) -> Result<(), XdpError> {
         self.vip_map.update(
             &AddrKey::addr_only(addr).to_bytes(),

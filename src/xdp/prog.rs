@@ -7,7 +7,10 @@
 //! - a) TCP/UDP whose `(daddr, proto, dport)` or `(daddr, proto, 0)` is in
 //!   `vip_map`;
 //! - b) TCP/UDP whose `(saddr, proto, sport)` or `(saddr, proto, 0)` is in
-//!   `real_map` (NAT replies from real servers);
+//!   `real_map` (NAT replies from real servers), unless `(daddr, 0, 0)` is
+//!   in `local_map`: a real server's packet to one of the director host's
+//!   own addresses (the answer to a health probe, an operator's `curl`, a
+//!   monitoring agent) is the host's traffic and stays in the kernel;
 //! - c) IPv4 fragments (MF set or offset != 0) and IPv6 packets whose next
 //!   header is an extension header, when `(daddr, 0, 0)` is in `vip_map`;
 //! - d) ICMP errors (types 3, 11, 12) and ICMPv6 errors (types 1-4) when
@@ -72,6 +75,9 @@ pub struct MapFds {
     pub vip: RawFd,
     /// `real_map` (HASH, same key shape).
     pub real: RawFd,
+    /// `local_map` (HASH, same key shape, address-only keys): the director
+    /// host's own addresses.
+    pub local: RawFd,
     /// `xsk_map` (XSKMAP, u32 queue -> socket).
     pub xsk: RawFd,
 }
@@ -211,6 +217,9 @@ pub fn build(maps: MapFds) -> Result<Vec<Insn>, AsmError> {
     lookup(&mut a, maps.vip, DKEY, redirect);
     a.st_imm(Size::H, Reg::R10, DKEY + OFF_PORT, 0);
     lookup(&mut a, maps.vip, DKEY, redirect);
+    // Not to a VIP: addressed to the host itself? Then it is the host's.
+    a.st_imm(Size::W, Reg::R10, DKEY + OFF_PROTO, 0);
+    lookup(&mut a, maps.local, DKEY, pass);
     lookup(&mut a, maps.real, SKEY, redirect);
     a.st_imm(Size::H, Reg::R10, SKEY + OFF_PORT, 0);
     lookup(&mut a, maps.real, SKEY, redirect);
@@ -242,6 +251,7 @@ mod tests {
         build(MapFds {
             vip: 10,
             real: 11,
+            local: 13,
             xsk: 12,
         })
         .unwrap()
@@ -283,6 +293,7 @@ mod tests {
         assert_eq!(fds.iter().filter(|&&f| f == 10).count(), 3);
         assert_eq!(fds.iter().filter(|&&f| f == 11).count(), 2);
         assert_eq!(fds.iter().filter(|&&f| f == 12).count(), 1);
+        assert_eq!(fds.iter().filter(|&&f| f == 13).count(), 1);
     }
 
     #[test]

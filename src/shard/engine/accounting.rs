@@ -242,14 +242,16 @@ pub(super) fn update_overload(c: &mut DestCounters, d: &Dest) {
         c.overloaded = false;
         return;
     }
-    let n = c.active + c.inactive;
+    let n = c.active.saturating_add(c.inactive);
     if n >= d.u_threshold {
         c.overloaded = true;
     } else {
         let low = if d.l_threshold != 0 {
             d.l_threshold
         } else {
-            d.u_threshold * 3 / 4
+            // 3/4 of the upper threshold, computed wide: `u * 3` overflows
+            // u32 for thresholds above 1,431,655,765, which are valid.
+            (u64::from(d.u_threshold) * 3 / 4) as u32
         };
         if n < low.max(1) || (c.overloaded && n < low) {
             c.overloaded = false;

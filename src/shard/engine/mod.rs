@@ -23,7 +23,6 @@
 //! - `prefetch.rs`: the RX batch pre-pass (`warm_batch`);
 //! - `restore.rs`: export and restore across a restart.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -64,13 +63,46 @@ impl Default for EngineConfig {
     }
 }
 
+/// Malformed frames by wire error, a counter per reason (no hashing or
+/// allocation on the path of a malformed frame).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MalformedCounts([u64; crate::wire::WireError::ALL.len()]);
+
+impl MalformedCounts {
+    #[inline]
+    pub fn count(&mut self, e: &crate::wire::WireError) {
+        if let Some(n) = self.0.get_mut(e.index()) {
+            *n += 1;
+        }
+    }
+
+    /// The count for `reason` ([`crate::wire::WireError::reason`]), if any
+    /// frame had it.
+    pub fn get(&self, reason: &str) -> Option<&u64> {
+        crate::wire::WireError::ALL
+            .iter()
+            .zip(self.0.iter())
+            .find(|(e, n)| e.reason() == reason && **n > 0)
+            .map(|(_, n)| n)
+    }
+
+    /// `(reason, count)` for every reason seen, in [`crate::wire::WireError::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        crate::wire::WireError::ALL
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(e, n)| (e.reason(), *n))
+    }
+}
+
 /// Counters of the engine itself.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     pub packets: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Malformed frames by wire error reason.
-    pub malformed: HashMap<&'static str, u64>,
+    pub malformed: MalformedCounts,
     pub passed: u64,
     pub handoff: u64,
     pub new_conns: u64,
@@ -415,6 +447,42 @@ mod tests {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const FWD: Verdict = Verdict::Forward { ifindex: 3 };
+
+    /// The default lower threshold is 3/4 of the upper one for every upper
+    /// threshold the validator accepts, up to u32::MAX (`u * 3` in u32
+    /// overflowed: a panic in debug, a wrong threshold in release).
+    #[test]
+    fn overload_low_mark_is_three_quarters_without_overflow() {
+        let dest = |u: u32| Dest {
+            id: DestId(1),
+            addr: IpAddr::from([198, 18, 1, 1]),
+            port: None,
+            weight: 1,
+            fwd: crate::service::model::FwdMethod::Dr,
+            u_threshold: u,
+            l_threshold: 0,
+        };
+        // (upper, live connections, overloaded before) -> overloaded after
+        let cases = [
+            (u32::MAX, 2_000_000_000, true, false),
+            (u32::MAX, 3_300_000_000, true, true),
+            (u32::MAX, u32::MAX, false, true),
+            (2_000_000_000, 1_499_999_999, true, false),
+            (2_000_000_000, 1_500_000_000, true, true),
+            (100, 74, true, false),
+            (100, 75, true, true),
+            (100, 100, false, true),
+        ];
+        for (u, n, before, after) in cases {
+            let mut c = DestCounters {
+                active: n,
+                overloaded: before,
+                ..DestCounters::default()
+            };
+            update_overload(&mut c, &dest(u));
+            assert_eq!(c.overloaded, after, "u_threshold {u}, {n} connections");
+        }
+    }
 
     const HEAD: &str = "[director]\ninterfaces = [\"eth0\"]\n";
     const FWMARK_SVC: &str = r#"

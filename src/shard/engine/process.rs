@@ -58,7 +58,7 @@ impl Ctx<'_> {
         let info = match &parsed {
             Ok(i) => i,
             Err(e) => {
-                *self.stats.malformed.entry(e.reason()).or_default() += 1;
+                self.stats.malformed.count(e);
                 return self.drop(DropReason::Malformed);
             }
         };
