@@ -39,11 +39,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use xdpvs::control::{build_snapshot, Config};
+use xdpvs::config::{build_snapshot, Config};
 use xdpvs::dataplane::mem;
 use xdpvs::dataplane::neigh::NeighborTable;
 use xdpvs::dataplane::netlink::{nud, LinkInfo, NeighEntry, RouteEntry};
-use xdpvs::model::{FlowKey, Proto};
+use xdpvs::service::model::{FlowKey, Proto};
 use xdpvs::shard::engine::{Engine, EngineConfig};
 use xdpvs::shard::tcp_state::TcpState;
 use xdpvs::shard::verdict::{Frame, Verdict};

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use xdpvs::dataplane::mem;
-use xdpvs::model::{mask_addr, DestId, FlowKey, FwdMethod, Proto};
+use xdpvs::service::model::{mask_addr, DestId, FlowKey, FwdMethod, Proto};
 use xdpvs::shard::conn::{ConnHandle, ConnTable, NewConn};
 use xdpvs::shard::tcp_state::{flags, Dir};
 use xdpvs::shard::template::{TemplateKey, TemplateTable};

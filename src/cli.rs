@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::control::config::{Config, DEFAULT_CONTROL_SOCKET};
-use crate::control::proto::{call, RealSpec, Request, Response};
+use crate::config::schema::{Config, DEFAULT_CONTROL_SOCKET};
+use crate::control::api::{call, RealSpec, Request, Response};
 use crate::control::status::{render_conns, render_list, ListMode};
 
 /// Where the director listens.
@@ -129,7 +129,7 @@ impl ServiceArgs {
             let mut p = vec![format!(
                 "timeout = {}",
                 self.persistent
-                    .unwrap_or(crate::control::config::DEFAULT_PERSISTENCE_TIMEOUT)
+                    .unwrap_or(crate::config::schema::DEFAULT_PERSISTENCE_TIMEOUT)
             )];
             if let Some(m) = &self.netmask {
                 p.push(format!("netmask = {}", q(m)));

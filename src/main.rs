@@ -47,11 +47,11 @@ enum Cmd {
     },
     /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
     /// rules of firewall-mark services) into an xdpvs config.
-    ImportIpvsadm(xdpvs::control::ipvsadm::ImportArgs),
+    ImportIpvsadm(xdpvs::import::ipvsadm::ImportArgs),
     /// Convert a keepalived.conf (its virtual_server blocks, real servers
     /// and checkers, plus the iptables MARK rules of fwmark services) into
     /// an xdpvs config.
-    ImportKeepalived(xdpvs::control::keepalived::ImportArgs),
+    ImportKeepalived(xdpvs::import::keepalived::ImportArgs),
     /// List services and real servers of the running director, like
     /// `ipvsadm -L -n` (--stats, --rate, --persistent-conn, --connections).
     List(xdpvs::cli::ListArgs),
@@ -88,7 +88,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match xdpvs::control::check(&config) {
+        Cmd::Check { config } => match xdpvs::config::check(&config) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -103,9 +103,9 @@ fn main() -> ExitCode {
             duration,
             takeover,
         } => xdpvs::director::run_main(&config, duration, takeover),
-        Cmd::Demo { mode, xdp } => xdpvs::demo::run(&mode, &xdp),
-        Cmd::ImportIpvsadm(args) => xdpvs::control::ipvsadm::run(&args),
-        Cmd::ImportKeepalived(args) => xdpvs::control::keepalived::run(&args),
+        Cmd::Demo { mode, xdp } => xdpvs_lab::demo::run(&mode, &xdp),
+        Cmd::ImportIpvsadm(args) => xdpvs::import::ipvsadm::run(&args),
+        Cmd::ImportKeepalived(args) => xdpvs::import::keepalived::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),
         Cmd::Stats { target, json } => xdpvs::cli::stats(&target, json),
         Cmd::Reload { target } => xdpvs::cli::reload(&target),

@@ -7,13 +7,13 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use xdpvs::control::build::build_snapshot_with;
-use xdpvs::control::config::Config;
-use xdpvs::control::snapshot::Snapshot;
-use xdpvs::model::{DestId, Proto, ServiceKey};
-use xdpvs::shard::sched::{
+use xdpvs::config::build::build_snapshot_with;
+use xdpvs::config::schema::Config;
+use xdpvs::service::model::{DestId, Proto, ServiceKey};
+use xdpvs::service::sched::{
     DestSpec, DestStat, SchedError, SchedKey, SchedParams, SchedState, Scheduler,
 };
+use xdpvs::service::snapshot::Snapshot;
 
 #[derive(Debug)]
 struct First;

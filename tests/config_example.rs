@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use xdpvs::control::config::{Config, HealthKind, HealthProbe, OnFailure, XdpMode};
-use xdpvs::model::{FwdMethod, Proto, ServiceKey};
+use xdpvs::config::schema::{Config, HealthKind, HealthProbe, OnFailure, XdpMode};
+use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 fn example() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");

@@ -1,7 +1,7 @@
 //! Every config validation rule: the error names the file, the right line,
 //! the key path and the reason.
 
-use xdpvs::control::config::Config;
+use xdpvs::config::schema::Config;
 
 const FILE: &str = "config/t.toml";
 
@@ -1052,10 +1052,10 @@ fn health_rules() {
         .unwrap()
         .unwrap();
     assert_eq!(h.port, 8080);
-    assert_eq!(h.on_failure, xdpvs::control::config::OnFailure::Remove);
+    assert_eq!(h.on_failure, xdpvs::config::schema::OnFailure::Remove);
     assert_eq!(
         h.probe,
-        xdpvs::control::config::HealthProbe::Http {
+        xdpvs::config::schema::HealthProbe::Http {
             path: "/h".into(),
             expect_status: 200
         }
@@ -1138,7 +1138,7 @@ fn load_names_the_file() {
         e.starts_with(&format!("{}: cannot read:", missing.display())),
         "{e}"
     );
-    let e = xdpvs::control::check(&path).unwrap_err().to_string();
+    let e = xdpvs::config::check(&path).unwrap_err().to_string();
     assert!(e.contains("unknown scheduler \"wlcx\""), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use xdpvs::control::status::{ConnRow, Status};
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 mod labkit;
 use labkit::rss_kib;

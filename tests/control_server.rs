@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use xdpvs::control::build_snapshot;
-use xdpvs::control::config::{Config, OnFailure};
-use xdpvs::control::proto::{RealSpec, Request};
-use xdpvs::control::server::ControlState;
-use xdpvs::control::snapshot::Snapshot;
+use xdpvs::config::build_snapshot;
+use xdpvs::config::schema::{Config, OnFailure};
+use xdpvs::control::api::{RealSpec, Request};
+use xdpvs::control::state::ControlState;
 use xdpvs::control::status::new_reports;
-use xdpvs::model::ServiceKey;
+use xdpvs::service::model::ServiceKey;
+use xdpvs::service::snapshot::Snapshot;
 
 const CFG: &str = r#"
 [director]

@@ -12,8 +12,8 @@ use xdpvs::dataplane::testutil::{
     ifindex, in_netns, udp_transfer, Triangle, XskRedirect, TRI_CLIENT_IP, TRI_SERVER_IP,
     XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
 };
-use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime, ShardStats, XskConfig};
-use xdpvs::model::Millis;
+use xdpvs::dataplane::{PacketHandler, RuntimeConfig, ShardRuntime, ShardStats, XskConfig};
+use xdpvs::service::model::Millis;
 use xdpvs::shard::nexthop::{Neighbors, NextHop, StaticNeighbors};
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
 
@@ -44,7 +44,7 @@ struct MacRewrite {
     min_headroom: Arc<AtomicUsize>,
 }
 
-impl PacketEngine for MacRewrite {
+impl PacketHandler for MacRewrite {
     fn begin_batch(&mut self, _now: Millis) {}
 
     fn process(&mut self, _now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {

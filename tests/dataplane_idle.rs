@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xdpvs::dataplane::testutil::{ifindex, in_netns, thread_cpu_ticks, Triangle};
-use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
-use xdpvs::model::Millis;
+use xdpvs::dataplane::{PacketHandler, RuntimeConfig, ShardRuntime};
+use xdpvs::service::model::Millis;
 use xdpvs::shard::verdict::{Frame, Verdict};
 
 struct Idle {
     ticks: Arc<AtomicU64>,
 }
 
-impl PacketEngine for Idle {
+impl PacketHandler for Idle {
     fn begin_batch(&mut self, _now: Millis) {}
     fn process(&mut self, _now: Millis, _in: u32, _f: &mut Frame<'_>) -> Verdict {
         Verdict::Pass

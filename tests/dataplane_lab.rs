@@ -13,8 +13,8 @@ use xdpvs::dataplane::neigh::{NeighborResolver, ResolverConfig, SharedNeighbors}
 use xdpvs::dataplane::testutil::{
     fmt_mac, ifindex, in_netns, mac_of, run, sh, udp_transfer, XskRedirect, XDP_FLAGS_SKB_MODE,
 };
-use xdpvs::dataplane::{PacketEngine, RuntimeConfig, ShardRuntime};
-use xdpvs::model::Millis;
+use xdpvs::dataplane::{PacketHandler, RuntimeConfig, ShardRuntime};
+use xdpvs::service::model::Millis;
 use xdpvs::shard::nexthop::Neighbors;
 use xdpvs::shard::verdict::{DropReason, Frame, Verdict};
 
@@ -193,7 +193,7 @@ struct Dr {
     nb: SharedNeighbors,
 }
 
-impl PacketEngine for Dr {
+impl PacketHandler for Dr {
     fn begin_batch(&mut self, _now: Millis) {}
     fn process(&mut self, _now: Millis, _in: u32, frame: &mut Frame<'_>) -> Verdict {
         let d = frame.data_mut();

@@ -15,8 +15,8 @@ use std::time::Duration;
 mod labkit;
 
 use labkit::reals;
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request, Response};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request, Response};
 
 static LAB: Mutex<()> = Mutex::new(());
 

@@ -16,8 +16,8 @@ use xdpvs::control::status::Status;
 mod labkit;
 
 use labkit::{exe, lab_lock, start_echo, Held};
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 fn config(lab: &Lab, extra: &str, on_failure: &str) -> String {
     let mut reals = String::new();

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use engine_harness::wire_builder::*;
 use engine_harness::{fuzz, next_hop_of, snapshot, Harness, IFINDEX, SRC_MAC};
 use proptest::prelude::*;
-use xdpvs::control::Config;
-use xdpvs::model::{FlowKey, Proto};
+use xdpvs::config::Config;
+use xdpvs::service::model::{FlowKey, Proto};
 use xdpvs::shard::conn::Conn;
 use xdpvs::shard::engine::{owner_shard, EngineConfig};
 use xdpvs::shard::tcp_state::TcpState;
@@ -254,7 +254,7 @@ fn classification_order_fwmark_then_port_then_port_zero() {
 #[test]
 fn port_zero_service_must_be_persistent() {
     let text = cfg(&[svc("all", &key("tcp", VIP4, 0), RR, &reals(&[RA], ""))]);
-    assert!(xdpvs::control::Config::parse(&text, "t.toml").is_err());
+    assert!(xdpvs::config::Config::parse(&text, "t.toml").is_err());
 }
 
 // ======================================================= persistence keys
@@ -1095,7 +1095,7 @@ fn client_owned_by(
     want: u16,
     base: u32,
     step: u32,
-    snap: &xdpvs::control::snapshot::Snapshot,
+    snap: &xdpvs::service::snapshot::Snapshot,
 ) -> IpAddr {
     (0..1000)
         .map(|i| v4(base + i * step))

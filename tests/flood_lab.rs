@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use labkit::{director_mac, exe, lab_lock, rss_kib, skip, start_echo, Held};
 use xdpvs::control::status::Status;
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 const FLOOD: u64 = 2_000_000;
 const CAPACITY: u64 = 100_000;

@@ -19,8 +19,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use labkit::{director_section, exe, lab_lock, reals, skip};
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode};
 
 /// Passive data ports of the servers (and of the fwmark group).
 const PASV_LO: u16 = 10000;

@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use xdpvs::control::status::Status;
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 mod labkit;
 use labkit::director_mac;

@@ -6,10 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xdpvs::control::build_snapshot;
-use xdpvs::control::config::{Config, PersistenceConfig, ServiceConfig};
-use xdpvs::control::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
-use xdpvs::model::{FwdMethod, Proto, ServiceKey};
+use xdpvs::config::build_snapshot;
+use xdpvs::config::schema::{Config, PersistenceConfig, ServiceConfig};
+use xdpvs::import::ipvsadm::{import, ImportError, ImportOptions, Imported, Input};
+use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 const RULES: &str = "rules.ipvsadm";
 

@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xdpvs::control::build_snapshot;
-use xdpvs::control::config::{Config, HealthKind, OnFailure, ServiceConfig};
-use xdpvs::control::ipvsadm::{ImportError, ImportOptions, Imported, Input};
-use xdpvs::control::keepalived::{import, import_file};
-use xdpvs::model::{FwdMethod, Proto, ServiceKey};
+use xdpvs::config::build_snapshot;
+use xdpvs::config::schema::{Config, HealthKind, OnFailure, ServiceConfig};
+use xdpvs::import::ipvsadm::{ImportError, ImportOptions, Imported, Input};
+use xdpvs::import::keepalived::{import, import_file};
+use xdpvs::service::model::{FwdMethod, Proto, ServiceKey};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keepalived")
@@ -276,9 +276,9 @@ fn imported_samples_mean_what_keepalived_meant() {
             (None, None) => {}
             (Some(h), Some((kind, hport, interval, timeout, fall, rise, on_failure))) => {
                 let got_kind = match h.probe {
-                    xdpvs::control::config::HealthProbe::Tcp => H::Tcp,
-                    xdpvs::control::config::HealthProbe::Http { .. } => H::Http,
-                    xdpvs::control::config::HealthProbe::Udp { .. } => H::Udp,
+                    xdpvs::config::schema::HealthProbe::Tcp => H::Tcp,
+                    xdpvs::config::schema::HealthProbe::Http { .. } => H::Http,
+                    xdpvs::config::schema::HealthProbe::Udp { .. } => H::Udp,
                 };
                 assert_eq!(got_kind, kind, "{ctx}");
                 let want_port = hport.or(r.effective_port(s)).unwrap();
@@ -417,7 +417,7 @@ fn handwritten_director_with_includes() {
     let h = r.health_check(web).unwrap().unwrap();
     assert_eq!(
         h.probe,
-        xdpvs::control::config::HealthProbe::Http {
+        xdpvs::config::schema::HealthProbe::Http {
             path: "/health?deep=1".into(), // quoted
             expect_status: 204
         }
@@ -542,7 +542,7 @@ virtual_server 198.18.0.1 80 {   ! trailing comment
     let h = s.reals[0].health_check(s).unwrap().unwrap();
     assert_eq!(
         h.probe,
-        xdpvs::control::config::HealthProbe::Http {
+        xdpvs::config::schema::HealthProbe::Http {
             path: "/a#b!c".into(),
             expect_status: 200
         }

@@ -15,8 +15,8 @@ mod labkit;
 
 use labkit::{director_section, exe, lab_lock, skip};
 use xdpvs::control::status::Status;
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 const INTERVAL_S: u64 = 1;
 const FALL: u64 = 2;

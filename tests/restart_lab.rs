@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 mod labkit;
 
 use labkit::{exe, start_echo, Held};
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 fn config(lab: &Lab, with_rs2: bool) -> String {
     let mut reals = String::new();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 mod labkit;
 
 use labkit::{director_section, exe, lab_lock, reals, skip};
-use xdpvs::demo::DirectorProcess;
-use xdpvs::lab::{Lab, LabMode, Request};
+use xdpvs_lab::demo::DirectorProcess;
+use xdpvs_lab::{Lab, LabMode, Request};
 
 /// A DR service on VIP:80 with /24 persistence; `extra` goes into
 /// `[director]`.

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use xdpvs::model::{DestId, FlowKey, FwdMethod, Proto, Timeouts};
+use xdpvs::service::model::{DestId, FlowKey, FwdMethod, Proto, Timeouts};
 use xdpvs::shard::conn::{ConnTable, InsertError, NewConn};
 use xdpvs::shard::tcp_state::{flags::*, Dir, TcpState};
 use xdpvs::shard::template::TplHandle;

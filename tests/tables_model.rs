@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use xdpvs::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
+use xdpvs::service::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
 use xdpvs::shard::conn::{ConnHandle, ConnTable, InsertError, NewConn};
 use xdpvs::shard::tcp_state::{
     self, flags::*, is_evictable, timeout_ms, transition, udp_timeout_ms, Dir, TcpState,

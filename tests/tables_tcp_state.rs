@@ -1,7 +1,7 @@
 //! The TCP state machine against IPVS's tables (ip_vs_proto_tcp.c), typed in
 //! here from the kernel source in IPVS's own notation.
 
-use xdpvs::model::Timeouts;
+use xdpvs::service::model::Timeouts;
 use xdpvs::shard::tcp_state::{
     default_timeout_ms, flags, is_active, is_closing, is_evictable, is_half_open, next_state,
     timeout_ms, transition, udp_timeout_ms, Dir, TcpEvent, TcpState,

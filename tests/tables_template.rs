@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use xdpvs::model::{mask_addr, DestId, Proto};
+use xdpvs::service::model::{mask_addr, DestId, Proto};
 use xdpvs::shard::template::{TemplateKey, TemplateTable, TplInsertError, TEMPLATE_RECHECK_MS};
 
 fn client(i: u8) -> IpAddr {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use xdpvs::model::{DestId, Millis, Proto};
+use xdpvs::service::model::{DestId, Millis, Proto};
 use xdpvs::shard::template::{
     TemplateKey, TemplateTable, TplHandle, TplInsertError, TEMPLATE_RECHECK_MS,
 };

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::process::Command;
 
-use xdpvs::model::Proto;
+use xdpvs::service::model::Proto;
 use xdpvs::xdp::{AddrKey, XdpError, XdpMode, XdpProgram, XDP_PASS, XDP_REDIRECT};
 
 const PASS: u32 = XDP_PASS;

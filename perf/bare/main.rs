@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use common::*;
-use xdpvs::dataplane::{PacketEngine, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec};
-use xdpvs::model::{Millis, Proto};
+use xdpvs::dataplane::{PacketHandler, QueueSpec, RuntimeConfig, ShardRuntime, ShardSpec};
+use xdpvs::service::model::{Millis, Proto};
 use xdpvs::shard::verdict::{Frame, Verdict};
 use xdpvs::xdp::{XdpMode, XdpProgram};
 
@@ -62,7 +62,7 @@ struct Bare {
     ifindex: u32,
 }
 
-impl PacketEngine for Bare {
+impl PacketHandler for Bare {
     fn begin_batch(&mut self, _now: Millis) {}
 
     fn process(&mut self, _now: Millis, _in: u32, frame: &mut Frame<'_>) -> Verdict {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::control::api::{Request, Response};
 use crate::control::health::{configured_checks, Health};
-use crate::control::proto::{Request, Response};
-use crate::control::server::ControlState;
 use crate::control::signals::{Signal, Signals};
+use crate::control::state::ControlState;
 use crate::control::uring::{FileWatch, Reactor};
 
 const T_SIGNAL: u64 = 1;
@@ -156,7 +156,7 @@ pub fn run(
     };
     // Everything that needed privileges is open now (XDP attached, sockets
     // bound, listeners open): keep only what reloads and probes need.
-    match crate::control::privileges::drop_to_minimum() {
+    match crate::dataplane::privileges::drop_to_minimum() {
         Ok(kept) => info!("capabilities dropped; kept {}", kept.join(", ")),
         Err(e) => warn!("could not drop capabilities: {e}"),
     }

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::control::config::{HealthCheck, HealthProbe, OnFailure};
-use crate::control::server::RealKey;
+use crate::config::schema::{HealthCheck, HealthProbe, OnFailure};
+use crate::control::state::RealKey;
 use crate::control::uring::{probe_socket, Reactor, SockAddr};
 
 /// Rise/fall counting for one real server (pure; time-free).
@@ -216,7 +216,7 @@ impl Health {
 
 /// Every configured real server that has a health check, from the
 /// configured (not the effective) state.
-pub fn configured_checks(cfg: &crate::control::config::Config) -> Vec<(RealKey, HealthCheck)> {
+pub fn configured_checks(cfg: &crate::config::schema::Config) -> Vec<(RealKey, HealthCheck)> {
     let mut out = Vec::new();
     for s in &cfg.services {
         for r in &s.reals {
@@ -345,8 +345,8 @@ fn step(r: &mut Reactor, check: &HealthCheck, p: &mut Probe, token: u64, result:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::config::{HealthProbe, OnFailure};
-    use crate::model::ServiceKey;
+    use crate::config::schema::{HealthProbe, OnFailure};
+    use crate::service::model::ServiceKey;
 
     #[test]
     fn never_flips_on_one_probe() {

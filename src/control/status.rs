@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::snapshot::{Dest, Snapshot};
-use crate::model::{DestId, FwdMethod, Millis, ServiceKey};
+use crate::service::model::{DestId, FwdMethod, Millis, ServiceKey};
+use crate::service::snapshot::{Dest, Snapshot};
 use crate::shard::engine::{DestCounters, EngineStats};
 use crate::shard::template::TemplateKey;
 
@@ -291,7 +291,7 @@ pub struct ConnRow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DumpRow {
     Conn {
-        proto: crate::model::Proto,
+        proto: crate::service::model::Proto,
         /// TCP state name (`None` for UDP).
         state: Option<&'static str>,
         client: (IpAddr, u16),
@@ -556,7 +556,7 @@ pub fn render_conns(rows: &[ConnRow]) -> String {
 }
 
 /// The persistence flags column of a service.
-pub fn persistence_flags(s: &crate::control::snapshot::Service) -> String {
+pub fn persistence_flags(s: &crate::service::snapshot::Service) -> String {
     match s.persistence {
         None => String::new(),
         Some(p) => {
@@ -565,7 +565,7 @@ pub fn persistence_flags(s: &crate::control::snapshot::Service) -> String {
                 let _ = write!(
                     f,
                     " mask {}",
-                    crate::control::config::prefix_netmask(p.prefix4)
+                    crate::config::schema::prefix_netmask(p.prefix4)
                 );
             }
             if p.prefix6 != 128 {

@@ -7,9 +7,9 @@
 //! # use std::sync::{Arc, atomic::AtomicBool};
 //! # use xdpvs::dataplane::*;
 //! # use xdpvs::shard::verdict::{Frame, Verdict};
-//! # use xdpvs::model::Millis;
+//! # use xdpvs::service::model::Millis;
 //! # struct MyEngine;
-//! # impl PacketEngine for MyEngine {
+//! # impl PacketHandler for MyEngine {
 //! #   fn begin_batch(&mut self, _: Millis) {}
 //! #   fn process(&mut self, _: Millis, _: u32, _: &mut Frame<'_>) -> Verdict { Verdict::Pass }
 //! #   fn tick(&mut self, _: Millis) {}
@@ -32,12 +32,12 @@
 //! frame received on one interface is transmitted on another without a copy),
 //! an engine built by the factory inside the thread, and a bounded inbox.
 //! Per loop iteration it reaps completions, reads up to `batch` frames per
-//! socket, calls [`PacketEngine::process`] on each, drains handed-over
+//! socket, calls [`PacketHandler::process`] on each, drains handed-over
 //! frames, pushes TX descriptors and kicks the kernel only when descriptors
 //! are pending, sends hand-off batches and refills the fill rings. After
 //! traffic it busy-polls for `busy_poll`, then blocks in `poll()` (socket fds
 //! plus an eventfd for hand-off and stop) for at most `poll_timeout`, so an
-//! idle shard uses no CPU and still calls [`PacketEngine::tick`] and sees the
+//! idle shard uses no CPU and still calls [`PacketHandler::tick`] and sees the
 //! stop flag.
 
 pub mod counters;
@@ -46,6 +46,7 @@ pub mod mem;
 pub mod neigh;
 pub mod netlink;
 pub mod plan;
+pub mod privileges;
 #[doc(hidden)]
 pub mod testutil;
 mod worker;
@@ -57,7 +58,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::model::Millis;
+use crate::service::model::Millis;
 use crate::shard::verdict::{Frame, Verdict};
 
 pub use counters::{snapshot_all, ShardCounters, ShardStats};
@@ -65,8 +66,9 @@ pub use handoff::{HandoffBatch, HandoffFrame};
 pub use worker::place_control_thread;
 pub use xsk::{XskConfig, XskSocketInfo};
 
-/// The per-shard packet engine as the runtime drives it.
-pub trait PacketEngine: Send {
+/// What a shard thread runs on its frames, as the runtime drives it (the
+/// director implements it around the sans-IO engine: `ShardAdapter`).
+pub trait PacketHandler: Send {
     /// Called once per loop iteration before the first `process` of it.
     fn begin_batch(&mut self, now: Millis);
     /// Decide about one frame that arrived on `in_ifindex`. The engine may
@@ -292,7 +294,7 @@ impl ShardRuntime {
         stop: Arc<AtomicBool>,
     ) -> Result<RunningShards, DataplaneError>
     where
-        E: PacketEngine + 'static,
+        E: PacketHandler + 'static,
         F: Fn(u16, u16) -> E + Send + Sync + 'static,
     {
         let n = self.shards.len();
@@ -438,7 +440,7 @@ pub fn run_shards<E, F, R>(
     counters_out: impl FnOnce(Arc<[ShardCounters]>),
 ) -> Result<Vec<ShardStats>, DataplaneError>
 where
-    E: PacketEngine + 'static,
+    E: PacketHandler + 'static,
     F: Fn(u16, u16) -> E + Send + Sync + 'static,
     R: FnMut(&XskSocketInfo) -> Result<(), String>,
 {

@@ -541,7 +541,7 @@ impl NeighborResolver {
             .spawn(move || {
                 // Capabilities are per thread: this one keeps only the
                 // director's minimum too.
-                if let Err(e) = crate::control::privileges::drop_to_minimum() {
+                if let Err(e) = crate::dataplane::privileges::drop_to_minimum() {
                     tracing::warn!("neighbour thread: could not drop capabilities: {e}");
                 }
                 let rx = self.req_rx.clone();
@@ -789,7 +789,8 @@ mod tests {
                 .iter()
                 .find(|r| {
                     r.dst.is_ipv4() == addr.is_ipv4()
-                        && crate::model::mask_addr(addr, r.prefix_len, r.prefix_len) == r.dst
+                        && crate::service::model::mask_addr(addr, r.prefix_len, r.prefix_len)
+                            == r.dst
                 })
                 .map(|r| (r.oif, r.gateway.unwrap_or(addr)))
                 .ok_or(Miss::NoRoute)?,

@@ -9,8 +9,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::counters::{ShardCounters, ShardStats};
 use super::handoff::{BufPool, HandoffBatch, HandoffFrame, Waker};
 use super::xsk::{RxFrame, ShardXsk, HANDOFF_HEADROOM};
-use super::{monotonic_millis, PacketEngine};
-use crate::model::Millis;
+use super::{monotonic_millis, PacketHandler};
+use crate::service::model::Millis;
 use crate::shard::verdict::{DropReason, Frame, Verdict};
 
 /// How often the kernel XSK statistics are read.
@@ -19,7 +19,7 @@ const KERNEL_STATS_EVERY_MS: Millis = 1000;
 const POOL_BUFS: usize = 4096;
 /// Returned batches drained per iteration at most.
 const RETURNS_PER_ITER: usize = 64;
-/// Frames per prefetch pass (`PacketEngine::warm_batch`).
+/// Frames per prefetch pass (`PacketHandler::warm_batch`).
 const WARM: usize = 32;
 
 /// Everything a shard thread needs; moved into the thread.
@@ -88,7 +88,7 @@ pub fn place_control_thread(shard_cpus: &[usize]) -> String {
 
 impl WorkerInit {
     /// Pin, build the engine, run until stopped; returns the final counters.
-    pub(crate) fn run<E: PacketEngine>(self, factory: impl FnOnce(u16, u16) -> E) -> ShardStats {
+    pub(crate) fn run<E: PacketHandler>(self, factory: impl FnOnce(u16, u16) -> E) -> ShardStats {
         if let Some(cpu) = self.cpu {
             pin(cpu);
         }
@@ -125,7 +125,7 @@ impl WorkerInit {
     }
 }
 
-impl<E: PacketEngine> Worker<E> {
+impl<E: PacketHandler> Worker<E> {
     fn counters(&self) -> Option<&ShardCounters> {
         self.init.counters.get(usize::from(self.init.id))
     }

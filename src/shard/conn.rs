@@ -40,8 +40,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::index::Index;
 use super::tcp_state::{self, Dir, TcpState};
 use super::template::TplHandle;
-use super::timer::{self, TimerWheel, TICK_MS};
-use crate::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
+use super::timer::{self, ExpireStats, TimerWheel, TICK_MS};
+use crate::service::model::{DestId, FlowKey, FwdMethod, Millis, Proto, Timeouts};
 
 /// Largest capacity a table accepts (larger requests are clamped).
 pub const MAX_CAPACITY: usize = 1 << 30;
@@ -187,15 +187,6 @@ pub struct Inserted {
     /// The connection pushed out to make room (the engine must account for
     /// it as for an expired one).
     pub evicted: Option<Conn>,
-}
-
-/// Work done by one [`ConnTable::expire`] call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExpireStats {
-    /// Timer entries looked at (expired + lazily re-armed).
-    pub visited: usize,
-    /// Connections removed.
-    pub expired: usize,
 }
 
 // ---- entry encoding ----

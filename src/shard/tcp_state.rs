@@ -13,7 +13,7 @@
 //! The connection table switches a non-NAT connection's input packets to the
 //! INPUT_ONLY table automatically (IPVS's `IP_VS_CONN_F_NOOUTPUT`).
 
-use crate::model::{Millis, Timeouts};
+use crate::service::model::{Millis, Timeouts};
 
 /// IPVS TCP connection states (`IP_VS_TCP_S_*`), in IPVS's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

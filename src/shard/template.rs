@@ -19,10 +19,9 @@ use std::net::IpAddr;
 
 use hashbrown::DefaultHashBuilder;
 
-use super::conn::ExpireStats;
 use super::index::Index;
-use super::timer::{self, TimerWheel};
-use crate::model::{DestId, Millis, Proto};
+use super::timer::{self, ExpireStats, TimerWheel};
+use crate::service::model::{DestId, Millis, Proto};
 
 /// Delay before a template that still controls connections is checked again.
 pub const TEMPLATE_RECHECK_MS: Millis = 60_000;

@@ -17,7 +17,17 @@
 //!   fires (lazy re-arming). Cost is proportional to the handles visited in
 //!   due slots plus the ticks elapsed, never to the table size.
 
-use crate::model::Millis;
+use crate::service::model::Millis;
+
+/// Work done by one expiry pass over a wheel (the connection or template
+/// table's `expire`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireStats {
+    /// Timer entries looked at (expired + lazily re-armed).
+    pub visited: usize,
+    /// Entries (connections, templates) removed.
+    pub expired: usize,
+}
 
 /// Wheel tick in ms (a power of two).
 pub const TICK_MS: Millis = 1 << TICK_SHIFT;

@@ -12,6 +12,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod flow;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
@@ -20,6 +21,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use ethernet::{EthernetFrame, EthernetRepr, VlanTag};
+pub use flow::{FlowKey, Proto};
 pub use icmp::{IcmpInner, Icmpv4Packet, Icmpv6Packet};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{ExtChain, Ipv6Packet, Ipv6Repr};

@@ -11,7 +11,7 @@ use super::ipv6::{walk_ext, Ipv6Packet, HEADER_LEN as IPV6_HEADER_LEN};
 use super::tcp::TcpPacket;
 use super::udp::{UdpPacket, HEADER_LEN as UDP_HEADER_LEN};
 use super::{ethertype, proto, WireError};
-use crate::model::{FlowKey, Proto};
+use crate::wire::flow::{FlowKey, Proto};
 
 /// What the frame carries at layer 3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

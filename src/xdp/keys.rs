@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::model::Proto;
+use crate::service::model::Proto;
 
 /// Key size in bytes.
 pub const KEY_SIZE: usize = 20;

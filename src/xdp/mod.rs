@@ -31,7 +31,7 @@ pub use error::XdpError;
 pub use keys::AddrKey;
 pub use prog::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
-use crate::model::Proto;
+use crate::service::model::Proto;
 use keys::{FLAG_PRESENT, KEY_SIZE, VALUE_SIZE};
 use sys::{BpfMap, MapType};
 

@@ -27,8 +27,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use xdpvs::control::snapshot::Snapshot;
-use xdpvs::model::{mask_addr, DestId, FlowKey, Proto, ServiceKey};
+use xdpvs::service::model::{mask_addr, DestId, FlowKey, Proto, ServiceKey};
+use xdpvs::service::snapshot::Snapshot;
 use xdpvs::shard::engine::{owner_shard, EngineConfig};
 use xdpvs::shard::tcp_state;
 use xdpvs::shard::template::TemplateKey;

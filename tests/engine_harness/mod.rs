@@ -14,8 +14,8 @@ pub mod fuzz;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-use xdpvs::control::snapshot::Snapshot;
-use xdpvs::control::{build_snapshot, Config};
+use xdpvs::config::{build_snapshot, Config};
+use xdpvs::service::snapshot::Snapshot;
 use xdpvs::shard::engine::{Engine, EngineConfig};
 use xdpvs::shard::nexthop::{Neighbors, NextHop};
 use xdpvs::shard::verdict::{Frame, Verdict};

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use xdpvs::lab::Lab;
+use xdpvs_lab::Lab;
 
 /// The lab's namespace names are fixed: one lab test at a time per binary.
 pub static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
