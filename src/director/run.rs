@@ -5,6 +5,7 @@
 //! counters).
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +21,7 @@ use crate::control::event_loop::{self, LoopConfig};
 use crate::control::signals::Signals;
 use crate::control::state::ControlState;
 use crate::control::status::{dest_totals, new_reports, Reports};
-use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig};
+use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig, SharedNeighbors};
 use crate::dataplane::plan::{PlanIface, ShardPlan};
 use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
 use crate::director::maps::{update_locals, update_maps, Attached};
