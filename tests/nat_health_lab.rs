@@ -340,6 +340,35 @@ fn first_packets_after_a_start_find_their_next_hops() {
             director.log_text()
         );
     }
+    // A neighbour forgotten while the director runs (flushed, as the
+    // kernel's garbage collection does): the next client's packets wait
+    // for the kernel to resolve it again instead of being dropped. The
+    // router is the gateway of every client reply and nothing else of the
+    // host talks to it, so the replies find its MAC unknown.
+    for fam in ["-4", "-6"] {
+        let out = Command::new("ip")
+            .args(["-n", &ns, fam, "neigh", "flush", "all"])
+            .output()
+            .expect("ip neigh flush");
+        assert!(out.status.success(), "{out:?}");
+    }
+    // The shards' copy of the neighbour table is refreshed every second.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut udp = Request::udp(&lab.client4(2, 9), &vip4, 53);
+    udp.timeout = 0.8;
+    let mut web6 = Request::http(&lab.client6(9), &vip6, 80);
+    web6.timeout = 0.9;
+    for q in [udp, web6] {
+        let r = lab.requests(std::slice::from_ref(&q)).expect("request");
+        assert!(
+            r[0].ok,
+            "{} -> {} after the neighbours were flushed, on its only try: {}\n{}",
+            q.src,
+            q.dst,
+            r[0].error,
+            director.log_text()
+        );
+    }
     let log = director.stop();
     assert!(log.contains("next hops: "), "{log}");
     assert!(!log.contains("unresolved after"), "{log}");

@@ -42,6 +42,7 @@
 
 pub mod counters;
 pub mod handoff;
+pub mod hold;
 pub mod mem;
 pub mod neigh;
 pub mod netlink;
@@ -80,6 +81,11 @@ pub trait PacketHandler: Send {
     fn warm_batch(&mut self, _frames: &[&[u8]]) {}
     /// Called at most once per millisecond, and at least every `poll_timeout`.
     fn tick(&mut self, now: Millis);
+    /// The next hop towards `dest` if its MAC is known now (for frames
+    /// held by [`Verdict::Hold`]). Default: never (held frames expire).
+    fn next_hop(&mut self, _dest: std::net::IpAddr) -> Option<crate::shard::nexthop::NextHop> {
+        None
+    }
 }
 
 /// Errors of the data plane runtime.

@@ -322,6 +322,23 @@ impl Neighbors for NeighborTable {
     fn version(&self) -> Option<u64> {
         Some(self.version)
     }
+
+    fn pending(&self, addr: IpAddr) -> Option<NextHop> {
+        if self.lookup_quiet(addr) != Err(Miss::NoNeighbor) {
+            return None;
+        }
+        let oif = match self.pinned_ifindex(addr) {
+            Some(i) => i,
+            None => self.fast.get(self.route_index(addr)?)?.oif,
+        };
+        let l2 = self.links.get(&oif)?;
+        Some(NextHop {
+            ifindex: oif,
+            src_mac: l2.mac,
+            dst_mac: [0; 6],
+            mtu: l2.mtu,
+        })
+    }
 }
 
 /// The current table, shared by all shards (cheap to clone).

@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::counters::{ShardCounters, ShardStats};
 use super::handoff::{BufPool, HandoffBatch, HandoffFrame, Waker};
+use super::hold::{set_macs, Held, HoldQueue, HOLD_MS};
 use super::xsk::{RxFrame, ShardXsk, HANDOFF_HEADROOM};
 use super::{monotonic_millis, PacketHandler};
 use crate::service::model::Millis;
@@ -49,6 +50,8 @@ struct Worker<E> {
     out: Vec<Vec<HandoffFrame>>,
     rx: Vec<RxFrame>,
     pollfds: Vec<libc::pollfd>,
+    /// Frames waiting for a next hop's MAC.
+    held: HoldQueue,
 }
 
 fn pin(cpu: usize) {
@@ -119,6 +122,7 @@ impl WorkerInit {
             engine,
             stats: ShardStats::default(),
             pollfds,
+            held: HoldQueue::default(),
         };
         w.run_loop();
         w.stats
@@ -165,6 +169,10 @@ impl<E: PacketHandler> Worker<E> {
             }
             self.sleep();
             self.publish();
+        }
+        for h in self.held.take_all() {
+            self.stats.count_drop(DropReason::NoNeighbor);
+            self.init.xsk.recycle(h.base);
         }
         self.drain_tx();
         self.kernel_stats();
@@ -253,6 +261,9 @@ impl<E: PacketHandler> Worker<E> {
             self.pool.put_batch(b.frames);
         }
 
+        if !self.held.is_empty() {
+            self.service_held(now);
+        }
         let fr = self.init.xsk.flush_tx();
         self.stats.tx_full += fr.rejected;
         self.stats.kicks += fr.kicks;
@@ -272,6 +283,10 @@ impl<E: PacketHandler> Worker<E> {
             Verdict::Forward { ifindex } => {
                 let (start, len) = (frame.start, frame.len);
                 self.forward(f.base, start, len, ifindex);
+            }
+            Verdict::Hold { ifindex, dest } => {
+                let (start, len) = (frame.start, frame.len);
+                self.hold(now, f.base, start, len, ifindex, dest);
             }
             Verdict::Handoff(s) => {
                 let s = usize::from(s);
@@ -325,6 +340,10 @@ impl<E: PacketHandler> Worker<E> {
                 let (start, len) = (frame.start, frame.len);
                 self.forward(base, start, len, ifindex);
             }
+            Verdict::Hold { ifindex, dest } => {
+                let (start, len) = (frame.start, frame.len);
+                self.hold(now, base, start, len, ifindex, dest);
+            }
             Verdict::Handoff(_) => {
                 // A frame is handed over at most once.
                 self.stats.handoff_invalid += 1;
@@ -337,6 +356,63 @@ impl<E: PacketHandler> Worker<E> {
             Verdict::Drop(r) => {
                 self.stats.count_drop(r);
                 self.init.xsk.recycle(base);
+            }
+        }
+    }
+
+    /// Keep a frame until the MAC of its next hop is known (or drop it and
+    /// count `no_neighbor` when the shard already holds its share).
+    fn hold(
+        &mut self,
+        now: Millis,
+        base: u64,
+        start: usize,
+        len: usize,
+        ifindex: u32,
+        dest: std::net::IpAddr,
+    ) {
+        let h = Held {
+            base,
+            start,
+            len,
+            ifindex,
+            dest,
+            until: now + HOLD_MS,
+        };
+        if self.held.push(h).is_err() {
+            self.stats.count_drop(DropReason::NoNeighbor);
+            self.init.xsk.recycle(base);
+        }
+    }
+
+    /// Send the held frames whose next hop is now known; drop and count
+    /// the expired ones.
+    fn service_held(&mut self, now: Millis) {
+        let mut ready = Vec::new();
+        let mut expired = Vec::new();
+        let engine = &mut self.engine;
+        self.held.service(
+            now,
+            |d| engine.next_hop(d),
+            |h, hop| ready.push((h, hop)),
+            |h| expired.push(h),
+        );
+        for h in expired {
+            self.stats.count_drop(DropReason::NoNeighbor);
+            self.init.xsk.recycle(h.base);
+        }
+        for (h, hop) in ready {
+            let ok = self
+                .init
+                .xsk
+                .frame_mut(h.base)
+                .and_then(|b| b.get_mut(h.start..h.start.saturating_add(h.len)))
+                .is_some_and(|f| set_macs(f, &hop));
+            if ok {
+                self.forward(h.base, h.start, h.len, hop.ifindex);
+            } else {
+                self.stats.count_drop(DropReason::NoNeighbor);
+                self.init.xsk.recycle(h.base);
             }
         }
     }
@@ -402,7 +478,7 @@ impl<E: PacketHandler> Worker<E> {
             waker.woke();
             return;
         }
-        let timeout = if self.init.xsk.tx_pending() {
+        let timeout = if self.init.xsk.tx_pending() || !self.held.is_empty() {
             1
         } else {
             self.init.poll_timeout.as_millis().clamp(1, 60_000) as i32

@@ -198,6 +198,10 @@ impl PacketHandler for ShardAdapter {
         v
     }
 
+    fn next_hop(&mut self, dest: std::net::IpAddr) -> Option<crate::shard::nexthop::NextHop> {
+        self.table.load().lookup_quiet(dest).ok()
+    }
+
     fn warm_batch(&mut self, frames: &[&[u8]]) {
         self.engine
             .warm_batch(frames, crate::dataplane::mem::prefetch)

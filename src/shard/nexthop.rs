@@ -24,6 +24,14 @@ pub trait Neighbors {
     fn version(&self) -> Option<u64> {
         None
     }
+
+    /// When [`Neighbors::lookup`] found a route but not yet the next hop's
+    /// MAC: the hop with a zero `dst_mac`, so the frame can be rewritten
+    /// now and held until the MAC is known. `None` (the default): no route
+    /// either, or holding is not supported.
+    fn pending(&self, _addr: IpAddr) -> Option<NextHop> {
+        None
+    }
 }
 
 /// A fixed table, for tests and pinned config entries.

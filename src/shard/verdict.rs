@@ -120,7 +120,19 @@ impl DropReason {
 pub enum Verdict {
     /// The frame was rewritten in place; send it out of interface `ifindex`.
     Forward { ifindex: u32 },
-    /// Not for the director: give it to the kernel unchanged.
+    /// Rewritten for interface `ifindex`, but the MAC of the next hop
+    /// towards `dest` is not known yet (the kernel is resolving it): hold
+    /// the frame briefly, fill in the destination MAC once the neighbour
+    /// is known and send it (as the kernel's `arp_queue` does), or drop it
+    /// and count `no_neighbor` when the hold expires.
+    Hold {
+        ifindex: u32,
+        dest: std::net::IpAddr,
+    },
+    /// Not virtual-service traffic. The XDP filter sends the data path
+    /// only frames it must translate, so a frame from an AF_XDP socket
+    /// never gets this verdict in practice; if one does, it cannot go back
+    /// to the kernel and is dropped and counted (`passed_unhandled`).
     Pass,
     /// Drop it and count `reason`.
     Drop(DropReason),

@@ -547,6 +547,7 @@ pub fn run(data: &[u8]) -> Coverage {
         let name = match v {
             Verdict::Drop(r) => format!("drop:{}", r.name()),
             Verdict::Forward { .. } => "forward".to_string(),
+            Verdict::Hold { .. } => "hold".to_string(),
             Verdict::Pass => "pass".to_string(),
             Verdict::Handoff(_) => "handoff".to_string(),
         };

@@ -144,6 +144,20 @@ pub struct Engine {
     last_expire: Millis,
 }
 
+/// The next hop towards `addr` when known (`false`), else the pending hop
+/// whose MAC the kernel is resolving (`true`: rewrite now, hold the frame).
+#[inline(always)]
+pub(super) fn hop_or_pending(
+    hop: Option<crate::shard::nexthop::NextHop>,
+    addr: IpAddr,
+    nh: &dyn Neighbors,
+) -> Option<(crate::shard::nexthop::NextHop, bool)> {
+    match hop {
+        Some(h) => Some((h, false)),
+        None => nh.pending(addr).map(|h| (h, true)),
+    }
+}
+
 /// Where a connection's inbound packets go.
 #[derive(Clone, Copy, Debug)]
 struct Target {
@@ -498,6 +512,68 @@ fwmark = 1
         format!(
             "[[fwmark]]\nmark = 1\nrules = [ {{ vip = \"{vip}\", proto = \"tcp\", ports = \"80\" }} ]\n"
         )
+    }
+
+    /// Neighbours whose MAC is never known; `route` decides whether a
+    /// pending hop exists (a route through a data-plane interface).
+    struct Unresolved {
+        route: bool,
+    }
+
+    impl Neighbors for Unresolved {
+        fn lookup(&self, _: IpAddr) -> Option<NextHop> {
+            None
+        }
+        fn pending(&self, _: IpAddr) -> Option<NextHop> {
+            self.route.then_some(NextHop {
+                ifindex: 4,
+                src_mac: [2, 0, 0, 0, 0, 7],
+                dst_mac: [0; 6],
+                mtu: 1500,
+            })
+        }
+    }
+
+    /// A frame whose next hop is routed but not yet resolved is rewritten
+    /// and held (the data path sends it once the MAC is known), first
+    /// packet and established ones alike; with no route at all it is
+    /// dropped as before.
+    #[test]
+    fn unresolved_next_hop_holds_the_rewritten_frame() {
+        let svc = r#"
+[[service]]
+name = "web"
+proto = "tcp"
+vip = "198.19.255.1"
+port = 80
+  [[service.real]]
+  addr = "198.19.254.7"
+  forward = "dr"
+"#;
+        let mut e = Engine::new(EngineConfig::default(), snap(&format!("{HEAD}{svc}"), None));
+        let vip = [198, 19, 255, 1];
+        let hold = Verdict::Hold {
+            ifindex: 4,
+            dest: IpAddr::from([198, 19, 254, 7]),
+        };
+        for flags in [SYN, ACK] {
+            let frame = tcp(vip, 80, flags);
+            let mut buf = vec![0u8; 128 + frame.len()];
+            buf[128..].copy_from_slice(&frame);
+            let mut f = Frame::new(&mut buf, 128, frame.len());
+            assert_eq!(e.process(1_000, &mut f, &Unresolved { route: true }), hold);
+            assert_eq!(f.data()[6..12], [2, 0, 0, 0, 0, 7], "source MAC rewritten");
+        }
+        assert_eq!(e.conns().len(), 1);
+        assert_eq!(e.stats.neighbor_misses, 2);
+        let frame = tcp(vip, 80, ACK);
+        let mut buf = vec![0u8; 128 + frame.len()];
+        buf[128..].copy_from_slice(&frame);
+        let mut f = Frame::new(&mut buf, 128, frame.len());
+        assert_eq!(
+            e.process(1_000, &mut f, &Unresolved { route: false }),
+            Verdict::Drop(DropReason::NoNeighbor)
+        );
     }
 
     /// The established fast path skips classification only where the

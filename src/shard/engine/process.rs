@@ -18,7 +18,7 @@ use crate::wire::{self, PacketInfo};
 
 use super::accounting::cached_hop;
 use super::schedule::NewTarget;
-use super::{owner_shard, Ctx, Target};
+use super::{hop_or_pending, owner_shard, Ctx, Target};
 
 /// What [`Ctx::established_in`] did.
 enum Fast {
@@ -179,7 +179,7 @@ impl Ctx<'_> {
         d.c.inbytes += u64::from(info.l3_len);
         let hop = cached_hop(d, c.raddr, nh);
         self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-        Fast::Done(self.transmit_hop(frame, info, &Target::of(&c), hop))
+        Fast::Done(self.transmit_hop(frame, info, &Target::of(&c), hop, nh))
     }
     pub(super) fn drop(&mut self, r: DropReason) -> Verdict {
         if let Some(c) = self.stats.dropped.get_mut(r as usize) {
@@ -274,7 +274,7 @@ impl Ctx<'_> {
             return self.drop(DropReason::NotSyn);
         }
         let t = match self.new_conn(now, key, svc_idx, svc, info, nh) {
-            Ok(NewTarget::New(t, hop)) => return self.transmit_hop(frame, info, &t, hop),
+            Ok(NewTarget::New(t, hop)) => return self.transmit_hop(frame, info, &t, hop, nh),
             Ok(NewTarget::Existing(t)) => {
                 if let Some(d) = self.dests.get_mut(&t.dest) {
                     d.c.inpkts += 1;
@@ -307,13 +307,11 @@ impl Ctx<'_> {
             d.c.outpkts += 1;
             d.c.outbytes += u64::from(info.l3_len);
         }
-        let Some(hop) = nh.lookup(c.caddr) else {
+        let Some((hop, held)) = hop_or_pending(nh.lookup(c.caddr), c.caddr, nh) else {
             return self.no_neighbor(c.caddr);
         };
         match forward::nat_out(frame, info, c.vaddr, c.vport, &hop) {
-            Ok(()) => Verdict::Forward {
-                ifindex: hop.ifindex,
-            },
+            Ok(()) => self.sent(&hop, held, c.caddr),
             Err(_) => self.drop(DropReason::NoRoom),
         }
     }
@@ -368,13 +366,11 @@ impl Ctx<'_> {
                 self.stats.passed += 1;
                 return Verdict::Pass;
             };
-            let Some(hop) = nh.lookup(c.caddr) else {
+            let Some((hop, held)) = hop_or_pending(nh.lookup(c.caddr), c.caddr, nh) else {
                 return self.no_neighbor(c.caddr);
             };
             return match forward::nat_icmp_out(frame, info, c.vaddr, c.vport, &hop) {
-                Ok(()) => Verdict::Forward {
-                    ifindex: hop.ifindex,
-                },
+                Ok(()) => self.sent(&hop, held, c.caddr),
                 Err(e) => self.drop(e.drop_reason()),
             };
         }
@@ -389,30 +385,45 @@ impl Ctx<'_> {
         };
         match c.fwd {
             FwdMethod::Dr => {
-                let Some(hop) = nh.lookup(c.raddr) else {
+                let Some((hop, held)) = hop_or_pending(nh.lookup(c.raddr), c.raddr, nh) else {
                     return self.no_neighbor(c.raddr);
                 };
                 match forward::dr(frame, info, &hop) {
-                    Ok(()) => Verdict::Forward {
-                        ifindex: hop.ifindex,
-                    },
+                    Ok(()) => self.sent(&hop, held, c.raddr),
                     Err(_) => self.drop(DropReason::NoRoom),
                 }
             }
             FwdMethod::Ipip | FwdMethod::Gue => self.transmit_in(frame, info, &Target::of(&c), nh),
             FwdMethod::Nat => {
-                let Some(hop) = nh.lookup(c.raddr) else {
+                let Some((hop, held)) = hop_or_pending(nh.lookup(c.raddr), c.raddr, nh) else {
                     return self.no_neighbor(c.raddr);
                 };
                 match forward::nat_icmp_in(frame, info, c.raddr, c.rport, &hop) {
-                    Ok(()) => Verdict::Forward {
-                        ifindex: hop.ifindex,
-                    },
+                    Ok(()) => self.sent(&hop, held, c.raddr),
                     Err(e) => self.drop(e.drop_reason()),
                 }
             }
         }
     }
+    /// The verdict for a frame rewritten towards `hop`: sent, or held
+    /// until the MAC of the next hop towards `dest` is known.
+    #[inline(always)]
+    fn sent(&mut self, hop: &NextHop, held: bool, dest: IpAddr) -> Verdict {
+        if !held {
+            return Verdict::Forward {
+                ifindex: hop.ifindex,
+            };
+        }
+        self.stats.neighbor_misses += 1;
+        if self.want_neighbors.len() < 64 && !self.want_neighbors.contains(&dest) {
+            self.want_neighbors.push(dest);
+        }
+        Verdict::Hold {
+            ifindex: hop.ifindex,
+            dest,
+        }
+    }
+
     fn no_neighbor(&mut self, a: IpAddr) -> Verdict {
         self.stats.neighbor_misses += 1;
         if self.want_neighbors.len() < 64 && !self.want_neighbors.contains(&a) {
@@ -429,7 +440,7 @@ impl Ctx<'_> {
         nh: &dyn Neighbors,
     ) -> Verdict {
         let hop = nh.lookup(c.raddr);
-        self.transmit_hop(frame, info, c, hop)
+        self.transmit_hop(frame, info, c, hop, nh)
     }
     /// [`Ctx::transmit_in`] with the next hop already looked up.
     #[inline(always)]
@@ -439,8 +450,9 @@ impl Ctx<'_> {
         info: &PacketInfo,
         c: &Target,
         hop: Option<NextHop>,
+        nh: &dyn Neighbors,
     ) -> Verdict {
-        let Some(hop) = hop else {
+        let Some((hop, held)) = hop_or_pending(hop, c.raddr, nh) else {
             return self.no_neighbor(c.raddr);
         };
         let r = match c.fwd {
@@ -464,9 +476,7 @@ impl Ctx<'_> {
             }
         };
         match r {
-            Ok(()) => Verdict::Forward {
-                ifindex: hop.ifindex,
-            },
+            Ok(()) => self.sent(&hop, held, c.raddr),
             Err(_) => self.drop(DropReason::NoRoom),
         }
     }
