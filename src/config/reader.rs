@@ -16,9 +16,9 @@ use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
 use crate::config::schema::{
     parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, XdpMode,
+    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, XdpMode,
     DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS,
-    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, TIMEOUT_KEYS, TOP_KEYS,
+    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, TIMEOUT_KEYS, TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -629,6 +629,12 @@ impl Reader {
             Some((path, v)) => self.health(path, v),
             None => None,
         };
+        let sorry_server = match self.get(t, "sorry_server") {
+            Some((path, v)) => self
+                .table(path, v, SORRY_KEYS)
+                .and_then(|st| self.sorry(&st)),
+            None => None,
+        };
         let mut reals = Vec::new();
         for (path, v) in self.array(t, "real", "an array of tables [[service.real]]") {
             if let Some(rt) = self.table(path, v, REAL_KEYS) {
@@ -646,7 +652,33 @@ impl Reader {
             expire_nodest_conn,
             expire_quiescent_template,
             health,
+            sorry_server,
             reals,
+        })
+    }
+
+    fn forward(&mut self, t: &Tbl<'_, '_>) -> Option<FwdMethod> {
+        self.choice(
+            t,
+            "forward",
+            "forward method",
+            &[
+                ("dr", FwdMethod::Dr),
+                ("nat", FwdMethod::Nat),
+                ("ipip", FwdMethod::Ipip),
+                ("gue", FwdMethod::Gue),
+            ],
+        )
+    }
+
+    fn sorry(&mut self, t: &Tbl<'_, '_>) -> Option<SorryConfig> {
+        let addr = self.ip_req(t, "addr");
+        let port = self.uint_opt::<u16>(t, "port").filter(|&p| p != 0);
+        let forward = self.forward(t).unwrap_or(FwdMethod::Dr);
+        Some(SorryConfig {
+            addr: addr?,
+            port,
+            forward,
         })
     }
 
@@ -746,17 +778,7 @@ impl Reader {
         if let Some(w) = self.uint_opt(t, "weight") {
             r.weight = w;
         }
-        if let Some(f) = self.choice(
-            t,
-            "forward",
-            "forward method",
-            &[
-                ("dr", FwdMethod::Dr),
-                ("nat", FwdMethod::Nat),
-                ("ipip", FwdMethod::Ipip),
-                ("gue", FwdMethod::Gue),
-            ],
-        ) {
+        if let Some(f) = self.forward(t) {
             r.forward = f;
         }
         if let Some(n) = self.uint_opt(t, "u_threshold") {

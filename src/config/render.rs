@@ -182,6 +182,15 @@ fn write_service(o: &mut String, s: &ServiceConfig) -> std::fmt::Result {
     if let Some(h) = &s.health {
         writeln!(o, "health = {}", health(h))?;
     }
+    if let Some(z) = &s.sorry_server {
+        let port = z.port.map(|p| format!(", port = {p}")).unwrap_or_default();
+        writeln!(
+            o,
+            "sorry_server = {{ addr = {}{port}, forward = {} }}",
+            q(&z.addr.to_string()),
+            q(z.forward.name())
+        )?;
+    }
     for r in &s.reals {
         writeln!(o, "  [[service.real]]")?;
         writeln!(o, "  addr = {}", q(&r.addr.to_string()))?;

@@ -237,6 +237,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "expire_nodest_conn",
     "expire_quiescent_template",
     "health",
+    "sorry_server",
     "real",
 ];
 
@@ -258,6 +259,8 @@ pub struct ServiceConfig {
     pub expire_quiescent_template: Option<bool>,
     /// Health check defaults for every real server of the service.
     pub health: Option<HealthSpec>,
+    /// Where new connections go when no real server can take one.
+    pub sorry_server: Option<SorryConfig>,
     pub reals: Vec<RealConfig>,
 }
 
@@ -269,6 +272,31 @@ impl ServiceConfig {
             ServiceKey::Addr { port, .. } if port != 0 => Some(port),
             _ => None,
         }
+    }
+}
+
+/// The keys of `sorry_server = { ... }` (the reader refuses any other).
+pub(crate) const SORRY_KEYS: &[&str] = &["addr", "port", "forward"];
+
+/// `sorry_server = { addr, port, forward }` of a service (keepalived
+/// `sorry_server`): new connections go there while no real server of the
+/// service can take one (all down, quiesced, weight 0 or overloaded, or
+/// none configured); existing connections to it continue until they end.
+/// It is reached as a real server is (same `port` and `forward` rules),
+/// has no health check, and never gets a persistence template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SorryConfig {
+    pub addr: IpAddr,
+    /// `None`: as a real server without a port (the service port, or the
+    /// packet's own for fwmark and port-0 services).
+    pub port: Option<u16>,
+    pub forward: FwdMethod,
+}
+
+impl SorryConfig {
+    /// The port it is reached on (`None` = the packet's own).
+    pub fn effective_port(&self, svc: &ServiceConfig) -> Option<u16> {
+        self.port.or(svc.default_real_port())
     }
 }
 
@@ -549,6 +577,7 @@ mod tests {
             expire_nodest_conn: None,
             expire_quiescent_template: None,
             health: None,
+            sorry_server: None,
             reals: vec![],
         }
     }

@@ -289,14 +289,18 @@ impl ControlState {
                     rates.add(rt);
                 }
                 let rk = (svc.key, d.addr, d.port);
-                r.health = if self.down.contains_key(&rk) {
+                r.health = if svc.is_sorry(d.id) {
+                    "sorry".into()
+                } else if self.down.contains_key(&rk) {
                     "down".into()
                 } else if snap.health.contains_key(&d.id) {
                     "up".into()
                 } else {
                     "-".into()
                 };
-                if let Some(cr) = cfg_svc.and_then(|c| {
+                if svc.is_sorry(d.id) {
+                    r.config_weight = d.weight;
+                } else if let Some(cr) = cfg_svc.and_then(|c| {
                     c.reals
                         .iter()
                         .find(|x| x.addr == d.addr && x.port.or(c.default_real_port()) == d.port)

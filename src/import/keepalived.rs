@@ -2179,6 +2179,7 @@ impl Builder<'_> {
                 expire_nodest_conn: None,
                 expire_quiescent_template: None,
                 health: None,
+                sorry_server: None,
                 reals,
             });
         }
