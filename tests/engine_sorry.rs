@@ -81,7 +81,8 @@ fn has_template(h: &Harness, client: &str) -> bool {
 fn new_connections_go_to_the_sorry_server_only_when_no_real_server_can_take_them() {
     let a = Some(ip(RA));
     let s = Some(ip(SORRY));
-    let cases: &[(Option<u32>, Option<u32>, bool, Option<IpAddr>)] = &[
+    type Case = (Option<u32>, Option<u32>, bool, Option<IpAddr>);
+    let cases: &[Case] = &[
         (Some(1), None, true, a),     // a real server is available
         (Some(0), None, true, s),     // all quiesced / down
         (Some(0), Some(0), true, s),  // all quiesced / down

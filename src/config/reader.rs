@@ -736,6 +736,26 @@ impl Reader {
         p
     }
 
+    /// An array of strings (a command and its arguments).
+    fn str_list_opt(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Vec<String>> {
+        let (path, v) = self.get(t, key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(
+                &path,
+                v,
+                "an array of strings, e.g. [\"/path/to/program\", \"arg\"]",
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            self.origin.record(&p, item.span());
+            out.push(self.str_val(&p, item)?);
+        }
+        Some(out)
+    }
+
     fn health(&mut self, path: String, v: &Val<'_>) -> Option<HealthSpec> {
         let t = self.table(path, v, HEALTH_KEYS)?;
         Some(HealthSpec {
@@ -747,6 +767,7 @@ impl Reader {
                     ("tcp", HealthKind::Tcp),
                     ("http", HealthKind::Http),
                     ("udp", HealthKind::Udp),
+                    ("exec", HealthKind::Exec),
                     ("none", HealthKind::None),
                 ],
             ),
@@ -759,6 +780,11 @@ impl Reader {
             expect_status: self.uint_opt(&t, "expect_status"),
             send: self.str_opt(&t, "send"),
             expect: self.str_opt(&t, "expect"),
+            cmd: self.str_list_opt(&t, "cmd"),
+            alpha: self.bool_opt(&t, "alpha"),
+            omega: self.bool_opt(&t, "omega"),
+            notify_up: self.str_list_opt(&t, "notify_up"),
+            notify_down: self.str_list_opt(&t, "notify_down"),
             on_failure: self.choice(
                 &t,
                 "on_failure",

@@ -41,8 +41,27 @@ fn health(h: &HealthSpec) -> String {
     if let Some(s) = &h.expect {
         parts.push(format!("expect = {}", q(s)));
     }
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    if let Some(c) = &h.cmd {
+        parts.push(format!("cmd = {}", list(c)));
+    }
     if let Some(f) = h.on_failure {
         parts.push(format!("on_failure = {}", q(f.name())));
+    }
+    if let Some(b) = h.alpha {
+        parts.push(format!("alpha = {b}"));
+    }
+    if let Some(b) = h.omega {
+        parts.push(format!("omega = {b}"));
+    }
+    if let Some(c) = &h.notify_up {
+        parts.push(format!("notify_up = {}", list(c)));
+    }
+    if let Some(c) = &h.notify_down {
+        parts.push(format!("notify_down = {}", list(c)));
     }
     if parts.is_empty() {
         "{}".to_string()

@@ -375,9 +375,14 @@ impl RealConfig {
                 send: pick!(send).unwrap_or_default(),
                 expect: pick!(expect),
             },
+            HealthKind::Exec => HealthProbe::Exec {
+                cmd: pick!(cmd).unwrap_or_default(),
+            },
         };
         let port = match pick!(port).or(self.effective_port(svc)) {
             Some(p) => p,
+            // A program needs no port (it is told 0).
+            None if kind == HealthKind::Exec => 0,
             None => {
                 return Err(
                     "health check needs a `port`: the real server has none and the service \
@@ -394,6 +399,10 @@ impl RealConfig {
             rise: pick!(rise).unwrap_or(2),
             fall: pick!(fall).unwrap_or(3),
             on_failure: pick!(on_failure).unwrap_or(OnFailure::Quiesce),
+            alpha: pick!(alpha).unwrap_or(false),
+            omega: pick!(omega).unwrap_or(false),
+            notify_up: pick!(notify_up),
+            notify_down: pick!(notify_down),
         }))
     }
 }
@@ -404,6 +413,7 @@ pub enum HealthKind {
     Tcp,
     Http,
     Udp,
+    Exec,
     None,
 }
 
@@ -413,6 +423,7 @@ impl HealthKind {
             HealthKind::Tcp => "tcp",
             HealthKind::Http => "http",
             HealthKind::Udp => "udp",
+            HealthKind::Exec => "exec",
             HealthKind::None => "none",
         }
     }
@@ -430,7 +441,12 @@ pub(crate) const HEALTH_KEYS: &[&str] = &[
     "expect_status",
     "send",
     "expect",
+    "cmd",
     "on_failure",
+    "alpha",
+    "omega",
+    "notify_up",
+    "notify_down",
 ];
 
 /// A `health = { ... }` table as written: every key optional. A real
@@ -458,8 +474,22 @@ pub struct HealthSpec {
     /// udp: the reply must start with this; unset: success unless an ICMP
     /// port-unreachable comes back within `timeout`.
     pub expect: Option<String>,
+    /// exec: the program and its arguments (`{addr}`, `{port}` replaced);
+    /// it also gets `XDPVS_REAL_ADDR`, `XDPVS_REAL_PORT`, `XDPVS_SERVICE`.
+    pub cmd: Option<Vec<String>>,
     /// Default `quiesce`.
     pub on_failure: Option<OnFailure>,
+    /// Start down until the first successful check (keepalived `alpha`),
+    /// default false (start up).
+    pub alpha: Option<bool>,
+    /// Run `notify_down` for servers still up when the director stops
+    /// (keepalived `omega`), default false.
+    pub omega: Option<bool>,
+    /// Program run when the check brings the server up (same environment
+    /// as `cmd`).
+    pub notify_up: Option<Vec<String>>,
+    /// Program run when the check takes the server down.
+    pub notify_down: Option<Vec<String>>,
 }
 
 /// The keys of `[[neighbor]]` (the reader refuses any other).
@@ -615,6 +645,10 @@ mod tests {
                 rise: 2,
                 fall: 7,
                 on_failure: OnFailure::Quiesce,
+                alpha: false,
+                omega: false,
+                notify_up: None,
+                notify_down: None,
             }
         );
         r.health = None;

@@ -667,6 +667,12 @@ impl Validator<'_> {
                 }
             };
             match r.health_check(svc) {
+                Ok(Some(h)) if matches!(&h.probe, crate::service::health::HealthProbe::Exec { cmd } if cmd.is_empty()) => {
+                    self.err(
+                        &format!("{}.cmd", hpath()),
+                        "an exec check needs `cmd` (the program and its arguments)",
+                    )
+                }
                 Ok(Some(h)) if h.interval > 0 && h.timeout > h.interval => self.err(
                     &format!("{}.timeout", hpath()),
                     format!(
@@ -790,6 +796,42 @@ impl Validator<'_> {
                 self.err(&format!("{hp}.{key}"), "payload longer than 1024 bytes");
             }
         }
+        for (key, v) in [
+            ("cmd", &h.cmd),
+            ("notify_up", &h.notify_up),
+            ("notify_down", &h.notify_down),
+        ] {
+            let Some(v) = v else { continue };
+            match v.first() {
+                None => self.err(
+                    &format!("{hp}.{key}"),
+                    "must name a program (e.g. [\"/usr/local/bin/check\", \"{addr}\"])",
+                ),
+                Some(p) if p.is_empty() || p.contains('\0') => {
+                    self.err(&format!("{hp}.{key}[0]"), "empty program name")
+                }
+                Some(_) => {}
+            }
+            if v.iter().any(|a| a.contains('\0')) {
+                self.err(&format!("{hp}.{key}"), "an argument contains a NUL byte");
+            }
+            if v.len() > 256 {
+                self.err(&format!("{hp}.{key}"), "more than 256 arguments");
+            }
+        }
+        if h.cmd.is_some() && h.kind.is_some_and(|k| k != HealthKind::Exec) {
+            let kind = h.kind.map_or("tcp", |k| k.name());
+            self.err(
+                &format!("{hp}.cmd"),
+                format!("`cmd` applies only to type = \"exec\", not \"{kind}\""),
+            );
+        }
+        if h.kind == Some(HealthKind::Exec) && h.port.is_some() {
+            self.warn(
+                &format!("{hp}.port"),
+                "an exec check opens no connection; `port` only sets {port} and XDPVS_REAL_PORT",
+            );
+        }
         if let Some(kind) = h.kind {
             let http = h.path.is_some() || h.expect_status.is_some();
             let udp = h.send.is_some() || h.expect.is_some();
@@ -798,6 +840,8 @@ impl Validator<'_> {
                 HealthKind::Udp if http => Some(("path/expect_status", "http")),
                 HealthKind::Tcp | HealthKind::None if http => Some(("path/expect_status", "http")),
                 HealthKind::Tcp | HealthKind::None if udp => Some(("send/expect", "udp")),
+                HealthKind::Exec if http => Some(("path/expect_status", "http")),
+                HealthKind::Exec if udp => Some(("send/expect", "udp")),
                 _ => None,
             };
             if let Some((keys, only)) = bad {
