@@ -123,7 +123,8 @@ impl ControlState {
     /// and publish it in one store. On error nothing changes.
     pub fn apply(&mut self, cfg: Config) -> Result<String, String> {
         // Real servers checked for the first time with `alpha` start down;
-        // servers no longer checked are no longer held down.
+        // servers whose check is gone (removed, or `type = "none"`) are no
+        // longer held down by it.
         let before: std::collections::HashSet<RealKey> = configured_checks(&self.cfg)
             .into_iter()
             .map(|(rk, _, _)| rk)
@@ -136,7 +137,7 @@ impl ControlState {
             }
         }
         let now: std::collections::HashSet<&RealKey> = checks.iter().map(|(rk, _, _)| rk).collect();
-        down.retain(|rk, _| now.contains(rk));
+        down.retain(|rk, _| now.contains(rk) || !before.contains(rk));
         let eff = effective_with(&cfg, &down);
         let cur = self.snaps.load_full();
         let next = build_snapshot(&eff, Some(&cur)).map_err(|e| e.to_string())?;
