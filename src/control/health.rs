@@ -122,13 +122,17 @@ struct Checked {
     next: Instant,
     probe: Option<Box<Probe>>,
     running: Option<Running>,
+    /// A probe that failed before it started (an exec check whose program
+    /// cannot be run): reported as a failure by the completion of a short
+    /// timer, so it counts towards `fall` as any failure.
+    failed: Option<String>,
     /// No longer configured: dropped once its probe completes.
     gone: bool,
 }
 
 impl Checked {
     fn busy(&self) -> bool {
-        self.probe.is_some() || self.running.is_some()
+        self.probe.is_some() || self.running.is_some() || self.failed.is_some()
     }
 }
 
@@ -266,6 +270,7 @@ impl Health {
                             next,
                             probe: None,
                             running: None,
+                            failed: None,
                             gone: false,
                         },
                     );
@@ -296,7 +301,10 @@ impl Health {
                     match start_exec(r, cmd, c.addr, &c.service, c.check.timeout, token) {
                         Ok(run) => c.running = Some(run),
                         Err(e) => {
-                            tracing::warn!("exec health check of {}: {e}", c.addr);
+                            tracing::debug!("exec health check of {}: {e}", c.addr);
+                            if r.timeout(Duration::from_millis(1), token).is_ok() {
+                                c.failed = Some(format!("cannot run the check: {e}"));
+                            }
                         }
                     }
                 } else {
@@ -318,7 +326,9 @@ impl Health {
         let slot = (token - self.base) as usize;
         let rk = *self.slots.get(slot)?;
         let c = self.checked.get_mut(&rk)?;
-        let outcome = if let Some(run) = c.running.take() {
+        let outcome = if let Some(why) = c.failed.take() {
+            Step::Done(false, why)
+        } else if let Some(run) = c.running.take() {
             let (ok, why, unreaped) = finish_exec(run, result, c.check.timeout);
             if let Some(child) = unreaped {
                 self.reap.push((child, Instant::now()));
@@ -821,7 +831,7 @@ mod tests {
         let changes = drive(&mut h, &mut r, Duration::from_secs(6), |h, ch| {
             down_tags(ch).contains(&3) && h.children() == 0
         });
-        assert_eq!(down_tags(&changes), vec![2, 3, 5], "{changes:?}");
+        assert_eq!(down_tags(&changes), vec![2, 3, 5, 8], "{changes:?}");
         let slow = changes.iter().find(|c| c.real.2 == Some(3)).unwrap();
         assert!(slow.reason.contains("timed out"), "{}", slow.reason);
         assert!(
@@ -831,8 +841,10 @@ mod tests {
         for i in [1, 4, 6] {
             assert_eq!(h.is_up(&rk2("127.0.0.1", i)), Some(true), "{i}");
         }
-        // A program that cannot start is no verdict (logged), not a crash.
-        assert_eq!(h.is_up(&rk2("127.0.0.1", 8)), Some(true));
+        // A program that cannot start is a failed check.
+        assert_eq!(h.is_up(&rk2("127.0.0.1", 8)), Some(false));
+        let missing = changes.iter().find(|c| c.real.2 == Some(8)).unwrap();
+        assert!(missing.reason.contains("cannot run"), "{}", missing.reason);
         assert_eq!(h.children(), 0, "every child reaped");
         h.shutdown(false);
     }
