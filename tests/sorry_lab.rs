@@ -62,7 +62,7 @@ impl Env {
         let cfg = lab.dir().join("xdpvs.toml");
         std::fs::write(&cfg, config(&lab, health)).expect("cfg");
         let out = Command::new(exe())
-            .arg("check")
+            .args(["check", "--config"])
             .arg(&cfg)
             .output()
             .expect("check");
