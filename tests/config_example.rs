@@ -39,8 +39,24 @@ fn example_parses_without_warnings() {
         }
     );
 
+    let z = web.sorry_server.as_ref().unwrap();
+    assert_eq!(
+        (z.addr.to_string(), z.forward),
+        ("198.18.1.99".into(), FwdMethod::Dr)
+    );
+
     let ftp = &c.services[1];
     assert_eq!(ftp.key, ServiceKey::Fwmark(2));
+    let h = ftp.reals[0].health_check(ftp).unwrap().unwrap();
+    assert_eq!(
+        h.probe,
+        HealthProbe::Exec {
+            cmd: vec!["/usr/local/bin/check-ftp".into(), "{addr}".into()]
+        }
+    );
+    assert!(h.alpha && !h.omega);
+    assert_eq!(h.notify_down.as_ref().map(|v| v.len()), Some(3));
+    assert_eq!(h.notify_up, None);
     assert_eq!(c.fwmarks[1].rules[1].ports.0, vec![(10000, 10100)]);
     assert!(ftp.persistence.is_some());
 
@@ -112,6 +128,7 @@ scheduler_flags = ["mh-port"]
 mh_table_size = 251
 persistence = { timeout = 5, netmask = "0.0.0.0", prefix6 = 0 }
 expire_nodest_conn = false
+sorry_server = { addr = "2001:db8:1::99", port = 8080, forward = "nat" }
 health = { type = "udp", port = 53, send = "a \"quoted\"\n payload", interval = 9, timeout = 9, rise = 1, fall = 100, on_failure = "remove" }
   [[service.real]]
   addr = "2001:db8:1::1"
@@ -121,6 +138,10 @@ health = { type = "udp", port = 53, send = "a \"quoted\"\n payload", interval = 
   u_threshold = 9
   l_threshold = 1
   health = { type = "http", path = "/", expect_status = 204 }
+  [[service.real]]
+  addr = "2001:db8:1::2"
+  forward = "nat"
+  health = { type = "exec", cmd = ["/bin/x", "{addr}", "a \"b\""], alpha = false, omega = true, notify_up = ["/bin/up"], notify_down = ["/bin/down", "x y"] }
 [[neighbor]]
 addr = "2001:db8:1::1"
 mac = "02:00:00:00:00:01"
@@ -138,4 +159,14 @@ interface = "eth1"
     assert_eq!(again.services[0].reals[0].port, None);
     let h = again.services[0].health.as_ref().unwrap();
     assert_eq!(h.send.as_deref(), Some("a \"quoted\"\n payload"));
+    let z = again.services[0].sorry_server.as_ref().unwrap();
+    assert_eq!((z.port, z.forward), (Some(8080), FwdMethod::Nat));
+    let h = again.services[0].reals[1].health.as_ref().unwrap();
+    assert_eq!(h.kind, Some(HealthKind::Exec));
+    assert_eq!(
+        h.cmd.as_deref(),
+        Some(&["/bin/x".to_string(), "{addr}".into(), "a \"b\"".into()][..])
+    );
+    assert_eq!((h.alpha, h.omega), (Some(false), Some(true)));
+    assert_eq!(h.notify_down.as_ref().map(|v| v.len()), Some(2));
 }

@@ -966,7 +966,7 @@ fn health_rules() {
         &health("health = { type = \"icmp\" }", ""),
         "icmp",
         "service[0].health.type",
-        "unknown health check type \"icmp\" (expected one of tcp, http, udp, none)",
+        "unknown health check type \"icmp\" (expected one of tcp, http, udp, exec, none)",
     );
     expect_err(
         &health("health = { type = \"tcp\", path = \"/x\" }", ""),
@@ -1190,4 +1190,131 @@ fn ftp_services_are_warned_about_what_they_lack() {
     let web_mark = mark.replace("21,10000-10100", "80,443");
     let w = warnings(format!("{web_mark}{}", svc("fwmark = 2", "", "nat")));
     assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn sorry_server_rules() {
+    let sorry = |line: &str| {
+        cfg(&WEB.replace(
+            "scheduler = \"wlc\"",
+            &format!("scheduler = \"wlc\"\n{line}"),
+        ))
+    };
+    let c = ok(&sorry("sorry_server = { addr = \"198.18.1.99\" }"));
+    let z = c.services[0].sorry_server.as_ref().unwrap();
+    assert_eq!((z.port, z.effective_port(&c.services[0])), (None, Some(80)));
+    ok(&sorry(
+        "sorry_server = { addr = \"198.18.1.99\", port = 8080, forward = \"nat\" }",
+    ));
+    expect_err(
+        &sorry("sorry_server = { port = 80 }"),
+        "sorry_server",
+        "service[0].sorry_server.addr",
+        "missing required key `addr`",
+    );
+    expect_err(
+        &sorry("sorry_server = { addr = \"198.18.1.99\", weight = 1 }"),
+        "sorry_server",
+        "service[0].sorry_server.weight",
+        "unknown key `weight` (expected one of addr, port, forward)",
+    );
+    expect_err(
+        &sorry("sorry_server = { addr = \"198.18.1.11\" }"),
+        "sorry_server",
+        "service[0].sorry_server.addr",
+        "the sorry server 198.18.1.11 is also real[0] of this service",
+    );
+    expect_err(
+        &sorry("sorry_server = { addr = \"2001:db8:1::99\" }"),
+        "sorry_server",
+        "service[0].sorry_server.addr",
+        "a dr sorry server must have the same address family",
+    );
+    expect_err(
+        &sorry("sorry_server = { addr = \"224.0.0.1\" }"),
+        "sorry_server",
+        "service[0].sorry_server.addr",
+        "must be a unicast address",
+    );
+    let w = ok(&sorry(
+        "sorry_server = { addr = \"198.18.1.99\", port = 8080 }",
+    ))
+    .validate()
+    .unwrap();
+    assert!(
+        w.iter().any(|d| d.key == "service[0].sorry_server.port"),
+        "{w:?}"
+    );
+    // A service with only a sorry server does not warn about its reals.
+    let only = cfg("\n[[service]]\nname = \"s\"\nproto = \"tcp\"\nvip = \"198.18.0.100\"\nport = 80\nsorry_server = { addr = \"198.18.1.99\" }\n");
+    assert_eq!(ok(&only).validate().unwrap(), vec![]);
+}
+
+#[test]
+fn exec_checks_and_notify_rules() {
+    let c = ok(&health(
+        "health = { type = \"exec\", cmd = [\"/bin/check\", \"{addr}\"], alpha = true, omega = true, notify_up = [\"/bin/up\"], notify_down = [\"/bin/down\", \"{addr}\"] }",
+        "",
+    ));
+    let h = c.services[0].reals[0]
+        .health_check(&c.services[0])
+        .unwrap()
+        .unwrap();
+    assert!(h.alpha && h.omega);
+    expect_err(
+        &health("health = { type = \"exec\" }", ""),
+        "health",
+        "service[0].health.cmd",
+        "an exec check needs `cmd`",
+    );
+    expect_err(
+        &health("health = { type = \"exec\", cmd = [] }", ""),
+        "health",
+        "service[0].health.cmd",
+        "must name a program",
+    );
+    expect_err(
+        &health("health = { type = \"exec\", cmd = \"/bin/check\" }", ""),
+        "health",
+        "service[0].health.cmd",
+        "expected an array of strings",
+    );
+    expect_err(
+        &health("health = { type = \"tcp\", cmd = [\"/bin/check\"] }", ""),
+        "health",
+        "service[0].health.cmd",
+        "`cmd` applies only to type = \"exec\", not \"tcp\"",
+    );
+    expect_err(
+        &health(
+            "health = { type = \"exec\", cmd = [\"/bin/c\"], path = \"/\" }",
+            "",
+        ),
+        "health",
+        "service[0].health.path",
+        "`path` applies only to type = \"http\", not \"exec\"",
+    );
+    expect_err(
+        &health("health = { notify_up = [\"\"] }", ""),
+        "health",
+        "service[0].health.notify_up[0]",
+        "empty program name",
+    );
+    expect_err(
+        &health("health = { alpha = 1 }", ""),
+        "health",
+        "service[0].health.alpha",
+        "expected a boolean",
+    );
+    // An exec check on a fwmark service needs no port.
+    let text = cfg(&format!(
+        "{MARK1}{}",
+        fw_service(1, "health = { type = \"exec\", cmd = [\"/bin/c\"] }")
+    ));
+    let c = ok(&text);
+    let h = c.services[0].reals[0]
+        .health_check(&c.services[0])
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.port, 0);
 }

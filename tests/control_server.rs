@@ -351,3 +351,44 @@ fn reload_duration_is_reported() {
     );
     assert!(st.last_reload_seconds > 0.0);
 }
+
+/// `alpha`: real servers checked for the first time start down (quiesced
+/// here) until their first successful check, at start and on a reload;
+/// a reload does not put servers already checked back down.
+#[test]
+fn alpha_holds_newly_checked_servers_down_until_their_first_success() {
+    let mut f = fixture("alpha");
+    let text = CFG.replace(
+        "scheduler = \"rr\"",
+        "scheduler = \"rr\"\nhealth = { type = \"tcp\", port = 80, alpha = true }",
+    );
+    let cfg = Config::parse(&text, "t.toml").unwrap();
+    let start = ControlState::initial(&cfg);
+    assert!(start.services[0].reals.iter().all(|r| r.weight == 0));
+    std::fs::write(&f.file, &text).unwrap();
+    f.state.reload("test").unwrap();
+    assert_eq!(
+        weights(&f, "web"),
+        vec![(ip("198.18.0.11"), 0), (ip("198.18.0.12"), 0)]
+    );
+    let rk = (ServiceKey::Fwmark(1), ip("198.18.0.11"), None);
+    f.state.set_health(rk, None).unwrap();
+    assert_eq!(
+        weights(&f, "web"),
+        vec![(ip("198.18.0.11"), 1), (ip("198.18.0.12"), 0)]
+    );
+    f.state.reload("test").unwrap();
+    assert_eq!(
+        weights(&f, "web"),
+        vec![(ip("198.18.0.11"), 1), (ip("198.18.0.12"), 0)]
+    );
+    assert_eq!(f.state.status().services[0].reals[1].health, "down");
+    // The check removed: nothing holds the server down any more.
+    std::fs::write(&f.file, CFG).unwrap();
+    f.state.reload("test").unwrap();
+    assert_eq!(
+        weights(&f, "web"),
+        vec![(ip("198.18.0.11"), 1), (ip("198.18.0.12"), 1)]
+    );
+    let _ = std::fs::remove_dir_all(f.file.parent().unwrap());
+}

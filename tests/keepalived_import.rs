@@ -139,8 +139,8 @@ fn every_keepalived_sample_imports_or_is_refused_with_the_reason() {
         ("keepalived.conf.virtual_server_group", true, Ok { services: 13, reals: 26 }),
         ("keepalived.conf.fwmark", false, Refused("keepalived.conf.fwmark:7", "--iptables")),
         ("keepalived.conf.virtual_server_group", false, Refused("keepalived.conf.virtual_server_group:18", "needs the rules that set mark 1")),
-        ("keepalived.conf.misc_check", false, Refused("keepalived.conf.misc_check:23", "MISC_CHECK is not supported")),
-        ("keepalived.conf.misc_check_arg", false, Refused("keepalived.conf.misc_check_arg:22", "no script (exec) health check")),
+        ("keepalived.conf.misc_check", false, Ok { services: 1, reals: 1 }),
+        ("keepalived.conf.misc_check_arg", false, Ok { services: 1, reals: 1 }),
         ("keepalived.conf.SMTP_CHECK", false, Refused("keepalived.conf.SMTP_CHECK:39", "SMTP_CHECK is not supported")),
         ("keepalived.conf.IPv6", false, Refused("keepalived.conf.IPv6:24", "SMTP_CHECK is not supported")),
         ("keepalived.conf.PING_CHECK", false, Refused("keepalived.conf.PING_CHECK:23", "PING_CHECK is not supported")),
@@ -279,6 +279,7 @@ fn imported_samples_mean_what_keepalived_meant() {
                     xdpvs::config::schema::HealthProbe::Tcp => H::Tcp,
                     xdpvs::config::schema::HealthProbe::Http { .. } => H::Http,
                     xdpvs::config::schema::HealthProbe::Udp { .. } => H::Udp,
+                    xdpvs::config::schema::HealthProbe::Exec { .. } => H::Exec,
                 };
                 assert_eq!(got_kind, kind, "{ctx}");
                 let want_port = hport.or(r.effective_port(s)).unwrap();
@@ -330,10 +331,6 @@ fn harmless_keywords_are_warnings_and_comments() {
     for (at, what) in [
         ("keepalived.conf.sample:3:", "`global_defs` ignored"),
         ("keepalived.conf.sample:13:", "`vrrp_instance` ignored"),
-        (
-            "keepalived.conf.sample:33:",
-            "sorry_server 192.168.200.200 1358",
-        ),
         ("keepalived.conf.sample:40:", "`digest` not checked"),
     ] {
         assert!(
@@ -348,19 +345,30 @@ fn harmless_keywords_are_warnings_and_comments() {
             i.toml
         );
     }
-    // The sorry server is a comment at its service too.
-    let at = i
+    // The sorry server is imported (NAT, the service's lb_kind; its port
+    // kept), not a warning.
+    assert!(!w.iter().any(|l| l.contains("sorry_server")), "{w:#?}");
+    let s = svc(&i.config, "tcp-10.10.10.2-1358");
+    let z = s.sorry_server.as_ref().expect("sorry server imported");
+    assert_eq!(
+        (z.addr, z.effective_port(s), z.forward),
+        (ip("192.168.200.200"), Some(1358), FwdMethod::Nat)
+    );
+    assert!(i
         .toml
-        .find("# keepalived sent new connections to sorry_server")
-        .unwrap();
-    let svc = i.toml.find("[[service]]").unwrap();
-    assert!(at < svc);
+        .contains("sorry_server = { addr = \"192.168.200.200\""));
     assert!(i.toml.contains("rise = 1 (keepalived"));
 
     let i = checked(sample("keepalived.conf.quorum", false).unwrap());
     let w: String = i.warnings.iter().map(|w| format!("{w}\n")).collect();
+    assert!(!w.contains("`alpha` ignored"), "{w}");
+    // alpha: every real server starts down until its first good check.
+    let s = &i.config.services[0];
+    assert!(s
+        .reals
+        .iter()
+        .all(|r| r.health_check(s).unwrap().is_some_and(|h| h.alpha)));
     for k in [
-        "`alpha` ignored",
         "`quorum_up` not imported",
         "`quorum_down` not imported",
         "`hysteresis` ignored",
@@ -399,10 +407,7 @@ fn handwritten_director_with_includes() {
     );
     // Included files are named in the header and in problems.
     assert!(i.toml.contains("# and the file it includes "), "{}", i.toml);
-    assert!(i
-        .warnings
-        .iter()
-        .any(|w| w.file.ends_with("conf.d/20-dns.conf") && w.reason.contains("notify_down")));
+    assert!(!i.warnings.iter().any(|w| w.reason.contains("notify_down")));
 
     let web = svc(c, "web-tcp-198.18.0.101-80");
     assert_eq!(web.scheduler, "wrr"); // lvs_sched
@@ -445,9 +450,56 @@ fn handwritten_director_with_includes() {
     assert!(tls.sched_params.fallback);
     assert_eq!(tls.reals[0].forward, FwdMethod::Gue);
     assert_eq!(c.director.gue_port, 6081);
+    // The sorry server, tunnelled as the service (lb_kind TUN type gue).
+    let z = tls.sorry_server.as_ref().expect("sorry server");
+    assert_eq!((z.addr, z.forward), (ip("198.18.1.99"), FwdMethod::Gue));
+    // notify_down: the script and its argument.
+    let h = tls.reals[1].health_check(tls).unwrap().unwrap();
+    assert_eq!(
+        h.notify_down,
+        Some(vec![
+            "/usr/local/bin/page-oncall".to_string(),
+            "198.18.1.32".to_string()
+        ])
+    );
+    assert_eq!(h.notify_up, None);
+}
+
+/// MISC_CHECK: an exec check with the script's words as the command, its
+/// timeout misc_timeout (else the delay_loop); misc_dynamic is a warning.
+#[test]
+fn misc_check_is_an_exec_check() {
+    let i = checked(sample("keepalived.conf.misc_check_arg", false).unwrap());
+    let s = &i.config.services[0];
+    let h = s.reals[0].health_check(s).unwrap().unwrap();
+    assert_eq!(
+        h.probe,
+        xdpvs::config::schema::HealthProbe::Exec {
+            cmd: vec![
+                "/usr/local/bin/script.sh".into(),
+                "arg1".into(),
+                "arg2".into()
+            ]
+        }
+    );
+    assert_eq!(h.timeout, h.interval);
+    let conf = "virtual_server 198.18.0.1 80 {\n delay_loop 10\n lb_kind DR\n protocol TCP\n \
+                real_server 198.18.1.1 80 {\n  MISC_CHECK {\n   misc_path \"/bin/check {addr}\"\n   \
+                misc_timeout 4\n   misc_dynamic\n  }\n }\n}\n";
+    let i = ok("misc", conf);
+    let s = &i.config.services[0];
+    let h = s.reals[0].health_check(s).unwrap().unwrap();
+    assert_eq!((h.interval, h.timeout), (10, 4));
     assert!(i
-        .toml
-        .contains("# keepalived sent new connections to sorry_server 198.18.1.99 443"));
+        .warnings
+        .iter()
+        .any(|w| w.line == Some(9) && w.reason.contains("misc_dynamic")));
+    let bad = "virtual_server 198.18.0.1 80 {\n lb_kind DR\n protocol TCP\n real_server 198.18.1.1 80 {\n  MISC_CHECK {\n  }\n }\n}\n";
+    refused(
+        run_in("misc-bad", bad, &[]),
+        "keepalived.conf:5",
+        "misc_path",
+    );
 }
 
 #[test]
@@ -458,7 +510,7 @@ fn error_inside_an_included_file_names_that_file() {
     let p = &e.0[0];
     assert!(p.file.ends_with("broken.d/misc.conf"), "{e}");
     assert_eq!(p.line, Some(6));
-    assert!(p.reason.contains("MISC_CHECK"), "{e}");
+    assert!(p.reason.contains("PING_CHECK"), "{e}");
 }
 
 #[test]
@@ -785,7 +837,7 @@ fn cli_writes_nothing_on_error() {
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains("broken.d/misc.conf:6: MISC_CHECK") && stderr.contains("no config written"),
+        stderr.contains("broken.d/misc.conf:6: PING_CHECK") && stderr.contains("no config written"),
         "{stderr}"
     );
     assert!(!out.exists(), "nothing is written on failure");

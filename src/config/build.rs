@@ -159,6 +159,41 @@ pub fn build_snapshot_with(
                 l_threshold: r.l_threshold,
             });
         }
+        // The sorry server: after the real servers, outside the scheduler's
+        // set, with an id kept across reloads as a real server's is.
+        if let Some(z) = &svc.sorry_server {
+            let port = z.effective_port(svc);
+            let id = match prev_ids.get(&(svc.key, z.addr, port)) {
+                Some(&id) => id,
+                None => {
+                    let id = DestId(next_id);
+                    match next_id.checked_add(1) {
+                        Some(n) => next_id = n,
+                        None => {
+                            errors.push(origin.diag(
+                                &format!("service[{i}].sorry_server"),
+                                "real server id space exhausted; restart the director",
+                            ));
+                            return Err(invalid(errors));
+                        }
+                    }
+                    id
+                }
+            };
+            if z.forward == FwdMethod::Nat {
+                nat_reals.push(z.addr);
+            }
+            snap.dest_index.insert(id, (idx, dests.len() as u32));
+            dests.push(Dest {
+                id,
+                addr: z.addr,
+                port,
+                weight: 1,
+                fwd: z.forward,
+                u_threshold: 0,
+                l_threshold: 0,
+            });
+        }
         let scheduler = match make_scheduler(&svc.scheduler, &specs, &svc.sched_params) {
             Ok(s) => s,
             Err(e) => {
@@ -178,6 +213,7 @@ pub fn build_snapshot_with(
             scheduler,
             persistence,
             dests,
+            sorry: svc.sorry_server.is_some(),
             expire_nodest_conn: svc.expire_nodest_conn.unwrap_or(d.expire_nodest_conn),
             expire_quiescent_template: svc
                 .expire_quiescent_template

@@ -16,9 +16,9 @@ use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
 use crate::config::schema::{
     parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, XdpMode,
+    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, XdpMode,
     DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS,
-    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, TIMEOUT_KEYS, TOP_KEYS,
+    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, TIMEOUT_KEYS, TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -629,6 +629,12 @@ impl Reader {
             Some((path, v)) => self.health(path, v),
             None => None,
         };
+        let sorry_server = match self.get(t, "sorry_server") {
+            Some((path, v)) => self
+                .table(path, v, SORRY_KEYS)
+                .and_then(|st| self.sorry(&st)),
+            None => None,
+        };
         let mut reals = Vec::new();
         for (path, v) in self.array(t, "real", "an array of tables [[service.real]]") {
             if let Some(rt) = self.table(path, v, REAL_KEYS) {
@@ -646,7 +652,33 @@ impl Reader {
             expire_nodest_conn,
             expire_quiescent_template,
             health,
+            sorry_server,
             reals,
+        })
+    }
+
+    fn forward(&mut self, t: &Tbl<'_, '_>) -> Option<FwdMethod> {
+        self.choice(
+            t,
+            "forward",
+            "forward method",
+            &[
+                ("dr", FwdMethod::Dr),
+                ("nat", FwdMethod::Nat),
+                ("ipip", FwdMethod::Ipip),
+                ("gue", FwdMethod::Gue),
+            ],
+        )
+    }
+
+    fn sorry(&mut self, t: &Tbl<'_, '_>) -> Option<SorryConfig> {
+        let addr = self.ip_req(t, "addr");
+        let port = self.uint_opt::<u16>(t, "port").filter(|&p| p != 0);
+        let forward = self.forward(t).unwrap_or(FwdMethod::Dr);
+        Some(SorryConfig {
+            addr: addr?,
+            port,
+            forward,
         })
     }
 
@@ -704,6 +736,26 @@ impl Reader {
         p
     }
 
+    /// An array of strings (a command and its arguments).
+    fn str_list_opt(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Vec<String>> {
+        let (path, v) = self.get(t, key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(
+                &path,
+                v,
+                "an array of strings, e.g. [\"/path/to/program\", \"arg\"]",
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            self.origin.record(&p, item.span());
+            out.push(self.str_val(&p, item)?);
+        }
+        Some(out)
+    }
+
     fn health(&mut self, path: String, v: &Val<'_>) -> Option<HealthSpec> {
         let t = self.table(path, v, HEALTH_KEYS)?;
         Some(HealthSpec {
@@ -715,6 +767,7 @@ impl Reader {
                     ("tcp", HealthKind::Tcp),
                     ("http", HealthKind::Http),
                     ("udp", HealthKind::Udp),
+                    ("exec", HealthKind::Exec),
                     ("none", HealthKind::None),
                 ],
             ),
@@ -727,6 +780,11 @@ impl Reader {
             expect_status: self.uint_opt(&t, "expect_status"),
             send: self.str_opt(&t, "send"),
             expect: self.str_opt(&t, "expect"),
+            cmd: self.str_list_opt(&t, "cmd"),
+            alpha: self.bool_opt(&t, "alpha"),
+            omega: self.bool_opt(&t, "omega"),
+            notify_up: self.str_list_opt(&t, "notify_up"),
+            notify_down: self.str_list_opt(&t, "notify_down"),
             on_failure: self.choice(
                 &t,
                 "on_failure",
@@ -746,17 +804,7 @@ impl Reader {
         if let Some(w) = self.uint_opt(t, "weight") {
             r.weight = w;
         }
-        if let Some(f) = self.choice(
-            t,
-            "forward",
-            "forward method",
-            &[
-                ("dr", FwdMethod::Dr),
-                ("nat", FwdMethod::Nat),
-                ("ipip", FwdMethod::Ipip),
-                ("gue", FwdMethod::Gue),
-            ],
-        ) {
+        if let Some(f) = self.forward(t) {
             r.forward = f;
         }
         if let Some(n) = self.uint_opt(t, "u_threshold") {

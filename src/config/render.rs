@@ -41,8 +41,27 @@ fn health(h: &HealthSpec) -> String {
     if let Some(s) = &h.expect {
         parts.push(format!("expect = {}", q(s)));
     }
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    if let Some(c) = &h.cmd {
+        parts.push(format!("cmd = {}", list(c)));
+    }
     if let Some(f) = h.on_failure {
         parts.push(format!("on_failure = {}", q(f.name())));
+    }
+    if let Some(b) = h.alpha {
+        parts.push(format!("alpha = {b}"));
+    }
+    if let Some(b) = h.omega {
+        parts.push(format!("omega = {b}"));
+    }
+    if let Some(c) = &h.notify_up {
+        parts.push(format!("notify_up = {}", list(c)));
+    }
+    if let Some(c) = &h.notify_down {
+        parts.push(format!("notify_down = {}", list(c)));
     }
     if parts.is_empty() {
         "{}".to_string()
@@ -181,6 +200,15 @@ fn write_service(o: &mut String, s: &ServiceConfig) -> std::fmt::Result {
     }
     if let Some(h) = &s.health {
         writeln!(o, "health = {}", health(h))?;
+    }
+    if let Some(z) = &s.sorry_server {
+        let port = z.port.map(|p| format!(", port = {p}")).unwrap_or_default();
+        writeln!(
+            o,
+            "sorry_server = {{ addr = {}{port}, forward = {} }}",
+            q(&z.addr.to_string()),
+            q(z.forward.name())
+        )?;
     }
     for r in &s.reals {
         writeln!(o, "  [[service.real]]")?;

@@ -237,6 +237,7 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "expire_nodest_conn",
     "expire_quiescent_template",
     "health",
+    "sorry_server",
     "real",
 ];
 
@@ -258,6 +259,8 @@ pub struct ServiceConfig {
     pub expire_quiescent_template: Option<bool>,
     /// Health check defaults for every real server of the service.
     pub health: Option<HealthSpec>,
+    /// Where new connections go when no real server can take one.
+    pub sorry_server: Option<SorryConfig>,
     pub reals: Vec<RealConfig>,
 }
 
@@ -269,6 +272,31 @@ impl ServiceConfig {
             ServiceKey::Addr { port, .. } if port != 0 => Some(port),
             _ => None,
         }
+    }
+}
+
+/// The keys of `sorry_server = { ... }` (the reader refuses any other).
+pub(crate) const SORRY_KEYS: &[&str] = &["addr", "port", "forward"];
+
+/// `sorry_server = { addr, port, forward }` of a service (keepalived
+/// `sorry_server`): new connections go there while no real server of the
+/// service can take one (all down, quiesced, weight 0 or overloaded, or
+/// none configured); existing connections to it continue until they end.
+/// It is reached as a real server is (same `port` and `forward` rules),
+/// has no health check, and never gets a persistence template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SorryConfig {
+    pub addr: IpAddr,
+    /// `None`: as a real server without a port (the service port, or the
+    /// packet's own for fwmark and port-0 services).
+    pub port: Option<u16>,
+    pub forward: FwdMethod,
+}
+
+impl SorryConfig {
+    /// The port it is reached on (`None` = the packet's own).
+    pub fn effective_port(&self, svc: &ServiceConfig) -> Option<u16> {
+        self.port.or(svc.default_real_port())
     }
 }
 
@@ -347,9 +375,14 @@ impl RealConfig {
                 send: pick!(send).unwrap_or_default(),
                 expect: pick!(expect),
             },
+            HealthKind::Exec => HealthProbe::Exec {
+                cmd: pick!(cmd).unwrap_or_default(),
+            },
         };
         let port = match pick!(port).or(self.effective_port(svc)) {
             Some(p) => p,
+            // A program needs no port (it is told 0).
+            None if kind == HealthKind::Exec => 0,
             None => {
                 return Err(
                     "health check needs a `port`: the real server has none and the service \
@@ -366,6 +399,10 @@ impl RealConfig {
             rise: pick!(rise).unwrap_or(2),
             fall: pick!(fall).unwrap_or(3),
             on_failure: pick!(on_failure).unwrap_or(OnFailure::Quiesce),
+            alpha: pick!(alpha).unwrap_or(false),
+            omega: pick!(omega).unwrap_or(false),
+            notify_up: pick!(notify_up),
+            notify_down: pick!(notify_down),
         }))
     }
 }
@@ -376,6 +413,7 @@ pub enum HealthKind {
     Tcp,
     Http,
     Udp,
+    Exec,
     None,
 }
 
@@ -385,6 +423,7 @@ impl HealthKind {
             HealthKind::Tcp => "tcp",
             HealthKind::Http => "http",
             HealthKind::Udp => "udp",
+            HealthKind::Exec => "exec",
             HealthKind::None => "none",
         }
     }
@@ -402,7 +441,12 @@ pub(crate) const HEALTH_KEYS: &[&str] = &[
     "expect_status",
     "send",
     "expect",
+    "cmd",
     "on_failure",
+    "alpha",
+    "omega",
+    "notify_up",
+    "notify_down",
 ];
 
 /// A `health = { ... }` table as written: every key optional. A real
@@ -430,8 +474,22 @@ pub struct HealthSpec {
     /// udp: the reply must start with this; unset: success unless an ICMP
     /// port-unreachable comes back within `timeout`.
     pub expect: Option<String>,
+    /// exec: the program and its arguments (`{addr}`, `{port}` replaced);
+    /// it also gets `XDPVS_REAL_ADDR`, `XDPVS_REAL_PORT`, `XDPVS_SERVICE`.
+    pub cmd: Option<Vec<String>>,
     /// Default `quiesce`.
     pub on_failure: Option<OnFailure>,
+    /// Start down until the first successful check (keepalived `alpha`),
+    /// default false (start up).
+    pub alpha: Option<bool>,
+    /// Run `notify_down` for servers still up when the director stops
+    /// (keepalived `omega`), default false.
+    pub omega: Option<bool>,
+    /// Program run when the check brings the server up (same environment
+    /// as `cmd`).
+    pub notify_up: Option<Vec<String>>,
+    /// Program run when the check takes the server down.
+    pub notify_down: Option<Vec<String>>,
 }
 
 /// The keys of `[[neighbor]]` (the reader refuses any other).
@@ -549,6 +607,7 @@ mod tests {
             expire_nodest_conn: None,
             expire_quiescent_template: None,
             health: None,
+            sorry_server: None,
             reals: vec![],
         }
     }
@@ -586,6 +645,10 @@ mod tests {
                 rise: 2,
                 fall: 7,
                 on_failure: OnFailure::Quiesce,
+                alpha: false,
+                omega: false,
+                notify_up: None,
+                notify_down: None,
             }
         );
         r.health = None;

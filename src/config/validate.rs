@@ -431,11 +431,12 @@ impl Validator<'_> {
             if let Some(h) = &svc.health {
                 self.health_spec(&format!("{sp}.health"), h);
             }
-            if svc.reals.is_empty() {
+            if svc.reals.is_empty() && svc.sorry_server.is_none() {
                 self.warn(&sp, format!("service \"{}\" has no real servers", svc.name));
             }
             self.ftp(&sp, svc);
             self.reals(&sp, svc, v4, v6);
+            self.sorry(&sp, svc, v4, v6);
         }
         // Unused marks are allowed, but probably a mistake.
         let mut unused: Vec<(usize, u32)> = marks
@@ -666,6 +667,12 @@ impl Validator<'_> {
                 }
             };
             match r.health_check(svc) {
+                Ok(Some(h)) if matches!(&h.probe, crate::service::health::HealthProbe::Exec { cmd } if cmd.is_empty()) => {
+                    self.err(
+                        &format!("{}.cmd", hpath()),
+                        "an exec check needs `cmd` (the program and its arguments)",
+                    )
+                }
                 Ok(Some(h)) if h.interval > 0 && h.timeout > h.interval => self.err(
                     &format!("{}.timeout", hpath()),
                     format!(
@@ -675,6 +682,77 @@ impl Validator<'_> {
                 ),
                 Ok(_) => {}
                 Err(reason) => self.err(&format!("{}.port", hpath()), reason),
+            }
+        }
+    }
+
+    /// The sorry server: reached as a real server is (same address, family,
+    /// tunnel and port rules), and not one of the service's real servers.
+    fn sorry(&mut self, sp: &str, svc: &ServiceConfig, vip4: bool, vip6: bool) {
+        let Some(z) = &svc.sorry_server else {
+            return;
+        };
+        let zp = format!("{sp}.sorry_server");
+        if !is_unicast(z.addr) {
+            self.err(&format!("{zp}.addr"), format!("{} {NOT_UNICAST}", z.addr));
+        }
+        let port = z.effective_port(svc);
+        if let Some(j) = svc
+            .reals
+            .iter()
+            .position(|r| r.addr == z.addr && r.effective_port(svc) == port)
+        {
+            self.err(
+                &format!("{zp}.addr"),
+                format!(
+                    "the sorry server {} is also real[{j}] of this service; a sorry server \
+                     takes connections only while no real server can",
+                    z.addr
+                ),
+            );
+        }
+        let mismatch = if z.addr.is_ipv4() { vip6 } else { vip4 };
+        if matches!(z.forward, FwdMethod::Dr | FwdMethod::Nat) && mismatch {
+            self.err(
+                &format!("{zp}.addr"),
+                format!(
+                    "a {} sorry server must have the same address family as the service's \
+                     VIPs ({} sorry server {}); only ipip and gue can cross families",
+                    z.forward.name(),
+                    family(z.addr),
+                    z.addr
+                ),
+            );
+        }
+        if z.forward != FwdMethod::Nat {
+            if let Some(p) = z.port.filter(|&p| Some(p) != svc.default_real_port()) {
+                self.warn(
+                    &format!("{zp}.port"),
+                    format!(
+                        "{} cannot change the destination port (sorry server port {p}); the \
+                         port is ignored, packets keep their own destination port (only nat \
+                         rewrites it)",
+                        z.forward.name()
+                    ),
+                );
+            }
+        }
+        if matches!(z.forward, FwdMethod::Ipip | FwdMethod::Gue) {
+            let d = &self.cfg.director;
+            let missing = match z.addr {
+                IpAddr::V4(_) if d.tunnel_src4.is_none() => Some("tunnel_src4"),
+                IpAddr::V6(_) if d.tunnel_src6.is_none() => Some("tunnel_src6"),
+                _ => None,
+            };
+            if let Some(key) = missing {
+                self.err(
+                    &format!("{zp}.forward"),
+                    format!(
+                        "{} to an {} sorry server needs director.{key} (the outer source address)",
+                        z.forward.name(),
+                        family(z.addr)
+                    ),
+                );
             }
         }
     }
@@ -718,6 +796,42 @@ impl Validator<'_> {
                 self.err(&format!("{hp}.{key}"), "payload longer than 1024 bytes");
             }
         }
+        for (key, v) in [
+            ("cmd", &h.cmd),
+            ("notify_up", &h.notify_up),
+            ("notify_down", &h.notify_down),
+        ] {
+            let Some(v) = v else { continue };
+            match v.first() {
+                None => self.err(
+                    &format!("{hp}.{key}"),
+                    "must name a program (e.g. [\"/usr/local/bin/check\", \"{addr}\"])",
+                ),
+                Some(p) if p.is_empty() || p.contains('\0') => {
+                    self.err(&format!("{hp}.{key}[0]"), "empty program name")
+                }
+                Some(_) => {}
+            }
+            if v.iter().any(|a| a.contains('\0')) {
+                self.err(&format!("{hp}.{key}"), "an argument contains a NUL byte");
+            }
+            if v.len() > 256 {
+                self.err(&format!("{hp}.{key}"), "more than 256 arguments");
+            }
+        }
+        if h.cmd.is_some() && h.kind.is_some_and(|k| k != HealthKind::Exec) {
+            let kind = h.kind.map_or("tcp", |k| k.name());
+            self.err(
+                &format!("{hp}.cmd"),
+                format!("`cmd` applies only to type = \"exec\", not \"{kind}\""),
+            );
+        }
+        if h.kind == Some(HealthKind::Exec) && h.port.is_some() {
+            self.warn(
+                &format!("{hp}.port"),
+                "an exec check opens no connection; `port` only sets {port} and XDPVS_REAL_PORT",
+            );
+        }
         if let Some(kind) = h.kind {
             let http = h.path.is_some() || h.expect_status.is_some();
             let udp = h.send.is_some() || h.expect.is_some();
@@ -726,6 +840,8 @@ impl Validator<'_> {
                 HealthKind::Udp if http => Some(("path/expect_status", "http")),
                 HealthKind::Tcp | HealthKind::None if http => Some(("path/expect_status", "http")),
                 HealthKind::Tcp | HealthKind::None if udp => Some(("send/expect", "udp")),
+                HealthKind::Exec if http => Some(("path/expect_status", "http")),
+                HealthKind::Exec if udp => Some(("send/expect", "udp")),
                 _ => None,
             };
             if let Some((keys, only)) = bad {

@@ -164,109 +164,116 @@ pub fn run(
     health.sync(configured_checks(&state.cfg), Instant::now());
     let mut health_gen = state.snaps.load().generation;
 
-    ring.poll_readable(signals.fd(), T_SIGNAL)?;
-    if let Some(w) = &watch {
-        ring.poll_readable(w.fd(), T_WATCH)?;
-    }
-    ring.poll_readable(control.as_raw_fd(), T_CONTROL)?;
-    if let Some(m) = &metrics {
-        ring.poll_readable(m.as_raw_fd(), T_METRICS)?;
-    }
-    ring.timeout(Duration::from_millis(100), T_TIMER)?;
+    // The loop, then (whatever ended it) the health checks' children: exec
+    // checks killed and reaped, and with `omega` the `notify_down` of the
+    // servers still up, unless a successor takes over.
+    let exit = (|| -> std::io::Result<Exit> {
+        ring.poll_readable(signals.fd(), T_SIGNAL)?;
+        if let Some(w) = &watch {
+            ring.poll_readable(w.fd(), T_WATCH)?;
+        }
+        ring.poll_readable(control.as_raw_fd(), T_CONTROL)?;
+        if let Some(m) = &metrics {
+            ring.poll_readable(m.as_raw_fd(), T_METRICS)?;
+        }
+        ring.timeout(Duration::from_millis(100), T_TIMER)?;
 
-    let started = Instant::now();
-    let mut last_rates = Instant::now();
-    state.tick_rates(last_rates);
-    let mut reload_at: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        health.start_due(&mut ring, now);
-        for c in ring.wait()? {
-            match c.token {
-                T_SIGNAL => {
-                    loop {
-                        match signals.read() {
-                            Ok(Some(Signal::Stop)) => {
-                                info!("stop requested (signal)");
-                                return Ok(Exit::Signal);
+        let started = Instant::now();
+        let mut last_rates = Instant::now();
+        state.tick_rates(last_rates);
+        let mut reload_at: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            health.start_due(&mut ring, now);
+            for c in ring.wait()? {
+                match c.token {
+                    T_SIGNAL => {
+                        loop {
+                            match signals.read() {
+                                Ok(Some(Signal::Stop)) => {
+                                    info!("stop requested (signal)");
+                                    return Ok(Exit::Signal);
+                                }
+                                Ok(Some(Signal::Reload)) => {
+                                    let _ = state.reload("SIGHUP");
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    error!("signalfd: {e}");
+                                    break;
+                                }
                             }
-                            Ok(Some(Signal::Reload)) => {
-                                let _ = state.reload("SIGHUP");
+                        }
+                        ring.poll_readable(signals.fd(), T_SIGNAL)?;
+                    }
+                    T_WATCH => {
+                        if let Some(w) = &watch {
+                            if w.changed() {
+                                // Debounce: editors write in several steps.
+                                reload_at = Some(Instant::now() + Duration::from_millis(200));
                             }
-                            Ok(None) => break,
-                            Err(e) => {
-                                error!("signalfd: {e}");
-                                break;
+                            ring.poll_readable(w.fd(), T_WATCH)?;
+                        }
+                    }
+                    T_CONTROL => {
+                        while let Ok((s, _)) = control.accept() {
+                            serve_control(state, s);
+                        }
+                        if state.handover {
+                            return Ok(Exit::Handover);
+                        }
+                        ring.poll_readable(control.as_raw_fd(), T_CONTROL)?;
+                    }
+                    T_METRICS => {
+                        if let Some(m) = &metrics {
+                            while let Ok((s, _)) = m.accept() {
+                                serve_metrics(state, s);
+                            }
+                            ring.poll_readable(m.as_raw_fd(), T_METRICS)?;
+                        }
+                    }
+                    T_TIMER => {
+                        ring.timeout(Duration::from_millis(100), T_TIMER)?;
+                    }
+                    t if health.owns(t) => {
+                        if let Some(ch) = health.complete(&mut ring, t, c.result) {
+                            let state_word = if ch.down.is_some() { "DOWN" } else { "UP" };
+                            info!("health: real server {state_word}: {}", ch.reason);
+                            if let Err(e) = state.set_health(ch.real, ch.down) {
+                                error!("health change not applied: {e}");
                             }
                         }
                     }
-                    ring.poll_readable(signals.fd(), T_SIGNAL)?;
+                    _ => {}
                 }
-                T_WATCH => {
-                    if let Some(w) = &watch {
-                        if w.changed() {
-                            // Debounce: editors write in several steps.
-                            reload_at = Some(Instant::now() + Duration::from_millis(200));
-                        }
-                        ring.poll_readable(w.fd(), T_WATCH)?;
-                    }
+            }
+            let now = Instant::now();
+            if reload_at.is_some_and(|t| now >= t) {
+                reload_at = None;
+                let _ = state.reload("file changed");
+            }
+            if now.duration_since(last_rates) >= Duration::from_secs(2) {
+                last_rates = now;
+                state.tick_rates(now);
+                state.periodic();
+            }
+            let gen = state.snaps.load().generation;
+            if gen != health_gen {
+                health_gen = gen;
+                health.sync(configured_checks(&state.cfg), now);
+            }
+            if let Some(d) = cfg.duration {
+                if started.elapsed() >= d {
+                    info!("duration reached, stopping");
+                    return Ok(Exit::Duration);
                 }
-                T_CONTROL => {
-                    while let Ok((s, _)) = control.accept() {
-                        serve_control(state, s);
-                    }
-                    if state.handover {
-                        return Ok(Exit::Handover);
-                    }
-                    ring.poll_readable(control.as_raw_fd(), T_CONTROL)?;
-                }
-                T_METRICS => {
-                    if let Some(m) = &metrics {
-                        while let Ok((s, _)) = m.accept() {
-                            serve_metrics(state, s);
-                        }
-                        ring.poll_readable(m.as_raw_fd(), T_METRICS)?;
-                    }
-                }
-                T_TIMER => {
-                    ring.timeout(Duration::from_millis(100), T_TIMER)?;
-                }
-                t if health.owns(t) => {
-                    if let Some(ch) = health.complete(&mut ring, t, c.result) {
-                        let state_word = if ch.down.is_some() { "DOWN" } else { "UP" };
-                        info!("health: real server {state_word}: {}", ch.reason);
-                        if let Err(e) = state.set_health(ch.real, ch.down) {
-                            error!("health change not applied: {e}");
-                        }
-                    }
-                }
-                _ => {}
+            }
+            if shard_finished() {
+                warn!("a shard thread exited; stopping");
+                return Ok(Exit::ShardExited);
             }
         }
-        let now = Instant::now();
-        if reload_at.is_some_and(|t| now >= t) {
-            reload_at = None;
-            let _ = state.reload("file changed");
-        }
-        if now.duration_since(last_rates) >= Duration::from_secs(2) {
-            last_rates = now;
-            state.tick_rates(now);
-            state.periodic();
-        }
-        let gen = state.snaps.load().generation;
-        if gen != health_gen {
-            health_gen = gen;
-            health.sync(configured_checks(&state.cfg), now);
-        }
-        if let Some(d) = cfg.duration {
-            if started.elapsed() >= d {
-                info!("duration reached, stopping");
-                return Ok(Exit::Duration);
-            }
-        }
-        if shard_finished() {
-            warn!("a shard thread exited; stopping");
-            return Ok(Exit::ShardExited);
-        }
-    }
+    })();
+    health.shutdown(!matches!(exit, Ok(Exit::Handover)));
+    exit
 }

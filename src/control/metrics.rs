@@ -76,7 +76,7 @@ pub fn render(st: &Status) -> String {
             }
         }
     }
-    let gauges: [Field<crate::control::status::RealStatus, u64>; 5] = [
+    let gauges: [Field<crate::control::status::RealStatus, u64>; 6] = [
         ("active_conns", "established connections", |r| r.active),
         ("inactive_conns", "other live connections", |r| r.inactive),
         ("persistent_templates", "persistence templates", |r| {
@@ -86,6 +86,11 @@ pub fn render(st: &Status) -> String {
         ("up", "1 unless a health check holds it down", |r| {
             u64::from(r.health != "down")
         }),
+        (
+            "sorry_server",
+            "1 for the service's sorry server (it takes new connections only while no real server can)",
+            |r| u64::from(r.health == "sorry"),
+        ),
     ];
     for (name, help, get) in gauges {
         let n = format!("xdpvs_real_{name}");

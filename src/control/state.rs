@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, OnFailure, RealConfig};
 use crate::control::api::{RealSpec, Request, Response};
+use crate::control::health::configured_checks;
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, DumpRow, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,
@@ -78,6 +79,7 @@ impl ControlState {
         maps: MapUpdater,
         reports: Reports,
     ) -> ControlState {
+        let down = alpha_down(&cfg);
         ControlState {
             periodic: None,
             path,
@@ -86,7 +88,7 @@ impl ControlState {
             maps,
             reports,
             shard_counters: None,
-            down: HashMap::new(),
+            down,
             reloads: 0,
             refused: 0,
             last_reload: "none yet".into(),
@@ -108,29 +110,35 @@ impl ControlState {
     /// The config the data plane runs: the configured one with failed real
     /// servers quiesced (weight 0) or removed, as their checks say.
     pub fn effective(&self, cfg: &Config) -> Config {
-        let mut eff = cfg.clone();
-        for s in &mut eff.services {
-            let key = s.key;
-            let default_port = s.default_real_port();
-            s.reals.retain_mut(|r| {
-                let rk = (key, r.addr, r.port.or(default_port));
-                match self.down.get(&rk) {
-                    Some(OnFailure::Quiesce) => {
-                        r.weight = 0;
-                        true
-                    }
-                    Some(OnFailure::Remove) => false,
-                    None => true,
-                }
-            });
-        }
-        eff
+        effective_with(cfg, &self.down)
+    }
+
+    /// The config the director starts with: `cfg` with the real servers
+    /// whose check has `alpha` held down until their first successful check.
+    pub fn initial(cfg: &Config) -> Config {
+        effective_with(cfg, &alpha_down(cfg))
     }
 
     /// Validate and build `cfg` (with health overrides), update the XDP maps
     /// and publish it in one store. On error nothing changes.
     pub fn apply(&mut self, cfg: Config) -> Result<String, String> {
-        let eff = self.effective(&cfg);
+        // Real servers checked for the first time with `alpha` start down;
+        // servers whose check is gone (removed, or `type = "none"`) are no
+        // longer held down by it.
+        let before: std::collections::HashSet<RealKey> = configured_checks(&self.cfg)
+            .into_iter()
+            .map(|(rk, _, _)| rk)
+            .collect();
+        let mut down = self.down.clone();
+        let checks = configured_checks(&cfg);
+        for (rk, _, h) in &checks {
+            if h.alpha && !before.contains(rk) {
+                down.insert(*rk, h.on_failure);
+            }
+        }
+        let now: std::collections::HashSet<&RealKey> = checks.iter().map(|(rk, _, _)| rk).collect();
+        down.retain(|rk, _| now.contains(rk) || !before.contains(rk));
+        let eff = effective_with(&cfg, &down);
         let cur = self.snaps.load_full();
         let next = build_snapshot(&eff, Some(&cur)).map_err(|e| e.to_string())?;
         let msg = format!(
@@ -147,6 +155,7 @@ impl ControlState {
         // The one retired before is freed here if a shard still used it.
         self.retired = Some(cur);
         self.cfg = cfg;
+        self.down = down;
         Ok(msg)
     }
 
@@ -289,14 +298,18 @@ impl ControlState {
                     rates.add(rt);
                 }
                 let rk = (svc.key, d.addr, d.port);
-                r.health = if self.down.contains_key(&rk) {
+                r.health = if svc.is_sorry(d.id) {
+                    "sorry".into()
+                } else if self.down.contains_key(&rk) {
                     "down".into()
                 } else if snap.health.contains_key(&d.id) {
                     "up".into()
                 } else {
                     "-".into()
                 };
-                if let Some(cr) = cfg_svc.and_then(|c| {
+                if svc.is_sorry(d.id) {
+                    r.config_weight = d.weight;
+                } else if let Some(cr) = cfg_svc.and_then(|c| {
                     c.reals
                         .iter()
                         .find(|x| x.addr == d.addr && x.port.or(c.default_real_port()) == d.port)
@@ -593,6 +606,37 @@ impl ControlState {
             }
         }
     }
+}
+
+/// `cfg` with the real servers in `down` quiesced (weight 0) or removed.
+fn effective_with(cfg: &Config, down: &HashMap<RealKey, OnFailure>) -> Config {
+    let mut eff = cfg.clone();
+    for s in &mut eff.services {
+        let key = s.key;
+        let default_port = s.default_real_port();
+        s.reals.retain_mut(|r| {
+            let rk = (key, r.addr, r.port.or(default_port));
+            match down.get(&rk) {
+                Some(OnFailure::Quiesce) => {
+                    r.weight = 0;
+                    true
+                }
+                Some(OnFailure::Remove) => false,
+                None => true,
+            }
+        });
+    }
+    eff
+}
+
+/// The real servers whose check has `alpha`: down until their first
+/// successful check.
+fn alpha_down(cfg: &Config) -> HashMap<RealKey, OnFailure> {
+    configured_checks(cfg)
+        .into_iter()
+        .filter(|(_, _, h)| h.alpha)
+        .map(|(rk, _, h)| (rk, h.on_failure))
+        .collect()
 }
 
 fn parse_addr(s: &str) -> Result<IpAddr, String> {

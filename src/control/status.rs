@@ -178,7 +178,8 @@ pub struct RealStatus {
     pub active: u64,
     pub inactive: u64,
     pub persist: u64,
-    /// "up", "down", or "-" (no health check).
+    /// "up", "down", "-" (no health check), or "sorry" (the service's
+    /// sorry server).
     pub health: String,
     pub stats: Counters,
     pub rates: Rates,
@@ -445,7 +446,11 @@ pub fn render_list(st: &Status, mode: ListMode) -> String {
             for s in &st.services {
                 let _ = writeln!(o, "{} {}{}", s.key, s.scheduler, flags_part(s));
                 for r in &s.reals {
-                    let mark = if r.health == "down" { " (down)" } else { "" };
+                    let mark = match r.health.as_str() {
+                        "down" => " (down)",
+                        "sorry" => " (sorry server)",
+                        _ => "",
+                    };
                     let _ = writeln!(
                         o,
                         "  -> {:<28} {:<7} {:<6} {:<10} {}{mark}",

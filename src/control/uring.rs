@@ -106,6 +106,18 @@ impl Reactor {
         self.push(&[e])
     }
 
+    /// One-shot readiness bounded by `limit`: completes with the poll mask
+    /// when `fd` is readable (a pidfd: the process exited), or with
+    /// `-ECANCELED` when `limit` passed first. The caller keeps `fd` open
+    /// until the completion arrives.
+    pub fn poll_readable_for(&mut self, fd: RawFd, limit: Duration, token: u64) -> io::Result<()> {
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(token);
+        self.with_link_timeout(e, limit, token)
+    }
+
     /// Completes with `-ETIME` after `d`.
     pub fn timeout(&mut self, d: Duration, token: u64) -> io::Result<()> {
         let ts = timespec(d);
@@ -291,6 +303,22 @@ pub fn probe_socket(a: SocketAddr, udp: bool) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: socket(2) returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A pidfd for process `pid` (Linux 5.3+, `pidfd_open(2)`), close-on-exec:
+/// it becomes readable when the process exits, so the reactor can wait for
+/// a child without blocking or a SIGCHLD handler.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: pidfd_open takes a pid and flags (0) and returns a new
+    // descriptor or -1; no memory is passed. The result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: pidfd_open returned a new descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

@@ -152,7 +152,9 @@ pub fn run_main(config: &Path, duration: Option<u64>, takeover: bool) -> ExitCod
 }
 
 fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
-    let snap = build_snapshot(&cfg, None).map_err(|e| e.to_string())?;
+    // Real servers whose check has `alpha` start down (the control state
+    // holds them down until their first successful check).
+    let snap = build_snapshot(&ControlState::initial(&cfg), None).map_err(|e| e.to_string())?;
     let snaps = Arc::new(ArcSwap::from_pointee(snap));
     // Block signals before any thread starts, so all inherit the mask.
     let signals = Signals::new().map_err(|e| format!("signalfd: {e}"))?;

@@ -1975,6 +1975,7 @@ impl Builder<'_, '_> {
                 expire_nodest_conn: None,
                 expire_quiescent_template: None,
                 health: None,
+                sorry_server: None,
                 reals,
             });
         }

@@ -36,8 +36,8 @@ use std::process::ExitCode;
 use crate::config::build::build_snapshot;
 use crate::config::schema::{
     netmask_prefix, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    OnFailure, PersistenceConfig, RealConfig, ServiceConfig, DEFAULT_GUE_PORT, MAX_TIMEOUT,
-    MAX_WEIGHT,
+    OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, DEFAULT_GUE_PORT,
+    MAX_TIMEOUT, MAX_WEIGHT,
 };
 use crate::config::MAX_HEALTH_SECONDS;
 use crate::import::ipvsadm::{
@@ -574,8 +574,12 @@ enum VsId {
 #[derive(Clone, Debug)]
 enum CheckKind {
     Tcp,
-    Http { ssl: bool },
+    Http {
+        ssl: bool,
+    },
     Udp,
+    /// MISC_CHECK: an exec check.
+    Misc,
 }
 
 #[derive(Clone, Debug)]
@@ -590,6 +594,10 @@ struct Checker {
     send: Option<String>,
     expect: Option<String>,
     connect_ip: Option<At<IpAddr>>,
+    /// MISC_CHECK `misc_path`, split into the program and its arguments.
+    cmd: Option<Vec<String>>,
+    /// `alpha` in the checker.
+    alpha: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -604,6 +612,9 @@ struct Rs {
     inhibit: Option<bool>,
     timing: Timing,
     checkers: Vec<Checker>,
+    alpha: bool,
+    notify_up: Option<Vec<String>>,
+    notify_down: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -621,6 +632,11 @@ struct Vs {
     inhibit: bool,
     weight: u32,
     reals: Vec<Rs>,
+    alpha: bool,
+    omega: bool,
+    /// `sorry_server IP [PORT]` and its `sorry_server_lvs_method`.
+    sorry: Option<At<(IpAddr, Option<u16>)>>,
+    sorry_fwd: Option<At<Fwd>>,
     /// Comments for the service in the output.
     notes: Vec<String>,
 }
@@ -882,7 +898,6 @@ fn harmless_vs(key: &str) -> Option<&'static str> {
         "ha_suspend" => "xdpvs checks run whether or not the director holds the VIPs",
         "smtp_alert" => "xdpvs sends no e-mail; it logs every health state change",
         "snmp_name" => "xdpvs has no SNMP agent; see its Prometheus metrics",
-        "omega" => "omega runs quorum_down at shutdown; xdpvs has no quorum scripts yet",
         "warmup" => "xdpvs starts checking at once",
         "hashed" => "IPVS's `hashed` flag has no effect on scheduling",
         "log_all_failures" => "xdpvs logs state changes",
@@ -911,6 +926,24 @@ impl Walker {
             self.err(&n.pos, format!("`{}` needs {what}", n.key()));
         }
         a
+    }
+
+    /// A script keyword's command (`misc_path`, `notify_up`, `notify_down`):
+    /// its words, a quoted one split at blanks, as keepalived splits a
+    /// script line into the program and its arguments (no shell).
+    fn script(&mut self, n: &Node) -> Option<Vec<String>> {
+        let words: Vec<String> = n
+            .words
+            .get(1..)
+            .unwrap_or(&[])
+            .iter()
+            .flat_map(|w| w.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        if words.is_empty() {
+            self.err(&n.pos, format!("`{}` needs a program", n.key()));
+            return None;
+        }
+        Some(words)
     }
 
     fn number(&mut self, n: &Node, what: &str, lo: u32, hi: u32) -> Option<u32> {
@@ -1134,9 +1167,12 @@ impl Walker {
             inhibit: false,
             weight: 1,
             reals: Vec::new(),
+            alpha: false,
+            omega: false,
+            sorry: None,
+            sorry_fwd: None,
             notes: Vec::new(),
         };
-        let mut sorry: Option<At<String>> = None;
         for c in n.children() {
             if self.timing(c, &mut vs.timing) {
                 continue;
@@ -1233,12 +1269,15 @@ impl Walker {
                         vs.weight = w;
                     }
                 }
-                "alpha" => self.warn(
-                    &c.pos,
-                    "`alpha` ignored: xdpvs starts every real server up (as keepalived without \
-                     alpha) and takes it out after `fall` failed checks; with alpha keepalived \
-                     started them down until their first successful check",
-                ),
+                "alpha" => vs.alpha = true,
+                "omega" => {
+                    vs.omega = true;
+                    self.warn(
+                        &c.pos,
+                        "`omega`: xdpvs runs the real servers' notify_down when it stops (as \
+                         keepalived); it has no quorum_down to run",
+                    );
+                }
                 "quorum" | "hysteresis" => {
                     if c.key() == "hysteresis" || c.arg(1) != Some("1") {
                         self.warn(
@@ -1269,20 +1308,31 @@ impl Walker {
                     ));
                 }
                 "sorry_server" => {
-                    let addr = c.words.get(1..).unwrap_or(&[]).join(" ");
-                    sorry = Some(At {
-                        v: addr,
+                    let Some(a) = self.need_arg(c, "an address") else {
+                        continue;
+                    };
+                    let addr = match parse_addr(a) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.err(&c.pos, e);
+                            continue;
+                        }
+                    };
+                    let port = match c.arg(2).map(parse_port) {
+                        None | Some(Ok(0)) => None,
+                        Some(Ok(p)) => Some(p),
+                        Some(Err(e)) => {
+                            self.err(&c.pos, e);
+                            continue;
+                        }
+                    };
+                    vs.sorry = Some(At {
+                        v: (addr, port),
                         pos: c.pos.clone(),
                     });
                 }
-                "sorry_server_inhibit" | "sorry_server_lvs_method" => {
-                    if sorry.is_none() {
-                        self.warn(
-                            &c.pos,
-                            format!("`{}` without a sorry_server before it", c.key()),
-                        );
-                    }
-                }
+                "sorry_server_lvs_method" => vs.sorry_fwd = self.forwarding(c),
+                "sorry_server_inhibit" => {}
                 "virtualhost" => self.warn(
                     &c.pos,
                     "`virtualhost` ignored: xdpvs http checks send the real server's address \
@@ -1300,22 +1350,7 @@ impl Walker {
                 }
             }
         }
-        if let Some(s) = sorry {
-            self.warn(
-                &s.pos,
-                format!(
-                    "`sorry_server {}` not imported: xdpvs has no sorry server yet; when no \
-                     real server is up, new connections find no server instead of going there",
-                    s.v
-                ),
-            );
-            vs.notes.push(format!(
-                "keepalived sent new connections to sorry_server {} ({}) while no real server \
-                 was up; xdpvs has no sorry server yet: those connections find no server",
-                s.v, s.pos
-            ));
-        }
-        if vs.reals.is_empty() {
+        if vs.reals.is_empty() && vs.sorry.is_none() {
             self.warn(
                 &vs.pos,
                 "virtual_server has no real servers: not imported (keepalived ignores it too)",
@@ -1445,6 +1480,9 @@ impl Walker {
             inhibit: None,
             timing: Timing::default(),
             checkers: Vec::new(),
+            alpha: false,
+            notify_up: None,
+            notify_down: None,
         };
         for c in n.children() {
             if self.timing(c, &mut rs.timing) {
@@ -1475,40 +1513,32 @@ impl Walker {
                         ),
                     },
                 },
-                "notify_up" | "notify_down" => self.warn(
-                    &c.pos,
-                    format!(
-                        "`{}` not imported: xdpvs runs no command on a health state change yet \
-                         (it logs the change and exports it as a metric)",
-                        c.key()
-                    ),
-                ),
-                "alpha" => self.warn(
-                    &c.pos,
-                    "`alpha` ignored: xdpvs starts every real server up (as keepalived without \
-                     alpha)",
-                ),
+                "notify_up" | "notify_down" => {
+                    let cmd = self.script(c);
+                    if c.key() == "notify_up" {
+                        rs.notify_up = cmd;
+                    } else {
+                        rs.notify_down = cmd;
+                    }
+                }
+                "alpha" => rs.alpha = true,
                 "virtualhost" => self.warn(
                     &c.pos,
                     "`virtualhost` ignored: xdpvs http checks send the real server's address \
                      as the Host header",
                 ),
-                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "UDP_CHECK" => {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "UDP_CHECK" | "MISC_CHECK" => {
                     if let Some(ch) = self.checker(c) {
                         rs.checkers.push(ch);
                     }
                 }
-                "MISC_CHECK" => self.err(
-                    &c.pos,
-                    "MISC_CHECK is not supported: xdpvs has no script (exec) health check yet; \
-                     replace it by a TCP_CHECK, HTTP_GET or UDP_CHECK to import this config",
-                ),
                 k @ ("SMTP_CHECK" | "DNS_CHECK" | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK"
                 | "track_file" | "track_bfd") => self.err(
                     &c.pos,
                     format!(
-                        "{k} is not supported: xdpvs checks with tcp connect, http GET and udp \
-                         only; replace it by a TCP_CHECK on the service port to import this config"
+                        "{k} is not supported: xdpvs checks with tcp connect, http GET, udp and \
+                         programs (MISC_CHECK) only; replace it by a TCP_CHECK on the service \
+                         port to import this config"
                     ),
                 ),
                 k => {
@@ -1545,6 +1575,7 @@ impl Walker {
             "TCP_CHECK" => CheckKind::Tcp,
             "HTTP_GET" => CheckKind::Http { ssl: false },
             "SSL_GET" => CheckKind::Http { ssl: true },
+            "MISC_CHECK" => CheckKind::Misc,
             _ => CheckKind::Udp,
         };
         let mut ch = Checker {
@@ -1558,6 +1589,8 @@ impl Walker {
             send: None,
             expect: None,
             connect_ip: None,
+            cmd: None,
+            alpha: false,
         };
         let mut urls = 0usize;
         for c in n.children() {
@@ -1566,7 +1599,21 @@ impl Walker {
             }
             let http = matches!(ch.kind, CheckKind::Http { .. });
             let udp = matches!(ch.kind, CheckKind::Udp);
+            let misc = matches!(ch.kind, CheckKind::Misc);
             match c.key() {
+                "misc_path" if misc => ch.cmd = self.script(c),
+                "misc_timeout" if misc => ch.timing.connect_timeout = self.secs(c, false),
+                "misc_dynamic" if misc => self.warn(
+                    &c.pos,
+                    "`misc_dynamic` not supported: xdpvs takes exit status 0 as up and any \
+                     other as down; keepalived set the weight from statuses 2-255 (up with \
+                     weight status-2), which here take the server down",
+                ),
+                "user" if misc => self.warn(
+                    &c.pos,
+                    "`user` ignored: xdpvs runs the check as the director's own user",
+                ),
+                "alpha" => ch.alpha = true,
                 "connect_port" => {
                     ch.connect_port = self
                         .number(c, "a port", 1, 65535)
@@ -1594,7 +1641,7 @@ impl Walker {
                         c.key()
                     ),
                 ),
-                "warmup" | "log_all_failures" | "alpha" => self.warn(
+                "warmup" | "log_all_failures" => self.warn(
                     &c.pos,
                     format!(
                         "`{}` ignored: {}",
@@ -1656,6 +1703,13 @@ impl Walker {
                     format!("unknown keyword `{k}` in {} ignored", ch.keyword),
                 ),
             }
+        }
+        if matches!(ch.kind, CheckKind::Misc) && ch.cmd.is_none() {
+            self.err(
+                &n.pos,
+                "MISC_CHECK without `misc_path` (keepalived refuses it too)",
+            );
+            return None;
         }
         if let CheckKind::Http { ssl } = ch.kind {
             if urls == 0 {
@@ -2170,6 +2224,26 @@ impl Builder<'_> {
             if !vs.notes.is_empty() {
                 self.notes.push((k.name.clone(), vs.notes.clone()));
             }
+            // keepalived's sorry server: reached with sorry_server_lvs_method,
+            // else the service's lb_kind.
+            let sorry_server = vs.sorry.as_ref().map(|z| {
+                let fwd = vs.sorry_fwd.as_ref().or(vs.fwd.as_ref()).unwrap_or(&nat);
+                let (addr, port) = z.v;
+                let svc_port = match k.key {
+                    ServiceKey::Addr { port, .. } => port,
+                    ServiceKey::Fwmark(_) => 0,
+                };
+                if matches!(fwd.v.method, FwdMethod::Ipip | FwdMethod::Gue) {
+                    if let Some(tv) = self.tunnels.get_mut(usize::from(addr.is_ipv6())) {
+                        tv.push(z.pos.clone());
+                    }
+                }
+                SorryConfig {
+                    addr,
+                    port: port.filter(|&p| fwd.v.method == FwdMethod::Nat && p != svc_port),
+                    forward: fwd.v.method,
+                }
+            });
             self.services.push(ServiceConfig {
                 name: k.name,
                 key: k.key,
@@ -2179,6 +2253,7 @@ impl Builder<'_> {
                 expire_nodest_conn: None,
                 expire_quiescent_template: None,
                 health: None,
+                sorry_server,
                 reals,
             });
         }
@@ -2186,7 +2261,16 @@ impl Builder<'_> {
 
     /// The real server's first checker as an xdpvs health check.
     fn health(&mut self, vs: &Vs, rs: &Rs, retry_warned: &mut bool) -> Option<HealthSpec> {
-        let ch = rs.checkers.first()?;
+        let Some(ch) = rs.checkers.first() else {
+            if rs.notify_up.is_some() || rs.notify_down.is_some() {
+                self.warn(
+                    &rs.pos,
+                    "notify_up/notify_down not imported: the real server has no checker, so its \
+                     state never changes (as in keepalived)",
+                );
+            }
+            return None;
+        };
         for extra in rs.checkers.iter().skip(1) {
             self.warn(
                 &extra.pos,
@@ -2212,10 +2296,15 @@ impl Builder<'_> {
             }
             interval = MAX_HEALTH_SECONDS;
         }
-        let mut timeout = t
-            .connect_timeout
-            .as_ref()
-            .map_or(KEEPALIVED_CONNECT_TIMEOUT, |d| d.v);
+        // A MISC_CHECK's timeout is its misc_timeout, else the delay_loop
+        // (connect_timeout does not apply to it).
+        let misc_timeout = matches!(ch.kind, CheckKind::Misc)
+            .then(|| ch.timing.connect_timeout.as_ref().map_or(interval, |d| d.v));
+        let mut timeout = misc_timeout.unwrap_or_else(|| {
+            t.connect_timeout
+                .as_ref()
+                .map_or(KEEPALIVED_CONNECT_TIMEOUT, |d| d.v)
+        });
         if timeout > interval {
             let pos = t
                 .connect_timeout
@@ -2270,6 +2359,7 @@ impl Builder<'_> {
         let inhibit = rs.inhibit.unwrap_or(vs.inhibit);
         let (kind, path, expect_status, send, expect) = match ch.kind {
             CheckKind::Tcp => (HealthKind::Tcp, None, None, None, None),
+            CheckKind::Misc => (HealthKind::Exec, None, None, None, None),
             CheckKind::Http { .. } => (
                 HealthKind::Http,
                 ch.path.clone(),
@@ -2296,11 +2386,16 @@ impl Builder<'_> {
             expect_status,
             send,
             expect,
+            cmd: ch.cmd.clone(),
             on_failure: Some(if inhibit {
                 OnFailure::Quiesce
             } else {
                 OnFailure::Remove
             }),
+            alpha: (vs.alpha || rs.alpha || ch.alpha).then_some(true),
+            omega: vs.omega.then_some(true),
+            notify_up: rs.notify_up.clone(),
+            notify_down: rs.notify_down.clone(),
         })
     }
 

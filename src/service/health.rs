@@ -34,6 +34,10 @@ pub enum HealthProbe {
         send: String,
         expect: Option<String>,
     },
+    /// A program (keepalived `MISC_CHECK`): exit status 0 within the
+    /// timeout is up, anything else down. `{addr}` and `{port}` in the
+    /// items are replaced by the real server's address and port.
+    Exec { cmd: Vec<String> },
 }
 
 /// A fully resolved health check of one real server.
@@ -48,4 +52,13 @@ pub struct HealthCheck {
     pub rise: u32,
     pub fall: u32,
     pub on_failure: OnFailure,
+    /// keepalived `alpha`: the server starts down until its first
+    /// successful check (else it starts up).
+    pub alpha: bool,
+    /// keepalived `omega`: `notify_down` runs for the servers still up
+    /// when the director stops.
+    pub omega: bool,
+    /// Run when the check brings the server up / takes it down.
+    pub notify_up: Option<Vec<String>>,
+    pub notify_down: Option<Vec<String>>,
 }

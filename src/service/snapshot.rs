@@ -47,7 +47,14 @@ pub struct Service {
     pub key: ServiceKey,
     pub scheduler: Box<dyn Scheduler>,
     pub persistence: Option<Persistence>,
+    /// The real servers, then the sorry server when `sorry` is set. Only
+    /// the real servers ([`Service::reals`]) are scheduled; listings,
+    /// counters, the XDP maps and next-hop resolution see them all.
     pub dests: Vec<Dest>,
+    /// The last entry of `dests` is the sorry server: new connections go
+    /// there when the scheduler finds no real server that can take one
+    /// (keepalived `sorry_server`). It never gets a persistence template.
+    pub sorry: bool,
     /// IPVS sysctl `expire_nodest_conn`, per service here.
     pub expire_nodest_conn: bool,
     /// IPVS sysctl `expire_quiescent_template`, per service here.
@@ -55,9 +62,31 @@ pub struct Service {
 }
 
 impl Service {
-    /// The position and entry of a real server by id.
+    /// The position and entry of a real server by id (the sorry server
+    /// is not a real server: not found here).
     pub fn dest_by_id(&self, id: DestId) -> Option<(usize, &Dest)> {
-        self.dests.iter().enumerate().find(|(_, d)| d.id == id)
+        self.reals().iter().enumerate().find(|(_, d)| d.id == id)
+    }
+
+    /// The real servers the scheduler chooses from (`dests` without the
+    /// sorry server).
+    pub fn reals(&self) -> &[Dest] {
+        let n = self.dests.len() - usize::from(self.sorry && !self.dests.is_empty());
+        self.dests.get(..n).unwrap_or(&[])
+    }
+
+    /// The sorry server, if the service has one.
+    pub fn sorry_server(&self) -> Option<&Dest> {
+        if self.sorry {
+            self.dests.last()
+        } else {
+            None
+        }
+    }
+
+    /// Is `id` this service's sorry server?
+    pub fn is_sorry(&self, id: DestId) -> bool {
+        self.sorry_server().is_some_and(|d| d.id == id)
     }
 }
 

@@ -301,6 +301,9 @@ impl Engine {
             let same_dests = j
                 .and_then(|j| old_services.get(j))
                 .is_some_and(|o| same_dest_layout(&o.dests, &s.dests));
+            let same_dests = same_dests
+                && j.and_then(|j| old_services.get(j))
+                    .is_some_and(|o| o.sorry == s.sorry);
             same_layout &= j == Some(i) && same_dests;
             if same_dests {
                 if let Some(st) = j.and_then(|j| old_svc.get_mut(j)).and_then(Option::take) {
@@ -318,8 +321,8 @@ impl Engine {
                     // Shards start their round robin at different servers, so
                     // the first client groups of each shard do not all land
                     // on the first server.
-                    if self.cfg.shard > 0 && !s.dests.is_empty() {
-                        st.last = Some((self.cfg.shard as usize - 1) % s.dests.len());
+                    if self.cfg.shard > 0 && !s.reals().is_empty() {
+                        st.last = Some((self.cfg.shard as usize - 1) % s.reals().len());
                     }
                     st
                 }
@@ -327,8 +330,9 @@ impl Engine {
             // A server this shard has no state for counts zero; its slot is
             // made by its first connection (`slot_of`), so a reload that
             // adds many servers costs the shard no map insertions.
+            // The scheduler's view: the real servers, not the sorry server.
             let stat = s
-                .dests
+                .reals()
                 .iter()
                 .map(|d| {
                     let c = match self.dests.get_mut(&d.id) {

@@ -75,7 +75,12 @@ impl Ctx<'_> {
                                             d.c.persist = d.c.persist.saturating_sub(1);
                                         }
                                     }
-                                    return Err(self.drop(DropReason::NoDest));
+                                    // No real server: the sorry server, if
+                                    // any, without a template.
+                                    let Some(i) = sorry_idx(svc) else {
+                                        return Err(self.drop(DropReason::NoDest));
+                                    };
+                                    return self.insert_new(now, key, svc, info, nh, i, None, None);
                                 };
                                 let Some(d) = svc.dests.get(i) else {
                                     return Err(self.drop(DropReason::NoDest));
@@ -99,7 +104,14 @@ impl Ctx<'_> {
                     Some(i) => i,
                     None => {
                         let Some(i) = self.schedule(svc_idx, svc, key) else {
-                            return Err(self.drop(DropReason::NoDest));
+                            // No real server: the sorry server, if any,
+                            // without a template (the client group comes
+                            // back to a real server as soon as one can
+                            // take it).
+                            let Some(i) = sorry_idx(svc) else {
+                                return Err(self.drop(DropReason::NoDest));
+                            };
+                            return self.insert_new(now, key, svc, info, nh, i, None, None);
                         };
                         let Some(d) = svc.dests.get(i) else {
                             return Err(self.drop(DropReason::NoDest));
@@ -135,13 +147,29 @@ impl Ctx<'_> {
                 }
                 i
             }
-            None => {
-                let Some(i) = self.schedule(svc_idx, svc, key) else {
-                    return Err(self.drop(DropReason::NoDest));
-                };
-                i
-            }
+            None => match self.schedule(svc_idx, svc, key).or_else(|| sorry_idx(svc)) {
+                Some(i) => i,
+                None => return Err(self.drop(DropReason::NoDest)),
+            },
         };
+        self.insert_new(now, key, svc, info, nh, dest_idx, tpl, persist_for)
+    }
+
+    /// Insert the new connection to `svc.dests[dest_idx]` (under template
+    /// `tpl`, whose `persist` count goes to `persist_for`) with its first
+    /// packet counted.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_new(
+        &mut self,
+        now: Millis,
+        key: &FlowKey,
+        svc: &Service,
+        info: &PacketInfo,
+        nh: &dyn Neighbors,
+        dest_idx: usize,
+        tpl: Option<TplHandle>,
+        persist_for: Option<DestId>,
+    ) -> Result<NewTarget, Verdict> {
         let Some(d) = svc.dests.get(dest_idx) else {
             if let Some(id) = persist_for {
                 self.slot(id).c.persist += 1;
@@ -232,8 +260,13 @@ impl Ctx<'_> {
             dport: key.dport,
         };
         let i = svc.scheduler.schedule(&mut st.sched, &st.stat, &k)?;
-        (i < svc.dests.len()).then_some(i)
+        (i < svc.reals().len()).then_some(i)
     }
+}
+
+/// The sorry server's position in `svc.dests`, if the service has one.
+fn sorry_idx(svc: &Service) -> Option<usize> {
+    svc.sorry.then(|| svc.dests.len().checked_sub(1)).flatten()
 }
 
 /// The persistence template of a connection from `client` to virtual port
