@@ -18,8 +18,18 @@ cd "$(dirname "$0")/.."
 CARGO_DEB_VERSION=3.8.0
 target=${CARGO_TARGET_DIR:-target}
 assets=$target/package-assets
-fail() { echo "package.sh: FAIL: $*" >&2; exit 1; }
+passed=0
+skipped=0
+fail() {
+    echo "package.sh: FAIL: $*" >&2
+    echo "package: $passed passed, 1 failed"
+    exit 1
+}
 step() { echo "package.sh: $*" >&2; }
+ok() {
+    passed=$((passed + 1))
+    step "ok: $*"
+}
 
 step "building xdpvs (release)"
 cargo build --release --bin xdpvs
@@ -68,9 +78,11 @@ for f in "${expected[@]}"; do
     grep -qxF "$f" <<<"$listing" || fail "$f is not in $deb (dpkg-deb -c)"
 done
 grep -q generate <<<"$listing" && fail "a page or completion of the hidden 'generate' command is in the package"
+ok "contents: ${#expected[@]} expected files (binary, unit, config, examples, $(ls "$assets"/man | wc -l) man pages, 3 completions)"
 dpkg-deb -f "$deb" Package Version Architecture Depends >&2
 conffiles=$(dpkg-deb -I "$deb" conffiles)
 grep -qxF /etc/xdpvs/xdpvs.toml <<<"$conffiles" || fail "/etc/xdpvs/xdpvs.toml is not a conffile"
+ok "conffiles: $conffiles"
 ctl=$(mktemp -d)
 dpkg-deb -e "$deb" "$ctl"
 grep -q "daemon-reload" "$ctl/postinst" && grep -q "try-restart xdpvs.service" "$ctl/postinst" ||
@@ -80,7 +92,7 @@ if grep -Eq "invoke start|systemctl (--system )?(start|enable)" "$ctl/postinst";
     fail "postinst starts or enables xdpvs (it must wait for the operator)"
 fi
 rm -rf "$ctl"
-step "contents: ${#expected[@]} expected files present; conffiles: $conffiles; maintainer scripts: daemon-reload, restart on upgrade, stop on removal"
+ok "maintainer scripts: daemon-reload, restart on upgrade, stop on removal, never enabled or started"
 
 # --- the unit, against the extracted package --------------------------------
 root=$(mktemp -d)
@@ -111,7 +123,7 @@ verify_out=$(MANPATH=$root/usr/share/man SYSTEMD_LOG_LEVEL=notice \
     systemd-analyze verify --root="$root" --man=yes /usr/lib/systemd/system/xdpvs.service 2>&1) ||
     fail "systemd-analyze verify: $verify_out"
 [[ -z $verify_out ]] || fail "systemd-analyze verify: $verify_out"
-step "systemd-analyze verify: clean"
+ok "systemd-analyze verify --root: clean"
 # Units with a mistake must not pass the same check (so this step checks).
 for mistake in 's/^Restart=on-failure/Restart=whenever/' \
     's#^ExecStart=/usr/bin/xdpvs #ExecStart=/usr/bin/xdpvs-missing #' \
@@ -122,11 +134,14 @@ for mistake in 's/^Restart=on-failure/Restart=whenever/' \
     [[ -n $broken ]] || fail "systemd-analyze verify accepted a unit with: $mistake"
 done
 rm -f "$root/usr/lib/systemd/system/xdpvs-broken.service"
+ok "systemd-analyze verify rejects a bad Restart=, a missing ExecStart binary, a missing man page"
 
 "$root/usr/bin/xdpvs" check --config "$root/etc/xdpvs/xdpvs.toml" >&2 ||
     fail "the shipped /etc/xdpvs/xdpvs.toml does not pass xdpvs check"
+ok "/etc/xdpvs/xdpvs.toml passes xdpvs check"
 "$root/usr/bin/xdpvs" check --config "$root/usr/share/doc/xdpvs/examples/xdpvs.toml" >/dev/null ||
     fail "the shipped example config does not pass xdpvs check"
+ok "examples/xdpvs.toml passes xdpvs check"
 
 # --- the unit's capabilities suffice ------------------------------------------
 # Runs the packaged binary as nobody with exactly AmbientCapabilities (and
@@ -137,6 +152,7 @@ if [[ $(id -u) -ne 0 ]] || ! command -v ip >/dev/null || ! command -v setpriv >/
         fail "the capability check needs root, ip and setpriv"
     fi
     step "NOT ROOT (or no ip/setpriv): the capability check SKIPS"
+    skipped=1
 else
     caps=$(sed -n 's/^AmbientCapabilities=//p' "$unit")
     bound=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit")
@@ -195,8 +211,9 @@ EOF
     [[ $rc -eq 0 ]] || { cat "$root/run.log" >&2; fail "xdpvs run exited $rc on SIGTERM"; }
     grep -q "state saved" "$root/run.log" || { cat "$root/run.log" >&2; fail "no state saved on SIGTERM"; }
     grep "capabilities dropped" "$root/run.log" | head -1 >&2
-    step "xdpvs run as nobody with $caps: started, list, reload, stopped"
+    ok "xdpvs run as nobody with $caps: started, list, reload, stopped"
 fi
 
 size=$(stat -c %s "$deb")
-echo "package.sh: OK: $deb ($((size / 1024)) KiB, $(wc -l <<<"$listing") entries)"
+step "OK: $deb ($((size / 1024)) KiB, $(wc -l <<<"$listing") entries)"
+echo "package: $passed passed, 0 failed, $skipped skipped"
