@@ -97,20 +97,28 @@ ok "maintainer scripts: daemon-reload, restart on upgrade, stop on removal, neve
 # --- the unit, against the extracted package --------------------------------
 root=$(mktemp -d)
 ns=
+pid=
 cleanup() {
-    [[ -n $ns ]] && ip netns del "$ns" 2>/dev/null
+    if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+    if [[ -n $ns ]]; then ip netns del "$ns" 2>/dev/null || true; fi
     rm -rf "$root"
 }
 trap cleanup EXIT
 dpkg-deb -x "$deb" "$root"
 unit=$root/usr/lib/systemd/system/xdpvs.service
 cmp -s "$unit" packaging/xdpvs.service || fail "the packaged unit differs from packaging/xdpvs.service"
-if ! command -v systemd-analyze >/dev/null; then
+# systemd-analyze, and man for the Documentation= check.
+need=()
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v man >/dev/null || need+=(man-db)
+if ((${#need[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
-        step "installing systemd (for systemd-analyze)"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+        step "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null 2>&1 || true
+        apt-get install -y -qq "${need[@]}" >/dev/null
     else
-        fail "systemd-analyze is missing (apt-get install systemd)"
+        fail "missing tools: apt-get install ${need[*]}"
     fi
 fi
 # --root: ExecStart=/usr/bin/xdpvs and the unit resolve inside the package,
@@ -118,7 +126,7 @@ fi
 # targets it names (multi-user, network-online, sysinit) are the host's
 # (copied beside it). verify prints problems on stderr and exits 0 for
 # some: any output counts as a failure.
-cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/"
+cp -an /usr/lib/systemd/system/. "$root/usr/lib/systemd/system/" || true
 verify_out=$(MANPATH=$root/usr/share/man SYSTEMD_LOG_LEVEL=notice \
     systemd-analyze verify --root="$root" --man=yes /usr/lib/systemd/system/xdpvs.service 2>&1) ||
     fail "systemd-analyze verify: $verify_out"
@@ -208,6 +216,7 @@ EOF
     kill -TERM "$pid"
     rc=0
     wait "$pid" || rc=$?
+    pid=
     [[ $rc -eq 0 ]] || { cat "$root/run.log" >&2; fail "xdpvs run exited $rc on SIGTERM"; }
     grep -q "state saved" "$root/run.log" || { cat "$root/run.log" >&2; fail "no state saved on SIGTERM"; }
     grep "capabilities dropped" "$root/run.log" | head -1 >&2
