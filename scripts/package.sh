@@ -198,11 +198,11 @@ EOF
     chmod 644 "$root/cap.toml"
     as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
     ip netns exec "$ns" "${as_nobody[@]}" --inh-caps="-all,$set_" --ambient-caps="-all,$set_" \
-        --bounding-set="-all,$set_" "$root/usr/bin/xdpvs" run --config "$root/cap.toml" --duration 20 \
+        --bounding-set="-all,$set_" "$root/usr/bin/xdpvs" run --config "$root/cap.toml" --duration 60 \
         >"$root/run.log" 2>&1 &
     pid=$!
     up=
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         grep -q "capabilities dropped" "$root/run.log" && { up=1; break; }
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
