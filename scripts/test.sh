@@ -23,3 +23,11 @@ if [[ -x scripts/layers.sh ]]; then
     scripts/layers.sh
 fi
 cargo test --release --lib --bins --tests -- --test-threads=2
+
+# The Debian package (scripts/package.sh): builds it, checks its files, the
+# unit with systemd-analyze verify, and that the unit's capabilities let
+# `xdpvs run` start and stop. Root only (CI); its first run on a machine
+# installs cargo-deb (about 5 minutes on 2 cores).
+if [[ $(id -u) -eq 0 ]]; then
+    scripts/package.sh
+fi

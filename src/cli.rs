@@ -12,10 +12,27 @@ use crate::config::schema::{Config, DEFAULT_CONTROL_SOCKET};
 use crate::control::api::{call, RealSpec, Request, Response};
 use crate::control::status::{render_conns, render_list, ListMode};
 
+/// The config file of an installed package (`packaging/`).
+pub const PACKAGE_CONFIG: &str = "/etc/xdpvs/xdpvs.toml";
+/// The config file of a hand-made installation.
+pub const PLAIN_CONFIG: &str = "/etc/xdpvs.toml";
+
+/// The config file a command uses when given none: the package's
+/// /etc/xdpvs/xdpvs.toml where it exists, else /etc/xdpvs.toml.
+pub fn default_config() -> PathBuf {
+    let package = Path::new(PACKAGE_CONFIG);
+    if package.exists() {
+        package.to_path_buf()
+    } else {
+        PathBuf::from(PLAIN_CONFIG)
+    }
+}
+
 /// Where the director listens.
 #[derive(Args, Clone, Debug)]
 pub struct Target {
-    /// The control socket (default: `control_socket` of --config, else /run/xdpvs.sock).
+    /// The control socket (default: `control_socket` of --config, else of
+    /// /etc/xdpvs/xdpvs.toml or /etc/xdpvs.toml, else /run/xdpvs.sock).
     #[arg(short, long, global = true)]
     pub socket: Option<PathBuf>,
     /// Read the control socket path from this config file.
@@ -33,9 +50,9 @@ impl Target {
                 .map(|c| c.director.control_socket)
                 .map_err(|e| e.to_string());
         }
-        let default = Path::new("/etc/xdpvs.toml");
+        let default = default_config();
         if default.exists() {
-            if let Ok(c) = Config::load(default) {
+            if let Ok(c) = Config::load(&default) {
                 return Ok(c.director.control_socket);
             }
         }

@@ -18,6 +18,20 @@ pub const KEEP: [Capability; 4] = [
     Capability::CAP_IPC_LOCK,
 ];
 
+/// What `xdpvs run` needs until it has attached: [`KEEP`] and CAP_PERFMON,
+/// without which the verifier refuses the XDP program's packet-pointer
+/// arithmetic ("pointer arithmetic with it prohibited for !root"); dropped
+/// with the rest once the program is loaded. The systemd unit
+/// (`packaging/xdpvs.service`) grants exactly these to an unprivileged user
+/// (`tests/package.rs` holds the two together).
+pub const START: [Capability; 5] = [
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_BPF,
+    Capability::CAP_IPC_LOCK,
+    Capability::CAP_PERFMON,
+];
+
 /// Drop every capability but [`KEEP`]. Returns what is kept (those the
 /// process had), or why dropping failed.
 pub fn drop_to_minimum() -> Result<Vec<String>, String> {
