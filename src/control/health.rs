@@ -242,6 +242,15 @@ impl Health {
     /// stay). `configured` lists every real server with a check, including
     /// those the checks themselves removed from the snapshot.
     pub fn sync(&mut self, configured: Vec<Configured>, now: Instant) {
+        // Entries an earlier sync removed but kept for their running probe:
+        // if their check comes back now, it starts afresh (the control
+        // state treats the server as newly checked too).
+        let was_gone: Vec<_> = self
+            .checked
+            .iter()
+            .filter(|(_, c)| c.gone)
+            .map(|(rk, _)| *rk)
+            .collect();
         for c in self.checked.values_mut() {
             c.gone = true;
         }
@@ -250,6 +259,10 @@ impl Health {
             match self.checked.get_mut(&rk) {
                 Some(c) => {
                     c.gone = false;
+                    if was_gone.contains(&rk) {
+                        c.verdicts = Verdicts::starting(check.alpha);
+                        c.first = check.alpha;
+                    }
                     c.check = check;
                     c.addr = addr;
                     c.service = service;

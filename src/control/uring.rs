@@ -80,8 +80,20 @@ impl Reactor {
         self.timespecs.entry(key).or_default().push(ts);
     }
 
+    /// An entry with user data `key` was not queued: free the timespec just
+    /// held for it (the newest).
+    fn unhold(&mut self, key: u64) {
+        if let Some(v) = self.timespecs.get_mut(&key) {
+            v.pop();
+            if v.is_empty() {
+                self.timespecs.remove(&key);
+            }
+        }
+    }
+
     /// The completion with user data `key` arrived: free one timespec held
-    /// for it (the oldest: completions of one key arrive in order).
+    /// for it (the oldest; the kernel copied each at submission, so which
+    /// one goes first does not matter for safety, only for the count).
     fn release(&mut self, key: u64) {
         if let Some(v) = self.timespecs.get_mut(&key) {
             if !v.is_empty() {
@@ -128,7 +140,7 @@ impl Reactor {
         let r = self.push(&[e]);
         if r.is_err() {
             // Not queued: nothing points at it.
-            self.release(token);
+            self.unhold(token);
         }
         r
     }
@@ -190,7 +202,7 @@ impl Reactor {
         self.hold(token | LINK_TIMEOUT_BIT, ts);
         let r = self.push(&[op, lt]);
         if r.is_err() {
-            self.release(token | LINK_TIMEOUT_BIT);
+            self.unhold(token | LINK_TIMEOUT_BIT);
         }
         r
     }

@@ -195,6 +195,11 @@ impl<E: PacketHandler> Worker<E> {
         let done = self.init.xsk.reap_completions();
         self.stats.tx += done;
         work |= done > 0;
+        // Held frames first: once their neighbour is known they leave
+        // before newer packets to the same destination (as arp_queue).
+        if !self.held.is_empty() {
+            self.service_held(now);
+        }
 
         let mut began = false;
         for qi in 0..self.init.xsk.n_queues() {
@@ -261,9 +266,6 @@ impl<E: PacketHandler> Worker<E> {
             self.pool.put_batch(b.frames);
         }
 
-        if !self.held.is_empty() {
-            self.service_held(now);
-        }
         let fr = self.init.xsk.flush_tx();
         self.stats.tx_full += fr.rejected;
         self.stats.kicks += fr.kicks;

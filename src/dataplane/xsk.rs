@@ -404,6 +404,21 @@ impl ShardXsk {
                 .map_tx()
                 .map_err(|e| xsk_err("map tx", ifindex, queue, e))?;
             bind_retrying(&umem, &user).map_err(|e| xsk_err("bind", ifindex, queue, e))?;
+            // xdpilone opens AF_XDP sockets without SOCK_CLOEXEC: a health
+            // check or notify program the director spawns must not inherit
+            // them (a leftover child would keep the queue bound and the
+            // UMEM pinned after the director exits).
+            // SAFETY: fcntl(F_SETFD) on a socket fd this function owns (via
+            // `user`, alive here) changes only its close-on-exec flag.
+            let rc = unsafe { libc::fcntl(user.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            if rc != 0 {
+                return Err(DataplaneError::Xsk {
+                    op: "fcntl(FD_CLOEXEC)",
+                    ifindex,
+                    queue,
+                    source: std::io::Error::last_os_error(),
+                });
+            }
             out.push(XskQueue {
                 ifindex,
                 queue,

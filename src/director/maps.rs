@@ -75,7 +75,14 @@ pub(super) fn update_maps(
         p.set_reals(&reals)
             .map_err(|e| format!("{name}: real-server map: {e}"))?;
     }
-    update_locals(progs)
+    // The host's addresses are refreshed every 2 s as well: a failure here
+    // (netlink, or more addresses than the map holds) must not refuse a
+    // start, a reload or a health change whose VIP and real-server maps are
+    // already written.
+    if let Err(e) = update_locals(progs) {
+        tracing::warn!("{e}");
+    }
+    Ok(())
 }
 
 /// The host's own addresses (every interface of the namespace), so that a

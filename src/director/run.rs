@@ -189,6 +189,41 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         prefault_fits(per_shard, n_shards, &meminfo)?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinned: Vec<Pinned> = cfg
+        .neighbors
+        .iter()
+        .map(|n| Pinned {
+            addr: n.addr,
+            mac: n.mac,
+            ifindex: Some(n.interface.as_str())
+                .filter(|i| !i.is_empty())
+                .and_then(|i| ifindex_of(i).ok()),
+        })
+        .collect();
+    let resolver = NeighborResolver::new(ResolverConfig {
+        pinned,
+        interfaces: Some(ifaces.iter().map(|(_, i, _)| *i).collect()),
+        ..ResolverConfig::default()
+    })
+    .map_err(|e| format!("netlink: {e}"))?;
+    let neigh = resolver.shared();
+    let requester = resolver.requester();
+    let mut resolver = resolver;
+    // Routes, links and neighbours read once now, so the gateways are known.
+    if let Err(e) = resolver.refresh() {
+        warn!("neighbour table: {e}");
+    }
+    let resolver_thread = resolver
+        .spawn(stop.clone())
+        .map_err(|e| format!("resolver: {e}"))?;
+    // Resolve every real server and every gateway of the data-plane
+    // routes before attaching (the filter would otherwise fill RX rings no
+    // shard reads yet), so the first packets of the first clients find
+    // their next hop (bounded: an absent neighbour does not keep the
+    // director from starting; a late one is covered by held frames).
+    resolve_next_hops(&neigh, &requester, &snaps.load(), Duration::from_secs(3));
+
     let shards = plan.shards;
     let rcfg = RuntimeConfig {
         shards,
@@ -228,40 +263,6 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         );
         att.links.push(link);
     }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let pinned: Vec<Pinned> = cfg
-        .neighbors
-        .iter()
-        .map(|n| Pinned {
-            addr: n.addr,
-            mac: n.mac,
-            ifindex: Some(n.interface.as_str())
-                .filter(|i| !i.is_empty())
-                .and_then(|i| ifindex_of(i).ok()),
-        })
-        .collect();
-    let resolver = NeighborResolver::new(ResolverConfig {
-        pinned,
-        interfaces: Some(ifaces.iter().map(|(_, i, _)| *i).collect()),
-        ..ResolverConfig::default()
-    })
-    .map_err(|e| format!("netlink: {e}"))?;
-    let neigh = resolver.shared();
-    let requester = resolver.requester();
-    let mut resolver = resolver;
-    // Routes, links and neighbours read once now, so the gateways are known.
-    if let Err(e) = resolver.refresh() {
-        warn!("neighbour table: {e}");
-    }
-    let resolver_thread = resolver
-        .spawn(stop.clone())
-        .map_err(|e| format!("resolver: {e}"))?;
-    // Resolve every real server and every gateway of the data-plane
-    // routes before announcing readiness, so the first packets of the
-    // first clients find their next hop (bounded: an absent neighbour
-    // does not keep the director from starting).
-    resolve_next_hops(&neigh, &requester, &snaps.load(), Duration::from_secs(3));
 
     let reports: Reports = new_reports(n_shards as usize);
     let conn_capacity = cfg.director.conn_capacity as usize;
