@@ -91,6 +91,40 @@ fn config(lab: &Lab) -> String {
             "LAB_RS_IP4",
             5353,
         ),
+        // The other check types in each family, on the same service ports.
+        service(
+            lab,
+            "web4t",
+            "tcp",
+            &vip4,
+            8080,
+            "",
+            &h("tcp", 8080, ""),
+            "LAB_RS_IP4",
+            8080,
+        ),
+        service(
+            lab,
+            "web6h",
+            "tcp",
+            &vip6,
+            8080,
+            "",
+            &h("http", 8080, ", path = \"/\""),
+            "LAB_RS_IP6",
+            8080,
+        ),
+        service(
+            lab,
+            "dns6",
+            "udp",
+            &vip6,
+            53,
+            "",
+            &h("udp", 5353, ", send = \"ping\", expect = \"rs\""),
+            "LAB_RS_IP6",
+            5353,
+        ),
     ]
     .join("\n")
 }
@@ -161,7 +195,7 @@ impl Env {
 }
 
 fn all_up(h: &[String]) -> bool {
-    h.len() == 9 && h.iter().all(|l| l.ends_with(" up"))
+    h.len() == 18 && h.iter().all(|l| l.ends_with(" up"))
 }
 
 #[test]
@@ -215,6 +249,8 @@ fn nat_health_checks_keep_healthy_servers_up_and_follow_a_stopped_server() {
             Request::http(&e.lab.client4(0, 1), &vip4, 80),
             Request::http(&e.lab.client6(1), &vip6, 80),
             Request::udp(&e.lab.client4(1, 1), &vip4, 53),
+            Request::udp(&e.lab.client6(2), &vip6, 53),
+            Request::http(&e.lab.client6(3), &vip6, 8080),
         ];
         let res = e.lab.requests(&reqs).expect("requests");
         for (q, r) in reqs.iter().zip(&res) {
@@ -240,13 +276,25 @@ fn nat_health_checks_keep_healthy_servers_up_and_follow_a_stopped_server() {
     let mut e = e;
     e.lab.kill("http-rs1-8080");
     let down_within = Duration::from_secs(FALL * INTERVAL_S + 1 + 2);
-    let rs1_4 = format!("web4 {} ", rs4[0]);
-    let rs1_6 = format!("web6 {} ", rs6[0]);
+    // rs1's four web services (http and tcp checks, IPv4 and IPv6) go
+    // down; its UDP services and the other servers stay up.
+    let rs1_web: Vec<String> = [
+        ("web4", &rs4[0]),
+        ("web4t", &rs4[0]),
+        ("web6", &rs6[0]),
+        ("web6h", &rs6[0]),
+    ]
+    .iter()
+    .map(|(s, a)| format!("{s} {a} "))
+    .collect();
     let took = e.wait("rs1 down", down_within, |h| {
-        h.iter()
-            .filter(|l| l.starts_with(&rs1_4) || l.starts_with(&rs1_6))
-            .all(|l| l.ends_with(" down"))
-            && h.iter().filter(|l| l.ends_with(" up")).count() == 7
+        let rs1: Vec<&String> = h
+            .iter()
+            .filter(|l| rs1_web.iter().any(|p| l.starts_with(p.as_str())))
+            .collect();
+        rs1.len() == 4
+            && rs1.iter().all(|l| l.ends_with(" down"))
+            && h.iter().filter(|l| l.ends_with(" up")).count() == 14
     });
     eprintln!("rs1 down after {took:?}");
 
