@@ -5,6 +5,7 @@ pub mod forward;
 mod index;
 pub mod nexthop;
 pub mod restart;
+pub mod sync;
 pub mod tcp_state;
 pub mod template;
 pub mod timer;

@@ -151,6 +151,11 @@ impl Ctx<'_> {
             let Some((old, new)) = self.conns.update_tcp(h, now, dir, flags) else {
                 return;
             };
+            if (old != new && crate::shard::sync::state_is_synced(new))
+                || (new == crate::shard::tcp_state::TcpState::Established && self.sync.periodic())
+            {
+                self.sync_conn(now, h);
+            }
             if old != new && c.flags & F_COUNTED != 0 {
                 let was = c.flags & F_ACTIVE != 0;
                 // IPVS tcp_state_active_table: ESTABLISHED and the
@@ -177,6 +182,9 @@ impl Ctx<'_> {
             }
         } else {
             self.conns.touch(h, now);
+            if self.sync.periodic() {
+                self.sync_conn(now, h);
+            }
         }
     }
     pub(super) fn remove_conn(&mut self, h: ConnHandle) {

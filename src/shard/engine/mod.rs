@@ -21,7 +21,8 @@
 //! - `schedule.rs`: a new connection (persistence template or scheduler);
 //! - `accounting.rs`: per real server counters, overload, scheduler view;
 //! - `prefetch.rs`: the RX batch pre-pass (`warm_batch`);
-//! - `restore.rs`: export and restore across a restart.
+//! - `restore.rs`: export and restore across a restart;
+//! - `sync.rs`: what a shard sends to its peer directors, and applies from them.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,9 +41,11 @@ mod prefetch;
 mod process;
 mod restore;
 mod schedule;
+mod sync;
 
 pub use accounting::DestCounters;
 use accounting::{release_conn, sync_slot, update_overload, DestMap, DestView};
+pub use sync::OUTBOX_CAPACITY;
 /// Sizes of one shard's tables.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineConfig {
@@ -111,6 +114,8 @@ pub struct EngineStats {
     pub expired_templates: u64,
     pub template_hits: u64,
     pub neighbor_misses: u64,
+    /// Connection sync (sent and received entries).
+    pub sync: crate::shard::sync::SyncCounters,
 }
 
 /// Per service, per shard state aligned with one snapshot.
@@ -142,6 +147,7 @@ pub struct Engine {
     /// Next hops that were missing; the runtime asks the kernel to resolve them.
     pub want_neighbors: Vec<IpAddr>,
     last_expire: Millis,
+    sync: sync::Outbox,
 }
 
 /// The next hop towards `addr` when known (`false`), else the pending hop
@@ -188,6 +194,7 @@ struct Ctx<'a> {
     tpls: &'a mut TemplateTable,
     stats: &'a mut EngineStats,
     want_neighbors: &'a mut Vec<IpAddr>,
+    sync: &'a mut sync::Outbox,
 }
 
 /// The owner shard of a (masked) client address: a fixed hash, the same in
@@ -224,6 +231,7 @@ impl Engine {
             stats: EngineStats::default(),
             want_neighbors: Vec::new(),
             last_expire: 0,
+            sync: sync::Outbox::default(),
         };
         e.set_snapshot(snap);
         e
@@ -260,6 +268,7 @@ impl Engine {
             tpls: &mut self.tpls,
             stats: &mut self.stats,
             want_neighbors: &mut self.want_neighbors,
+            sync: &mut self.sync,
         }
     }
 

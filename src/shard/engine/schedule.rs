@@ -44,6 +44,9 @@ impl Ctx<'_> {
         // up with the connection's counters below (one update), or before
         // any return in between.
         let mut persist_for: Option<DestId> = None;
+        // A template made or rebound for this connection goes to the peers
+        // at once (a UDP connection takes it along itself).
+        let mut tpl_new = false;
         let dest_idx = match svc.persistence {
             Some(p) => {
                 let tkey = template_key(svc.key, &p, key.src, key.dport);
@@ -96,6 +99,7 @@ impl Ctx<'_> {
                                 persist_for = Some(d.id);
                                 chosen = Some(i);
                                 tpl = Some(h);
+                                tpl_new = true;
                             }
                         }
                     }
@@ -128,6 +132,7 @@ impl Ctx<'_> {
                             Ok(h) => {
                                 persist_for = Some(d.id);
                                 fresh = Some(h);
+                                tpl_new = true;
                             }
                             Err(_) => return Err(self.drop(DropReason::TableFull)),
                         }
@@ -152,6 +157,11 @@ impl Ctx<'_> {
                 None => return Err(self.drop(DropReason::NoDest)),
             },
         };
+        if tpl_new && key.proto == Proto::Tcp {
+            if let Some(h) = tpl {
+                self.sync_template(now, h);
+            }
+        }
         self.insert_new(now, key, svc, info, nh, dest_idx, tpl, persist_for)
     }
 
@@ -222,7 +232,14 @@ impl Ctx<'_> {
                     active = true;
                     self.conns.set_flags(h, F_COUNTED | F_ACTIVE);
                 }
+                if old != new && crate::shard::sync::state_is_synced(new) {
+                    self.sync_conn(now, h);
+                }
             }
+        } else {
+            // UDP: its first packet (IPVS sends at `sync_threshold`
+            // packets; a shard keeps no per-connection count).
+            self.sync_conn(now, h);
         }
         if let Some(id) = persist_for.filter(|&id| id != d.id) {
             self.slot(id).c.persist += 1;
