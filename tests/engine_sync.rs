@@ -402,3 +402,48 @@ fn export_for_a_resync_rebuilds_the_same_tables() {
     }
     assert_eq!(ea, eb);
 }
+
+/// mh on a persistent service: the scheduler sees the client group, so a
+/// director that never saw a group (no sync) gives every client of it the
+/// server another director chose; with `sloppy_tcp` it also takes over
+/// the group's open connections mid-flow (without it: dropped, not a SYN).
+#[test]
+fn sloppy_tcp_and_mh_keep_groups_on_their_server_without_sync() {
+    let text = |sloppy: bool| {
+        cfg(true, false)
+            .replace("scheduler = \"wlc\"", "scheduler = \"mh\"")
+            .replace(
+                "interfaces = [\"eth0\"]\n",
+                &format!("interfaces = [\"eth0\"]\nsloppy_tcp = {sloppy}\n"),
+            )
+    };
+    for group in 10..20u8 {
+        let first = format!("198.18.{group}.1");
+        let mut a = Harness::new(&text(false));
+        let r = send(&mut a, &tcp_pkt(&first, 40000, 80, SYN)).unwrap();
+        send(&mut a, &tcp_pkt(&first, 40000, 80, ACK));
+        let mut b = Harness::new(&text(true));
+        assert_eq!(
+            send(&mut b, &tcp_pkt(&first, 40000, 80, ACK)),
+            Some(r),
+            "mid-flow"
+        );
+        let listed = b.engine.export(b.now);
+        assert_eq!(listed.conns[0].state, 1, "taken over as ESTABLISHED");
+        for host in 2..18u8 {
+            let c = format!("198.18.{group}.{host}");
+            let mut fresh = Harness::new(&text(false));
+            assert_eq!(
+                send(&mut fresh, &tcp_pkt(&c, 40000, 80, SYN)),
+                Some(r),
+                "{c}: the group's server"
+            );
+        }
+        let mut strict = Harness::new(&text(false));
+        let (v, _) = strict.process(&tcp_pkt(&first, 40000, 80, ACK));
+        assert_eq!(v, Verdict::Drop(DropReason::NotSyn));
+        // A RST never opens a connection, sloppy or not.
+        let (v, _) = b.process(&tcp_pkt(&first, 40999, 80, 0x04));
+        assert_eq!(v, Verdict::Drop(DropReason::NotSyn));
+    }
+}

@@ -60,6 +60,7 @@ pub fn build_snapshot_with(
     snap.generation = prev.map_or(1, |p| p.generation.wrapping_add(1));
     snap.timeouts = cfg.timeouts;
     snap.conn_reuse_mode = u8::try_from(d.conn_reuse_mode.min(3)).unwrap_or(1);
+    snap.sloppy_tcp = d.sloppy_tcp;
     snap.tunnel_src4 = d.tunnel_src4;
     snap.tunnel_src6 = d.tunnel_src6;
     snap.gue_port = d.gue_port;

@@ -16,9 +16,10 @@ use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
 use crate::config::schema::{
     parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, XdpMode,
-    DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS,
-    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, TIMEOUT_KEYS, TOP_KEYS,
+    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, SyncConfig,
+    SyncMode, XdpMode, DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS,
+    PERSISTENCE_KEYS, REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, SYNC_KEYS, TIMEOUT_KEYS,
+    TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -347,6 +348,11 @@ impl Reader {
                 }
             }
         }
+        if let Some((path, v)) = self.get(&top, "sync") {
+            if let Some(t) = self.table(path, v, SYNC_KEYS) {
+                cfg.sync = Some(self.sync(&t));
+            }
+        }
         for (path, v) in self.array(&top, "neighbor", "an array of tables [[neighbor]]") {
             if let Some(t) = self.table(path, v, NEIGHBOR_KEYS) {
                 if let Some(n) = self.neighbor(&t) {
@@ -477,7 +483,69 @@ impl Reader {
         if let Some(n) = self.uint_opt(t, "conn_reuse_mode") {
             d.conn_reuse_mode = n;
         }
+        if let Some(b) = self.bool_opt(t, "sloppy_tcp") {
+            d.sloppy_tcp = b;
+        }
+        if let Some(b) = self.bool_opt(t, "sloppy_udp") {
+            d.sloppy_udp = b;
+        }
         d
+    }
+
+    fn sync(&mut self, t: &Tbl<'_, '_>) -> SyncConfig {
+        let mut s = SyncConfig::default();
+        if let Some(m) = self.choice(
+            t,
+            "mode",
+            "sync mode",
+            &[
+                ("master", SyncMode::Master),
+                ("backup", SyncMode::Backup),
+                ("active-active", SyncMode::ActiveActive),
+            ],
+        ) {
+            s.mode = m;
+        }
+        match self.str_opt(t, "interface") {
+            Some(i) => s.interface = i,
+            None => self.missing(t, "interface", " (the link sync datagrams use)"),
+        }
+        if let Some((path, v)) = self.get(t, "group") {
+            s.group = self.ip_val(&path, v);
+        }
+        if let Some((path, v)) = self.get(t, "peers") {
+            match v.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let p = format!("{path}[{i}]");
+                        self.origin.record(&p, item.span());
+                        if let Some(a) = self.ip_val(&p, item) {
+                            s.peers.push(a);
+                        }
+                    }
+                }
+                _ => self.wrong_type(&path, v, "an array of peer addresses"),
+            }
+        }
+        if let Some(n) = self.uint_opt(t, "port") {
+            s.port = n;
+        }
+        if let Some(n) = self.uint_opt(t, "syncid") {
+            s.syncid = n;
+        }
+        if let Some(p) = self.str_opt(t, "auth_key") {
+            s.auth_key = Some(PathBuf::from(p));
+        }
+        if let Some(n) = self.uint_opt(t, "ttl") {
+            s.ttl = n;
+        }
+        if let Some(n) = self.uint_opt(t, "sync_period") {
+            s.sync_period = n;
+        }
+        if let Some(n) = self.uint_opt(t, "resync_wait") {
+            s.resync_wait = n;
+        }
+        s
     }
 
     fn timeouts(&mut self, t: &Tbl<'_, '_>) -> Timeouts {

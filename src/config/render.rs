@@ -122,6 +122,8 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
         d.expire_quiescent_template
     )?;
     writeln!(o, "conn_reuse_mode = {}", d.conn_reuse_mode)?;
+    writeln!(o, "sloppy_tcp = {}", d.sloppy_tcp)?;
+    writeln!(o, "sloppy_udp = {}", d.sloppy_udp)?;
     writeln!(o)?;
     let t = cfg.timeouts;
     writeln!(o, "[timeouts]")?;
@@ -153,6 +155,27 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
         writeln!(o, "addr = {}", q(&n.addr.to_string()))?;
         writeln!(o, "mac = {}", q(&format_mac(&n.mac)))?;
         writeln!(o, "interface = {}", q(&n.interface))?;
+    }
+    if let Some(s) = &cfg.sync {
+        writeln!(o)?;
+        writeln!(o, "[sync]")?;
+        writeln!(o, "mode = {}", q(s.mode.name()))?;
+        writeln!(o, "interface = {}", q(&s.interface))?;
+        if let Some(g) = s.group {
+            writeln!(o, "group = {}", q(&g.to_string()))?;
+        }
+        if !s.peers.is_empty() {
+            let p: Vec<String> = s.peers.iter().map(|a| q(&a.to_string())).collect();
+            writeln!(o, "peers = [{}]", p.join(", "))?;
+        }
+        writeln!(o, "port = {}", s.port)?;
+        writeln!(o, "syncid = {}", s.syncid)?;
+        if let Some(k) = &s.auth_key {
+            writeln!(o, "auth_key = {}", q(&k.to_string_lossy()))?;
+        }
+        writeln!(o, "ttl = {}", s.ttl)?;
+        writeln!(o, "sync_period = {}", s.sync_period)?;
+        writeln!(o, "resync_wait = {}", s.resync_wait)?;
     }
     Ok(())
 }

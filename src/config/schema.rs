@@ -35,7 +35,9 @@ pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 300;
 pub const DEFAULT_SCHEDULER: &str = "wlc";
 
 /// The keys of the top-level tables (the reader refuses any other).
-pub(crate) const TOP_KEYS: &[&str] = &["director", "timeouts", "fwmark", "service", "neighbor"];
+pub(crate) const TOP_KEYS: &[&str] = &[
+    "director", "timeouts", "fwmark", "service", "neighbor", "sync",
+];
 
 /// The keys of `[timeouts]` (the reader refuses any other).
 pub(crate) const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_fin", "udp"];
@@ -48,6 +50,8 @@ pub struct Config {
     pub fwmarks: Vec<FwmarkGroup>,
     pub services: Vec<ServiceConfig>,
     pub neighbors: Vec<NeighborPin>,
+    /// `[sync]`: connection sync with peer directors (none: one director).
+    pub sync: Option<SyncConfig>,
     /// Where the config came from (for error positions). Not compared.
     pub origin: Origin,
 }
@@ -89,6 +93,8 @@ pub(crate) const DIRECTOR_KEYS: &[&str] = &[
     "expire_nodest_conn",
     "expire_quiescent_template",
     "conn_reuse_mode",
+    "sloppy_tcp",
+    "sloppy_udp",
 ];
 
 /// `[director]`: process-wide settings.
@@ -131,6 +137,12 @@ pub struct Director {
     /// IPVS sysctl `conn_reuse_mode` (0-3, default 1): which SYNs on a known
     /// connection start a new one (see `Engine`'s connection reuse).
     pub conn_reuse_mode: u32,
+    /// IPVS sysctl `sloppy_tcp`: a mid-flow TCP packet of an unknown
+    /// connection may create it (a director taking over without sync).
+    pub sloppy_tcp: bool,
+    /// `sloppy_udp`: accepted for symmetry with `sloppy_tcp`; any UDP packet
+    /// already creates its connection.
+    pub sloppy_udp: bool,
 }
 
 impl Default for Director {
@@ -154,7 +166,111 @@ impl Default for Director {
             expire_nodest_conn: false,
             expire_quiescent_template: false,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
+            sloppy_udp: false,
         }
+    }
+}
+
+/// The IPVS sync multicast group, port and TTL (`ip_vs_sync.c`).
+pub const DEFAULT_SYNC_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
+pub const DEFAULT_SYNC_PORT: u16 = 8848;
+pub const DEFAULT_SYNC_TTL: u8 = 1;
+/// IPVS `sync_period`.
+pub const DEFAULT_SYNC_PERIOD: u32 = 50;
+/// How long a joining director waits for a peer's full resync before it
+/// announces itself anyway (seconds).
+pub const DEFAULT_RESYNC_WAIT: u32 = 30;
+
+/// The keys of `[sync]` (the reader refuses any other).
+pub(crate) const SYNC_KEYS: &[&str] = &[
+    "mode",
+    "interface",
+    "group",
+    "peers",
+    "port",
+    "syncid",
+    "auth_key",
+    "ttl",
+    "sync_period",
+    "resync_wait",
+];
+
+/// `[sync] mode`: IPVS's two sync daemons, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Send this director's connections (IPVS `--start-daemon master`).
+    Master,
+    /// Apply the peers' connections (IPVS `--start-daemon backup`).
+    Backup,
+    /// Both, for directors behind ECMP.
+    ActiveActive,
+}
+
+impl SyncMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            SyncMode::Master => "master",
+            SyncMode::Backup => "backup",
+            SyncMode::ActiveActive => "active-active",
+        }
+    }
+    pub const fn sends(self) -> bool {
+        matches!(self, SyncMode::Master | SyncMode::ActiveActive)
+    }
+    pub const fn receives(self) -> bool {
+        matches!(self, SyncMode::Backup | SyncMode::ActiveActive)
+    }
+}
+
+/// `[sync]`: connection and persistence sync in the IPVS sync protocol v1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub mode: SyncMode,
+    /// The interface datagrams are sent from and accepted on (only).
+    pub interface: String,
+    /// Multicast group (default 224.0.0.81 unless `peers` is given).
+    pub group: Option<IpAddr>,
+    /// Unicast peers instead of a group; datagrams from anyone else are refused.
+    pub peers: Vec<IpAddr>,
+    pub port: u16,
+    /// IPVS syncid (0-255): datagrams of another id are ignored (0 accepts
+    /// any, as the kernel's backup).
+    pub syncid: u8,
+    /// A file holding the shared key of the authenticated envelope.
+    pub auth_key: Option<PathBuf>,
+    /// Multicast TTL (1: the link only).
+    pub ttl: u8,
+    /// One packet in this many re-sends an established connection.
+    pub sync_period: u32,
+    /// Seconds a joining director waits for a full resync (0: none).
+    pub resync_wait: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            mode: SyncMode::ActiveActive,
+            interface: String::new(),
+            group: None,
+            peers: Vec::new(),
+            port: DEFAULT_SYNC_PORT,
+            syncid: 0,
+            auth_key: None,
+            ttl: DEFAULT_SYNC_TTL,
+            sync_period: DEFAULT_SYNC_PERIOD,
+            resync_wait: DEFAULT_RESYNC_WAIT,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Where datagrams go: the group (default 224.0.0.81) or the peers.
+    pub fn destinations(&self) -> Vec<IpAddr> {
+        if !self.peers.is_empty() {
+            return self.peers.clone();
+        }
+        vec![self.group.unwrap_or(IpAddr::V4(DEFAULT_SYNC_GROUP))]
     }
 }
 

@@ -111,6 +111,67 @@ impl Validator<'_> {
         self.warnings.push(d);
     }
 
+    fn sync(&mut self, s: &crate::config::schema::SyncConfig) {
+        if !valid_ifname(&s.interface) {
+            self.err(
+                "sync.interface",
+                format!(
+                    "bad interface name \"{}\" (1-15 characters, no '/', ':' or spaces)",
+                    s.interface
+                ),
+            );
+        }
+        if s.group.is_some() && !s.peers.is_empty() {
+            self.err(
+                "sync.peers",
+                "give either `group` (multicast) or `peers` (unicast), not both",
+            );
+        }
+        if let Some(g) = s.group {
+            if !g.is_multicast() {
+                self.err(
+                    "sync.group",
+                    format!("{g} is not a multicast address (for unicast, list `peers`)"),
+                );
+            }
+        }
+        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        for (i, &p) in s.peers.iter().enumerate() {
+            let path = format!("sync.peers[{i}]");
+            if !is_unicast(p) {
+                self.err(&path, format!("{p} {NOT_UNICAST}"));
+            } else if let Some(first) = seen.insert(p, i) {
+                self.err(
+                    &path,
+                    format!("peer {p} is listed twice (also peers[{first}])"),
+                );
+            }
+        }
+        if s.port == 0 {
+            self.err("sync.port", "0 is out of range (1-65535; IPVS uses 8848)");
+        }
+        if s.ttl == 0 {
+            self.err(
+                "sync.ttl",
+                "0 is out of range (1-255; 1 keeps sync on the link)",
+            );
+        }
+        if s.resync_wait > 3600 {
+            self.err(
+                "sync.resync_wait",
+                format!("{} is out of range (0-3600 s)", s.resync_wait),
+            );
+        }
+        if let Some(k) = &s.auth_key {
+            if k.as_os_str().is_empty() {
+                self.err(
+                    "sync.auth_key",
+                    "must not be empty (omit it for plain IPVS sync)",
+                );
+            }
+        }
+    }
+
     fn director(&mut self) {
         let d = &self.cfg.director;
         if d.interfaces.is_empty() {
@@ -179,6 +240,10 @@ impl Validator<'_> {
                     d.conn_reuse_mode
                 ),
             );
+        }
+        let cfg = self.cfg;
+        if let Some(s) = &cfg.sync {
+            self.sync(s);
         }
         if d.busy_poll_us > 1_000_000 {
             self.err(

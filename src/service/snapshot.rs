@@ -208,6 +208,9 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// IPVS `conn_reuse_mode` (0-3).
     pub conn_reuse_mode: u8,
+    /// IPVS `sloppy_tcp`: a TCP packet other than a SYN (and not a RST) may
+    /// open a connection.
+    pub sloppy_tcp: bool,
     /// Shard ownership mask: the shortest persistence prefix among services
     /// (IPv4 / IPv6), so a persistence group always maps to one shard.
     pub shard_prefix4: u8,
@@ -271,6 +274,7 @@ impl Snapshot {
             classifier: Classifier::default(),
             timeouts: Timeouts::default(),
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
             shard_prefix4: 32,
             shard_prefix6: 128,
             vips: Vec::new(),

@@ -270,7 +270,13 @@ impl Ctx<'_> {
                 return self.drop(DropReason::DestRemoved);
             }
         }
-        if key.proto == Proto::Tcp && !syn {
+        // IPVS tcp_conn_schedule: a SYN opens a connection; with
+        // `sloppy_tcp` any segment but a RST does (a director taking over
+        // flows it never saw).
+        if key.proto == Proto::Tcp
+            && !syn
+            && !(snap.sloppy_tcp && info.tcp_flags & wire::tcp::flags::RST == 0)
+        {
             return self.drop(DropReason::NotSyn);
         }
         let t = match self.new_conn(now, key, svc_idx, svc, info, nh) {

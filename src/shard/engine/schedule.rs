@@ -50,6 +50,20 @@ impl Ctx<'_> {
         let dest_idx = match svc.persistence {
             Some(p) => {
                 let tkey = template_key(svc.key, &p, key.src, key.dport);
+                // The scheduler sees the client group (the template's
+                // masked address), not the one client: a hashing scheduler
+                // (sh, mh, dh) then gives a whole group one server, and
+                // every director with the same config the same one, even
+                // before the group's template reaches it (IPVS hashes the
+                // first client of the group, which depends on who came
+                // first).
+                let group = FlowKey {
+                    src: match tkey {
+                        TemplateKey::Fwmark { client_masked, .. }
+                        | TemplateKey::Addr { client_masked, .. } => client_masked,
+                    },
+                    ..*key
+                };
                 let mut chosen: Option<usize> = None;
                 let mut fresh = None;
                 let thash = self.tpls.hash(&tkey);
@@ -69,7 +83,7 @@ impl Ctx<'_> {
                             }
                             None => {
                                 // Invalid: reschedule and rebind the template.
-                                let Some(i) = self.schedule(svc_idx, svc, key) else {
+                                let Some(i) = self.schedule(svc_idx, svc, &group) else {
                                     // IPVS unhashes an invalid template in
                                     // any case: forget it now unless live
                                     // connections still refer to it.
@@ -107,7 +121,7 @@ impl Ctx<'_> {
                 let i = match chosen {
                     Some(i) => i,
                     None => {
-                        let Some(i) = self.schedule(svc_idx, svc, key) else {
+                        let Some(i) = self.schedule(svc_idx, svc, &group) else {
                             // No real server: the sorry server, if any,
                             // without a template (the client group comes
                             // back to a real server as soon as one can
