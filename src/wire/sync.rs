@@ -486,6 +486,10 @@ impl<T: AsRef<[u8]>> SyncMessage<T> {
         if b.len() < HEADER_LEN {
             return Err(SyncError::Truncated);
         }
+        // The kernel's order: the size first, for both versions.
+        if usize::from(u16_at(b, 2)) != b.len() {
+            return Err(SyncError::SizeMismatch);
+        }
         if u8_at(b, 0) != 0 {
             return Err(SyncError::Version0);
         }
@@ -494,9 +498,6 @@ impl<T: AsRef<[u8]>> SyncMessage<T> {
         }
         if u16_at(b, 6) != 0 {
             return Err(SyncError::BadSpare);
-        }
-        if usize::from(u16_at(b, 2)) != b.len() {
-            return Err(SyncError::SizeMismatch);
         }
         let mut off = HEADER_LEN;
         for _ in 0..u8_at(b, 4) {
@@ -807,5 +808,530 @@ impl ResyncRequest {
             syncid: u8_at(b, 1),
             nonce: u64::from_be_bytes(array_at::<8>(b, 12)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    /// Bytes from hex, whitespace and `|` ignored (fields laid out per line).
+    fn hex(s: &str) -> Vec<u8> {
+        let d: Vec<u8> = s
+            .lines()
+            .flat_map(|l| l.split('#').next().unwrap().bytes())
+            .filter(|c| c.is_ascii_hexdigit())
+            .map(|c| (c as char).to_digit(16).unwrap() as u8)
+            .collect();
+        assert!(d.len() % 2 == 0, "odd hex");
+        d.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+
+    /// An entry's hex after its first 4 bytes (type, protocol, ver_size).
+    fn body(entry: &str) -> String {
+        hex(entry)[4..].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn v4(s: &str) -> IpAddr {
+        IpAddr::V4(s.parse().unwrap())
+    }
+    fn v6(s: &str) -> IpAddr {
+        IpAddr::V6(s.parse().unwrap())
+    }
+
+    // struct ip_vs_sync_v4, TCP ESTABLISHED, direct routing.
+    const CONN_V4_DR: &str = "
+        00 06 0024  # type 0, IPPROTO_TCP, ver 0 size 36
+        00000003  # flags DROUTE
+        0001 9c40  # state ESTABLISHED, cport 40000
+        0050 0050  # vport 80, dport 80
+        00000000  # fwmark
+        00000384  # timeout 900 s
+        c6120 00a  # caddr 198.18.0.10
+        c613 0001  # vaddr 198.19.0.1
+        c612 0102  # daddr 198.18.1.2";
+
+    fn conn_v4_dr() -> SyncEntry {
+        SyncEntry {
+            flags: flags::DROUTE,
+            proto: 6,
+            state: tcp_state::ESTABLISHED,
+            cport: 40000,
+            vport: 80,
+            dport: 80,
+            fwmark: 0,
+            timeout_s: 900,
+            caddr: v4("198.18.0.10"),
+            vaddr: v4("198.19.0.1"),
+            daddr: v4("198.18.1.2"),
+        }
+    }
+
+    // struct ip_vs_sync_v6, UDP, NAT.
+    const CONN_V6_NAT: &str = "
+        01 11 0048  # type STYPE_F_INET6, IPPROTO_UDP, size 72
+        00000000  # flags MASQ
+        0000 14e9  # state NORMAL, cport 5353
+        0035 14b4  # vport 53, dport 5300
+        00000000  # fwmark
+        0000012c  # timeout 300 s
+        20010db8 00000000 00000000 00000010  # caddr 2001:db8::10
+        20010db8 00010000 00000000 00000001  # vaddr 2001:db8:1::1
+        20010db8 00020000 00000000 00000002  # daddr 2001:db8:2::2";
+
+    fn conn_v6_nat() -> SyncEntry {
+        SyncEntry {
+            flags: flags::MASQ,
+            proto: 17,
+            state: udp_state::NORMAL,
+            cport: 5353,
+            vport: 53,
+            dport: 5300,
+            fwmark: 0,
+            timeout_s: 300,
+            caddr: v6("2001:db8::10"),
+            vaddr: v6("2001:db8:1::1"),
+            daddr: v6("2001:db8:2::2"),
+        }
+    }
+
+    // Persistence template of a TCP service: <proto, caddr/mask, 0, vaddr,
+    // vport, daddr, dport>, timeout = persistence timeout.
+    const TEMPLATE_V4: &str = "
+        00 06 0024
+        00001003  # flags TEMPLATE | DROUTE
+        0000 0000  # state NONE, cport 0
+        01bb 01bb  # vport 443, dport 443
+        00000000
+        00000168  # timeout 360 s
+        c612 0000  # caddr 198.18.0.0 (client /24)
+        c613 0001
+        c612 0102";
+
+    fn template_v4() -> SyncEntry {
+        SyncEntry {
+            flags: flags::TEMPLATE | flags::DROUTE,
+            proto: 6,
+            state: tpl_state::NONE,
+            cport: 0,
+            vport: 443,
+            dport: 443,
+            fwmark: 0,
+            timeout_s: 360,
+            caddr: v4("198.18.0.0"),
+            vaddr: v4("198.19.0.1"),
+            daddr: v4("198.18.1.2"),
+        }
+    }
+
+    // Fwmark template (ip_vs_sched_persist): <IPPROTO_IP, caddr, 0,
+    // fwmark, 0, daddr, 0>, the mark also in the fwmark field (skb->mark).
+    const FWMARK_TEMPLATE_V4: &str = "
+        00 00 0024  # IPPROTO_IP
+        00001002  # flags TEMPLATE | TUNNEL
+        0000 0000
+        0000 0000  # vport 0, dport 0
+        00000007  # fwmark 7
+        0000012c
+        c612 000a
+        0000 0007  # vaddr = htonl(7)
+        c612 0103";
+
+    fn fwmark_template_v4() -> SyncEntry {
+        SyncEntry {
+            flags: flags::TEMPLATE | flags::TUNNEL,
+            proto: 0,
+            state: 0,
+            cport: 0,
+            vport: 0,
+            dport: 0,
+            fwmark: 7,
+            timeout_s: 300,
+            caddr: v4("198.18.0.10"),
+            vaddr: fwmark_vaddr(7, false),
+            daddr: v4("198.18.1.3"),
+        }
+    }
+
+    fn decode(b: &[u8]) -> Vec<SyncEntry> {
+        let m = SyncMessage::new_checked(b).unwrap();
+        m.entries().map(|e| e.unwrap()).collect()
+    }
+
+    fn write(syncid: u8, es: &[SyncEntry]) -> Vec<Vec<u8>> {
+        let mut w = SyncWriter::new(DEFAULT_MAX_LEN_V4);
+        for e in es {
+            w.push(e).unwrap();
+        }
+        w.finish(syncid)
+    }
+
+    #[test]
+    fn golden_single_entries() {
+        let cases = [
+            ("05 002c 01 01 0000", CONN_V4_DR, conn_v4_dr()),
+            ("07 0050 01 01 0000", CONN_V6_NAT, conn_v6_nat()),
+            ("00 002c 01 01 0000", TEMPLATE_V4, template_v4()),
+            ("ff 002c 01 01 0000", FWMARK_TEMPLATE_V4, fwmark_template_v4()),
+        ];
+        for (hdr, entry, want) in cases {
+            // reserved 0, syncid, size, nr_conns 1, version 1, spare 0
+            let msg = hex(&format!("00 {hdr} {entry}"));
+            let m = SyncMessage::new_checked(&msg[..]).unwrap();
+            assert_eq!(m.version(), 1);
+            assert_eq!(m.nr_conns(), 1);
+            assert_eq!(usize::from(m.size()), msg.len());
+            assert_eq!(decode(&msg), vec![want], "{entry}");
+            assert_eq!(write(m.syncid(), &[want]), vec![msg], "{entry}");
+        }
+        assert!(template_v4().is_template());
+        assert!(!conn_v4_dr().is_template());
+        assert_eq!(conn_v4_dr().fwd_method(), FwdMethod::DirectRoute);
+        assert_eq!(conn_v6_nat().fwd_method(), FwdMethod::Masq);
+        assert_eq!(fwmark_template_v4().fwd_method(), FwdMethod::Tunnel);
+        assert_eq!(fwmark_vaddr(7, true), v6("0:7::"));
+    }
+
+    #[test]
+    fn golden_two_families_in_one_message() {
+        let msg = hex(&format!(
+            "00 09 0074 02 01 0000 {CONN_V4_DR} {CONN_V6_NAT}" // 8 + 36 + 72
+        ));
+        assert_eq!(msg.len(), 0x74);
+        assert_eq!(decode(&msg), vec![conn_v4_dr(), conn_v6_nat()]);
+        assert_eq!(write(9, &[conn_v4_dr(), conn_v6_nat()]), vec![msg]);
+    }
+
+    #[test]
+    fn golden_seq_option_skipped_with_padding() {
+        // A NAT entry with IPVS_OPT_SEQ_DATA: size 36 + 2 + 24 = 62, then
+        // 2 bytes of padding before the next entry (the kernel pads before
+        // the next entry, the message size counts it).
+        let msg = hex(&format!(
+            "00 01 006c 02 01 0000
+             00 06 003e 00000600 0001 9c41 0050 0050 00000000 00000384
+             c612000b c6130001 c6120102
+             01 18  01020304 00000010 00000008  0a0b0c0d 00000000 00000000
+             0000
+             {CONN_V4_DR}"
+        ));
+        assert_eq!(msg.len(), 0x6c);
+        let want0 = SyncEntry {
+            flags: flags::SEQ_MASK,
+            cport: 40001,
+            caddr: v4("198.18.0.11"),
+            ..conn_v4_dr()
+        };
+        assert_eq!(decode(&msg), vec![want0, conn_v4_dr()]);
+        // PE data and name options, and an ignorable unknown one.
+        let msg = hex(&format!(
+            "00 01 0039 01 01 0000
+             00 06 0031 {}
+             02 03 aabbcc  03 03 736970  45 01 00",
+            body(CONN_V4_DR)
+        ));
+        assert_eq!(decode(&msg), vec![conn_v4_dr()]);
+    }
+
+    #[test]
+    fn unknown_mandatory_option_drops_only_that_entry() {
+        let b4 = &body(CONN_V4_DR);
+        let msg = hex(&format!(
+            "00 01 0054 02 01 0000
+             00 06 0028 {b4} 05 02 0000
+             {CONN_V4_DR}"
+        ));
+        let m = SyncMessage::new_checked(&msg[..]).unwrap();
+        let got: Vec<_> = m.entries().collect();
+        assert_eq!(
+            got,
+            vec![Err(SyncError::UnknownMandatoryOption), Ok(conn_v4_dr())]
+        );
+    }
+
+    fn header(size: usize, n: u8) -> String {
+        format!("00 01 {size:04x} {n:02x} 01 0000")
+    }
+
+    #[test]
+    fn error_table() {
+        let b4 = &body(CONN_V4_DR);
+        let v6body = &body(CONN_V6_NAT);
+        // (message hex, error from new_checked or from the first entry)
+        let cases: Vec<(String, SyncError)> = vec![
+            ("00 01 0007 00 01 00".into(), SyncError::Truncated),
+            ("".into(), SyncError::Truncated),
+            // Version 0 header: nr_conns first.
+            ("01 01 0008 00 01 0000".into(), SyncError::Version0),
+            ("00 01 0008 00 02 0000".into(), SyncError::BadVersion),
+            ("00 01 0008 00 00 0000".into(), SyncError::BadVersion),
+            ("00 01 0008 00 01 0001".into(), SyncError::BadSpare),
+            ("00 01 0009 00 01 0000".into(), SyncError::SizeMismatch),
+            (
+                format!("00 01 002d 01 01 0000 {CONN_V4_DR}"),
+                SyncError::SizeMismatch,
+            ),
+            (
+                format!("{} {CONN_V4_DR}", header(44, 0)),
+                SyncError::CountMismatch,
+            ),
+            (
+                format!("{} {CONN_V4_DR} {CONN_V4_DR}", header(80, 1)),
+                SyncError::CountMismatch,
+            ),
+            (
+                format!("{} {CONN_V4_DR}", header(44, 2)),
+                SyncError::EntryTruncated,
+            ),
+            (
+                format!("{} 00 06 0030 {b4}", header(44, 1)),
+                SyncError::EntryOverflow,
+            ),
+            (
+                format!("{} 00 06 1024 {b4}", header(44, 1)),
+                SyncError::EntryVersion,
+            ),
+            (
+                format!("{} 00 06 0000 {b4}", header(44, 1)),
+                SyncError::EntryZeroSize,
+            ),
+            // IPv6 bit with an IPv4 size.
+            (
+                format!("{} 01 06 0024 {b4}", header(44, 1)),
+                SyncError::EntryTooShort { inet6: true },
+            ),
+            (
+                format!("{} 00 06 0020 {} {CONN_V4_DR}", header(76, 2), &b4[..56]),
+                SyncError::EntryTooShort { inet6: false },
+            ),
+            (
+                format!("{} 02 06 0024 {b4}", header(44, 1)),
+                SyncError::BadType,
+            ),
+            // Options.
+            (
+                format!("{} 00 06 0025 {b4} 01 000000", header(48, 1)),
+                SyncError::OptionTruncated,
+            ),
+            (
+                format!("{} 00 06 0028 {b4} 02 00 0000", header(48, 1)),
+                SyncError::OptionBadLength,
+            ),
+            (
+                format!("{} 00 06 0028 {b4} 02 03 0000", header(48, 1)),
+                SyncError::OptionBadLength,
+            ),
+            (
+                format!("{} 00 06 0028 {b4} 01 02 0000", header(48, 1)),
+                SyncError::SeqOptionLength,
+            ),
+            (
+                format!("{} 00 06 002a {b4} 02 01 00 42 01 00 0000", header(52, 1)),
+                SyncError::OptionDuplicate,
+            ),
+            (
+                format!(
+                    "{} 00 06 0037 {b4} 03 11 {} 00",
+                    header(64, 1),
+                    "61".repeat(17)
+                ),
+                SyncError::PeNameTooLong,
+            ),
+            (
+                format!("{} 01 11 0048 {v6body}", header(80, 1)),
+                SyncError::Truncated, // placeholder: valid, see below
+            ),
+        ];
+        let n = cases.len();
+        for (i, (h, want)) in cases.into_iter().enumerate() {
+            let b = hex(&h);
+            let got = match SyncMessage::new_checked(&b[..]) {
+                Err(e) => Err(e),
+                Ok(m) => m.entries().find_map(|r| r.err()).map_or(Ok(()), Err),
+            };
+            if i == n - 1 {
+                assert_eq!(got, Ok(()), "valid IPv6 entry");
+                continue;
+            }
+            assert_eq!(got, Err(want), "case {i}: {h}");
+            assert!(!want.reason().is_empty());
+        }
+    }
+
+    #[test]
+    fn reasons_are_distinct_and_snake_case() {
+        let mut seen = HashSet::new();
+        for (i, e) in SyncError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            let r = e.reason();
+            assert!(seen.insert(r), "duplicate {r}");
+            assert!(r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+        }
+        assert_eq!(SyncError::Version0.reason(), "version0");
+    }
+
+    #[test]
+    fn writer_splits_by_size_and_count_and_refuses_mixed() {
+        let mut w = SyncWriter::new(DEFAULT_MAX_LEN_V4);
+        for _ in 0..100 {
+            w.push(&conn_v4_dr()).unwrap();
+        }
+        let ms = w.finish(3);
+        // (1472 - 8) / 36 = 40 per message.
+        assert_eq!(
+            ms.iter().map(|m| m.len()).collect::<Vec<_>>(),
+            vec![8 + 40 * 36, 8 + 40 * 36, 8 + 20 * 36]
+        );
+        for m in &ms {
+            assert!(m.len() <= DEFAULT_MAX_LEN_V4);
+            assert!(decode(m).iter().all(|e| *e == conn_v4_dr()));
+        }
+        let mut w = SyncWriter::new(65535);
+        for _ in 0..300 {
+            w.push(&conn_v4_dr()).unwrap();
+        }
+        let ms = w.finish(3);
+        assert_eq!(ms.len(), 2);
+        assert_eq!(SyncMessage::new_checked(&ms[0][..]).unwrap().nr_conns(), 255);
+        let mut w = SyncWriter::new(0);
+        let bad = SyncEntry {
+            daddr: v6("2001:db8::1"),
+            ..conn_v4_dr()
+        };
+        assert_eq!(w.push(&bad), Err(SyncError::MixedFamilies));
+        assert!(w.is_empty());
+        assert!(w.finish(1).is_empty());
+        // The smallest max_len still holds an IPv6 entry.
+        let mut w = SyncWriter::new(0);
+        w.push(&conn_v6_nat()).unwrap();
+        w.push(&conn_v6_nat()).unwrap();
+        assert_eq!(w.finish(1).len(), 2);
+    }
+
+    #[test]
+    fn resync_request() {
+        let r = ResyncRequest {
+            syncid: 4,
+            nonce: 0x0102_0304_0506_0708,
+        };
+        let b = r.emit();
+        assert_eq!(
+            b.to_vec(),
+            hex("00 04 0000 5844505653525131 0102030405060708")
+        );
+        assert_eq!(ResyncRequest::parse(&b), Ok(r));
+        // A kernel backup checks `buflen != ntohs(m2->size)` first: 0 != 20.
+        assert_ne!(usize::from(u16::from_be_bytes([b[2], b[3]])), b.len());
+        assert_eq!(
+            SyncMessage::new_checked(&b[..]).err(),
+            Some(SyncError::SizeMismatch)
+        );
+        for i in 0..b.len() {
+            if i == 1 || i >= 12 {
+                continue; // syncid and nonce are free
+            }
+            let mut c = b;
+            c[i] ^= 0x20;
+            assert_eq!(ResyncRequest::parse(&c), Err(SyncError::BadResync), "{i}");
+        }
+        assert!(ResyncRequest::parse(&b[..19]).is_err());
+        let mut long = b.to_vec();
+        long.push(0);
+        assert!(ResyncRequest::parse(&long).is_err());
+    }
+
+    fn addr(inet6: bool) -> impl Strategy<Value = IpAddr> {
+        if inet6 {
+            any::<u128>()
+                .prop_map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+                .boxed()
+        } else {
+            any::<u32>()
+                .prop_map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .boxed()
+        }
+    }
+
+    fn entry() -> impl Strategy<Value = SyncEntry> {
+        any::<bool>().prop_flat_map(|inet6| {
+            (
+                (any::<u32>(), any::<u8>(), any::<u16>(), any::<u16>()),
+                (any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>()),
+                (addr(inet6), addr(inet6), addr(inet6)),
+            )
+                .prop_map(
+                    |((flags, proto, state, cport), (vport, dport, fwmark, timeout_s), a)| {
+                        SyncEntry {
+                            flags,
+                            proto,
+                            state,
+                            cport,
+                            vport,
+                            dport,
+                            fwmark,
+                            timeout_s,
+                            caddr: a.0,
+                            vaddr: a.1,
+                            daddr: a.2,
+                        }
+                    },
+                )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(
+            es in proptest::collection::vec(entry(), 0..120),
+            max_len in 0usize..3000,
+            syncid in any::<u8>(),
+        ) {
+            let mut w = SyncWriter::new(max_len);
+            for e in &es {
+                w.push(e).unwrap();
+            }
+            let mut back = Vec::new();
+            for m in w.finish(syncid) {
+                prop_assert!(m.len() <= max_len.max(SyncWriter::MIN_LEN));
+                let v = SyncMessage::new_checked(&m[..]).unwrap();
+                prop_assert_eq!(v.syncid(), syncid);
+                for e in v.entries() {
+                    back.push(e.unwrap());
+                }
+            }
+            prop_assert_eq!(back, es);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(m) = SyncMessage::new_checked(&b[..]) {
+                let n = m.entries().count();
+                prop_assert!(n <= usize::from(m.nr_conns()));
+            }
+            let _ = ResyncRequest::parse(&b);
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(
+            es in proptest::collection::vec(entry(), 1..5),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        ) {
+            let mut w = SyncWriter::new(DEFAULT_MAX_LEN_V4);
+            for e in &es {
+                w.push(e).unwrap();
+            }
+            let mut m = w.finish(1).remove(0);
+            for (i, x) in flips {
+                let n = m.len();
+                m[i % n] ^= x;
+            }
+            if let Ok(v) = SyncMessage::new_checked(&m[..]) {
+                for _ in v.entries() {}
+            }
+        }
     }
 }
