@@ -223,3 +223,139 @@ impl ReplayGuard {
         self.seen.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+    const B: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+
+    fn sealed(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        seal(KEY, seq, payload, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trip_and_layout() {
+        let d = sealed(42, b"payload");
+        assert_eq!(d.len(), PREFIX_LEN + 7 + TAG_LEN);
+        assert_eq!(&d[..8], &AUTH_MAGIC);
+        assert_eq!(&d[8..16], &42u64.to_be_bytes());
+        assert_eq!(open(KEY, &d), Ok((42, &b"payload"[..])));
+        // Empty payload; appending keeps what was in `out`.
+        let mut out = vec![9, 9];
+        seal(KEY, 1, b"", &mut out).unwrap();
+        assert_eq!(open(KEY, &out[2..]), Ok((1, &b""[..])));
+        // A kernel IPVS backup reads bytes 2..4 as the size: 0.
+        assert_eq!(u16::from_be_bytes([d[2], d[3]]), 0);
+        assert!(is_envelope(&d));
+        assert!(!is_envelope(b"XA"));
+    }
+
+    #[test]
+    fn any_flipped_bit_fails() {
+        let d = sealed(7, b"some sync message");
+        for i in 0..d.len() {
+            for bit in 0..8 {
+                let mut c = d.clone();
+                c[i] ^= 1 << bit;
+                let e = open(KEY, &c).unwrap_err();
+                let want = if i < 8 {
+                    AuthError::BadMagic
+                } else {
+                    AuthError::BadTag
+                };
+                assert_eq!(e, want, "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_short_key_truncation() {
+        let d = sealed(7, b"x");
+        assert_eq!(
+            open(b"0123456789abcdeX0123456789abcdef", &d),
+            Err(AuthError::BadTag)
+        );
+        assert_eq!(open(b"short", &d), Err(AuthError::WeakKey));
+        assert_eq!(
+            seal(b"", 1, b"x", &mut Vec::new()),
+            Err(AuthError::WeakKey)
+        );
+        for n in 0..MIN_LEN {
+            assert_eq!(open(KEY, &d[..n]), Err(AuthError::Truncated), "{n}");
+        }
+        // Cut inside the tag or the payload: the tag no longer verifies.
+        assert_eq!(open(KEY, &d[..d.len() - 1]), Err(AuthError::BadTag));
+        let mut longer = d.clone();
+        longer.push(0);
+        assert_eq!(open(KEY, &longer), Err(AuthError::BadTag));
+    }
+
+    #[test]
+    fn replay_guard() {
+        let mut g = ReplayGuard::default();
+        assert_eq!(g.check(A, 100), Ok(()));
+        assert_eq!(g.check(A, 100), Err(AuthError::Replay));
+        assert_eq!(g.check(A, 99), Err(AuthError::Replay));
+        assert_eq!(g.check(A, 101), Ok(()));
+        // Senders are independent.
+        assert_eq!(g.check(B, 5), Ok(()));
+        assert_eq!(g.last(A), Some(101));
+        assert_eq!(g.len(), 2);
+        g.forget(A);
+        assert_eq!(g.check(A, 1), Ok(()));
+
+        let mut g = ReplayGuard::new(2);
+        assert_eq!(g.check(A, 1), Ok(()));
+        assert_eq!(g.check(B, 1), Ok(()));
+        let c = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
+        assert_eq!(g.check(c, 1), Err(AuthError::TooManySenders));
+        assert_eq!(g.check(A, 2), Ok(()), "known senders still accepted");
+    }
+
+    #[test]
+    fn sequence_rule_survives_restart() {
+        let t0 = 1_700_000_000_000_000u64;
+        let mut s = initial_seq(t0);
+        for _ in 0..1000 {
+            s = next_seq(s, t0); // a burst within one microsecond
+        }
+        assert_eq!(s, t0 + 1000);
+        assert_eq!(next_seq(s, t0 + 5000), t0 + 5000);
+        // Restarted a second later: above everything sent before.
+        let mut g = ReplayGuard::default();
+        g.check(A, s).unwrap();
+        assert_eq!(g.check(A, initial_seq(t0 + 1_000_000)), Ok(()));
+        assert_eq!(next_seq(u64::MAX, 0), u64::MAX);
+    }
+
+    #[test]
+    fn reasons_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for e in AuthError::ALL {
+            assert!(seen.insert(e.reason()));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn open_random_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = open(KEY, &b);
+            let mut with_magic = AUTH_MAGIC.to_vec();
+            with_magic.extend_from_slice(&b);
+            prop_assert!(open(KEY, &with_magic).is_err());
+        }
+
+        #[test]
+        fn seal_open_round_trip(seq in any::<u64>(), p in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let d = sealed(seq, &p);
+            prop_assert_eq!(open(KEY, &d), Ok((seq, &p[..])));
+        }
+    }
+}
