@@ -13,7 +13,7 @@ use std::process::Command;
 
 use xdpvs::dataplane::testutil::ci;
 use xdpvs::wire::sync::{
-    fwmark_vaddr, flags, tcp_state, tpl_state, udp_state, SyncEntry, SyncWriter,
+    flags, fwmark_vaddr, tcp_state, tpl_state, udp_state, SyncEntry, SyncWriter,
     DEFAULT_MAX_LEN_V4, SYNC_GROUP_V4, SYNC_PORT,
 };
 
@@ -238,9 +238,8 @@ fn num(s: &str) -> u64 {
 
 /// The values tshark should show for these entries, field by field.
 fn expected(syncid: u8, msg: &[u8], es: &[SyncEntry]) -> Vec<(&'static str, Vec<String>)> {
-    let col = |f: fn(&SyncEntry) -> Option<String>| -> Vec<String> {
-        es.iter().filter_map(f).collect()
-    };
+    let col =
+        |f: fn(&SyncEntry) -> Option<String>| -> Vec<String> { es.iter().filter_map(f).collect() };
     vec![
         ("ipvs.syncid", vec![syncid.to_string()]),
         ("ipvs.size", vec![msg.len().to_string()]),
@@ -314,7 +313,9 @@ fn wireshark_decodes_writer_output() {
         if ci() {
             panic!("tshark is missing and CI is set: install it (scripts/deps.sh)");
         }
-        eprintln!("SKIP wireshark_decodes_writer_output: tshark not installed; NOT RUN, not passed");
+        eprintln!(
+            "SKIP wireshark_decodes_writer_output: tshark not installed; NOT RUN, not passed"
+        );
         return;
     }
     let cases: Vec<(u8, Vec<SyncEntry>)> = vec![
@@ -324,7 +325,12 @@ fn wireshark_decodes_writer_output() {
         (8, vec![fwmark_template_v4()]),
         (
             9,
-            vec![conn_v4_dr(), conn_v6_nat(), template_v4(), fwmark_template_v4()],
+            vec![
+                conn_v4_dr(),
+                conn_v6_nat(),
+                template_v4(),
+                fwmark_template_v4(),
+            ],
         ),
     ];
     let msgs: Vec<Vec<u8>> = cases.iter().map(|(id, es)| message(*id, es)).collect();

@@ -17,9 +17,9 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod packet;
-pub mod tcp;
 pub mod sync;
 pub mod sync_auth;
+pub mod tcp;
 pub mod udp;
 
 pub use ethernet::{EthernetFrame, EthernetRepr, VlanTag};

@@ -825,7 +825,7 @@ mod tests {
             .filter(|c| c.is_ascii_hexdigit())
             .map(|c| (c as char).to_digit(16).unwrap() as u8)
             .collect();
-        assert!(d.len() % 2 == 0, "odd hex");
+        assert!(d.len().is_multiple_of(2), "odd hex");
         d.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
     }
 
@@ -974,7 +974,11 @@ mod tests {
             ("05 002c 01 01 0000", CONN_V4_DR, conn_v4_dr()),
             ("07 0050 01 01 0000", CONN_V6_NAT, conn_v6_nat()),
             ("00 002c 01 01 0000", TEMPLATE_V4, template_v4()),
-            ("ff 002c 01 01 0000", FWMARK_TEMPLATE_V4, fwmark_template_v4()),
+            (
+                "ff 002c 01 01 0000",
+                FWMARK_TEMPLATE_V4,
+                fwmark_template_v4(),
+            ),
         ];
         for (hdr, entry, want) in cases {
             // reserved 0, syncid, size, nr_conns 1, version 1, spare 0
@@ -1196,7 +1200,10 @@ mod tests {
         }
         let ms = w.finish(3);
         assert_eq!(ms.len(), 2);
-        assert_eq!(SyncMessage::new_checked(&ms[0][..]).unwrap().nr_conns(), 255);
+        assert_eq!(
+            SyncMessage::new_checked(&ms[0][..]).unwrap().nr_conns(),
+            255
+        );
         let mut w = SyncWriter::new(0);
         let bad = SyncEntry {
             daddr: v6("2001:db8::1"),

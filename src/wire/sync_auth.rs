@@ -283,10 +283,7 @@ mod tests {
             Err(AuthError::BadTag)
         );
         assert_eq!(open(b"short", &d), Err(AuthError::WeakKey));
-        assert_eq!(
-            seal(b"", 1, b"x", &mut Vec::new()),
-            Err(AuthError::WeakKey)
-        );
+        assert_eq!(seal(b"", 1, b"x", &mut Vec::new()), Err(AuthError::WeakKey));
         for n in 0..MIN_LEN {
             assert_eq!(open(KEY, &d[..n]), Err(AuthError::Truncated), "{n}");
         }
