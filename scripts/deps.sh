@@ -3,7 +3,7 @@
 # to *build* xdpvs: that takes only the Rust toolchain). Idempotent.
 set -euo pipefail
 need=()
-for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps keepalived:keepalived; do
+for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps keepalived:keepalived tshark:tshark; do
     cmd=${tool%%:*}; pkg=${tool##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -14,6 +14,9 @@ if ((${#need[@]})); then
     fi
     echo "xdpvs: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # wireshark-common (pulled in by tshark) asks whether non-root users
+    # may capture; answer it up front so the install never prompts.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
     apt-get update -qq >/dev/null 2>&1 || true
     apt-get install -y -qq "${need[@]}" >/dev/null
 fi

@@ -17,6 +17,8 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod packet;
+pub mod sync;
+pub mod sync_auth;
 pub mod tcp;
 pub mod udp;
 
