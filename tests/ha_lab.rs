@@ -36,7 +36,13 @@ fn round(lab: &HaLab, per_group: usize, timeout: f64) -> BTreeMap<u8, Vec<String
     let res = lab.requests(&reqs).expect("client");
     let mut by_group: BTreeMap<u8, Vec<String>> = BTreeMap::new();
     for (r, out) in reqs.iter().zip(&res) {
-        let g = r.src.split('.').nth(2).and_then(|x| x.parse::<u8>().ok()).unwrap() - 52;
+        let g = r
+            .src
+            .split('.')
+            .nth(2)
+            .and_then(|x| x.parse::<u8>().ok())
+            .unwrap()
+            - 52;
         match out.server() {
             Some(s) => by_group.entry(g).or_default().push(s.to_string()),
             None => panic!(
@@ -133,7 +139,9 @@ fn ha_ecmp_two_directors() {
 
     // Director 0 withdraws its announcement: all traffic to director 1.
     lab.birdc(0, &["disable", "vip"]).expect("birdc disable");
-    let d = lab.wait_paths(1, Duration::from_secs(5)).expect("withdrawn");
+    let d = lab
+        .wait_paths(1, Duration::from_secs(5))
+        .expect("withdrawn");
     println!("birdc disable vip: router down to 1 path after {d:?}");
     assert_eq!(lab.bgp_paths().unwrap(), vec![dir_ip4(1)]);
     let before = totals(&lab);
@@ -145,14 +153,18 @@ fn ha_ecmp_two_directors() {
 
     // Announce again: two paths.
     lab.birdc(0, &["enable", "vip"]).expect("birdc enable");
-    let d = lab.wait_paths(2, Duration::from_secs(10)).expect("announced");
+    let d = lab
+        .wait_paths(2, Duration::from_secs(10))
+        .expect("announced");
     println!("birdc enable vip: router back to 2 paths after {d:?}");
 
     // Director 1's link is cut (its switch port down): the router keeps the
     // path until the BGP hold time (3 s) runs out.
     let t0 = Instant::now();
     lab.link_down(1).expect("link down");
-    let d_route = lab.wait_paths(1, Duration::from_secs(10)).expect("hold time");
+    let d_route = lab
+        .wait_paths(1, Duration::from_secs(10))
+        .expect("hold time");
     let d_traffic = wait_traffic_on(&lab, 0, t0, Duration::from_secs(15));
     println!(
         "director 1 link down: router down to 1 path after {d_route:?}, all traffic on director 0 after {d_traffic:?}"
@@ -177,7 +189,10 @@ fn ha_ecmp_two_directors() {
         lab.director_total(0).unwrap() - before,
         u64::from(GROUPS) * 8
     );
-    println!("director 1 killed: traffic on director 0 after {:?}", t0.elapsed());
+    println!(
+        "director 1 killed: traffic on director 0 after {:?}",
+        t0.elapsed()
+    );
 
     drop(lab);
     println!("total {:?}", t_start.elapsed());

@@ -369,13 +369,16 @@ pub fn run_ha(xdp: &str) -> ExitCode {
     }
 }
 
-/// One round for the HA demo: `per_group` requests from host .1 of each
+/// One round for the HA demo: `per_group` requests from host .7 of each
 /// client group; returns group -> servers reached, and failures.
-fn ha_round(lab: &HaLab, per_group: usize) -> io::Result<(BTreeMap<String, BTreeSet<String>>, usize)> {
+fn ha_round(
+    lab: &HaLab,
+    per_group: usize,
+) -> io::Result<(BTreeMap<String, BTreeSet<String>>, usize)> {
     let mut reqs = Vec::new();
     for g in 0..4u8 {
         for k in 0..per_group {
-            let mut r = Request::http(&lab.client4(g, 1), lab.vip(), [80, 443][k % 2]);
+            let mut r = Request::http(&lab.client4(g, 7), lab.vip(), [80, 443][k % 2]);
             r.timeout = 2.0;
             reqs.push(r);
         }
@@ -402,7 +405,10 @@ fn ha_round(lab: &HaLab, per_group: usize) -> io::Result<(BTreeMap<String, BTree
 fn ha_show(lab: &HaLab, table: &BTreeMap<String, BTreeSet<String>>) -> io::Result<()> {
     println!("   client group        real server(s) reached");
     for (g, s) in table {
-        println!("   {g:<19} {}", s.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "   {g:<19} {}",
+            s.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     for i in 0..HA_DIRECTORS {
         match lab.director_conns(i) {
@@ -417,7 +423,11 @@ fn ha_show(lab: &HaLab, table: &BTreeMap<String, BTreeSet<String>>) -> io::Resul
             Err(_) => println!("   director {i}: not running"),
         }
     }
-    println!("   router's next hops for {}: {:?}", lab.vip(), lab.bgp_paths()?);
+    println!(
+        "   router's next hops for {}: {:?}",
+        lab.vip(),
+        lab.bgp_paths()?
+    );
     Ok(())
 }
 
@@ -426,7 +436,11 @@ fn demo_ha(xdp: &str, stop: &AtomicBool) -> io::Result<()> {
     println!("== building the HA lab in network namespaces xha-*: FRR router (ECMP), 2 directors with BIRD, 3 DR real servers");
     let mut lab = HaLab::up(&exe)?;
     check_stop(stop)?;
-    println!("   router's next hops for {}: {:?} (both directors announce it)", lab.vip(), lab.bgp_paths()?);
+    println!(
+        "   router's next hops for {}: {:?} (both directors announce it)",
+        lab.vip(),
+        lab.bgp_paths()?
+    );
     let cfg = HaConfig {
         xdp_mode: xdp.to_string(),
         ..HaConfig::default()
@@ -434,14 +448,24 @@ fn demo_ha(xdp: &str, stop: &AtomicBool) -> io::Result<()> {
     for i in 0..HA_DIRECTORS {
         let toml = lab.config(i, &cfg);
         lab.start_director(i, &toml)?;
-        println!("== director {i} started (scheduler {} on the persistent web service), config {}", cfg.scheduler, lab.dir().join(format!("xdpvs{i}.toml")).display());
+        println!(
+            "== director {i} started (scheduler {} on the persistent web service), config {}",
+            cfg.scheduler,
+            lab.dir().join(format!("xdpvs{i}.toml")).display()
+        );
     }
     check_stop(stop)?;
-    println!("\n== 4 client groups x 16 requests (fresh source ports) to {}:80 and :443", lab.vip());
+    println!(
+        "\n== 4 client groups x 16 requests (fresh source ports) to {}:80 and :443",
+        lab.vip()
+    );
     let (before, failed) = ha_round(&lab, 16)?;
     ha_show(&lab, &before)?;
     let both = (0..HA_DIRECTORS).all(|i| lab.director_total(i).map(|n| n > 0).unwrap_or(false));
-    println!("   both directors carried traffic: {}", if both { "yes" } else { "NO" });
+    println!(
+        "   both directors carried traffic: {}",
+        if both { "yes" } else { "NO" }
+    );
     check_stop(stop)?;
 
     println!("\n== killing director 1 (xdpvs and BIRD, SIGKILL)");

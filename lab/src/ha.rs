@@ -320,8 +320,10 @@ impl HaLab {
         for n in 1..=3 {
             for &p in ports {
                 loop {
-                    let out =
-                        self.exec(&format!("xha-rs{n}"), &["ss", "-Htln", &format!("sport = :{p}")])?;
+                    let out = self.exec(
+                        &format!("xha-rs{n}"),
+                        &["ss", "-Htln", &format!("sport = :{p}")],
+                    )?;
                     if !out.stdout.is_empty() {
                         break;
                     }
