@@ -378,7 +378,11 @@ fn ha_round(
     let mut reqs = Vec::new();
     for g in 0..4u8 {
         for k in 0..per_group {
-            let mut r = Request::http(&lab.client4(g, 7), lab.vip(), [80, 443][k % 2]);
+            let mut r = Request::http(
+                &lab.client4(g, 7),
+                lab.vip(),
+                if k % 2 == 0 { 80 } else { 443 },
+            );
             r.timeout = 2.0;
             reqs.push(r);
         }

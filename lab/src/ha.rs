@@ -559,10 +559,27 @@ impl HaLab {
     pub fn director_conns(&self, i: usize) -> io::Result<Vec<(String, u64)>> {
         let v = self.director_status(i)?;
         let mut out: Vec<(String, u64)> = Vec::new();
-        for svc in v["services"].as_array().into_iter().flatten() {
-            for r in svc["reals"].as_array().into_iter().flatten() {
-                let addr = r["addr"].as_str().unwrap_or_default().to_string();
-                let n = r["stats"]["conns"].as_u64().unwrap_or(0);
+        for svc in v
+            .get("services")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+        {
+            for r in svc
+                .get("reals")
+                .and_then(|r| r.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let addr = r
+                    .get("addr")
+                    .and_then(|a| a.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let n = r
+                    .pointer("/stats/conns")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
                 match out.iter_mut().find(|(a, _)| *a == addr) {
                     Some(e) => e.1 += n,
                     None => out.push((addr, n)),
