@@ -5,6 +5,9 @@
 #   scripts/lab.sh down          remove everything (idempotent)
 #   scripts/lab.sh env [dr|nat]  print KEY=VALUE lines describing the lab
 #   scripts/lab.sh status        list the lab's namespaces
+#   scripts/lab.sh ha up|down|env|status
+#                                the HA lab (several directors behind an ECMP
+#                                router speaking BGP, issue #16): see "HA lab" below
 #
 # Addresses only from 198.18.0.0/15 and 2001:db8::/32. Namespaces: xdpvs-*.
 #
@@ -206,6 +209,249 @@ up_nat() {
 
 csv() { local IFS=,; echo "$*"; }
 
+# ---------------------------------------------------------------------------
+# HA lab (issue #16): two directors behind an ECMP router, BGP.
+# Namespaces xha-* and subnets of their own: runs beside the lab above.
+#
+#   xha-cl   (clients) eth0 198.18.42.2/24, default via the router;
+#            client groups 198.18.52-55.0/24: hosts .1-.16 as /32 on eth0
+#   xha-rt   (router)  cl0 198.18.42.1/24, lan0 198.18.40.1/24; FRR (zebra +
+#            bgpd, AS 65000) with maximum-paths 8, multipath-relax,
+#            timers 1/3; fib_multipath_hash_policy=1 (L4 hash), forwarding on
+#   xha-lan  (switch)  bridge br0, ports rt, dir0, dir1, rs1..rs3 (no addresses)
+#   xha-dirI (director I = 0, 1) dr0 198.18.40.(2+I)/24, 1 queue, VIP on lo
+#            (arp_ignore=1, arp_announce=2), forwarding off, default via the
+#            router; BIRD 2 (AS 65001+I) announces the VIP 198.18.41.100/32
+#            from `protocol static vip` (blackhole) to the router, next hop
+#            self; `birdc -s DIR/birdI.ctl disable|enable vip` withdraws /
+#            announces. xdpvs (not started here) attaches to dr0.
+#   xha-rsN  (real servers, N = 1..3) eth0 198.18.40.1N/24, VIP on lo
+#            (arp_ignore=1, arp_announce=2), default via the router (DR:
+#            replies go straight back through the router)
+#
+# One L2 segment holds router, directors and real servers: the router's BGP
+# next hops (the directors) and the real servers are all on br0, and xdpvs's
+# DR forward (a MAC rewrite sent out of the interface it came in on) needs no
+# second arm. Path: client -> router -(ECMP over the BGP next hops)->
+# director dr0 (XDP -> AF_XDP, MAC rewrite) -> real server -> router -> client.
+#
+# State (daemon configs, pid files, sockets, logs) lives in $LAB_HA_DIR
+# (default /run/xha-lab). `ha down` kills the daemons by their pid files and
+# removes the namespaces.
+
+HA_NS_CL=xha-cl
+HA_NS_RT=xha-rt
+HA_NS_LAN=xha-lan
+HA_NS_DIR=(xha-dir0 xha-dir1)
+HA_NS_RS=(xha-rs1 xha-rs2 xha-rs3)
+HA_ALL_NS=("$HA_NS_CL" "$HA_NS_RT" "$HA_NS_LAN" "${HA_NS_DIR[@]}" "${HA_NS_RS[@]}")
+HA_DIR=${LAB_HA_DIR:-/run/xha-lab}
+HA_VIP4=198.18.41.100
+HA_RT_AS=65000
+HA_RT_IP4=198.18.40.1
+
+ha_dir_ip4() { echo "198.18.40.$((2 + $1))"; }
+
+ha_kill_pidfile() { # kill the daemon named by a pid file (bounded wait)
+    local f=$1 pid i
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f" 2>/dev/null || true)
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for i in $(seq 1 30); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+ha_down() {
+    local ns f
+    for f in "$HA_DIR"/*.pid "$HA_DIR"/frr/*.pid; do
+        [ -e "$f" ] && ha_kill_pidfile "$f"
+    done
+    for ns in "${HA_ALL_NS[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+ha_lan_port() { # NS IF PORT
+    veth "$1" "$2" "$HA_NS_LAN" "$3"
+    ip -n "$HA_NS_LAN" link set "$3" master br0
+}
+
+ha_frr_up() {
+    # FRR's daemons run as user frr (Debian's package creates it; the vty
+    # group frrvty must hold the user), in a directory that user owns.
+    local i d=$HA_DIR/frr
+    mkdir -p "$d"
+    cat >"$d/zebra.conf" <<CONF
+hostname xha-rt
+CONF
+    {
+        echo "frr defaults datacenter"
+        echo "hostname xha-rt"
+        echo "router bgp $HA_RT_AS"
+        echo " bgp router-id $HA_RT_IP4"
+        echo " no bgp ebgp-requires-policy"
+        echo " bgp bestpath as-path multipath-relax"
+        echo " timers bgp 1 3"
+        for i in 0 1; do
+            echo " neighbor $(ha_dir_ip4 "$i") remote-as $((65001 + i))"
+            echo " neighbor $(ha_dir_ip4 "$i") timers connect 1"
+            echo " neighbor $(ha_dir_ip4 "$i") advertisement-interval 0"
+        done
+        echo " address-family ipv4 unicast"
+        echo "  maximum-paths 8"
+        echo " exit-address-family"
+    } >"$d/bgpd.conf"
+    chown -R frr:frr "$d"
+    nsx "$HA_NS_RT" /usr/lib/frr/zebra -d -u frr -g frr -P 0 -i "$d/zebra.pid" \
+        -z "$d/zserv.api" --vty_socket "$d" -f "$d/zebra.conf" \
+        --log "file:$d/zebra.log" ||
+        die "zebra did not start (see $d/zebra.log)"
+    for i in $(seq 1 50); do [ -S "$d/zserv.api" ] && break; sleep 0.1; done
+    nsx "$HA_NS_RT" /usr/lib/frr/bgpd -d -u frr -g frr -P 0 -i "$d/bgpd.pid" \
+        -z "$d/zserv.api" --vty_socket "$d" -f "$d/bgpd.conf" \
+        -l "$HA_RT_IP4" --log "file:$d/bgpd.log" ||
+        die "bgpd did not start (see $d/bgpd.log)"
+}
+
+ha_bird_up() { # director index
+    local i=$1 ip
+    ip=$(ha_dir_ip4 "$i")
+    cat >"$HA_DIR/bird$i.conf" <<CONF
+# Director $i: announce the VIP to the router; \`birdc -s $HA_DIR/bird$i.ctl
+# disable vip\` withdraws it, \`enable vip\` announces it again.
+log "$HA_DIR/bird$i.log" all;
+router id $ip;
+protocol device { }
+protocol static vip {
+    ipv4;
+    route $HA_VIP4/32 blackhole;
+}
+protocol bgp uplink {
+    local $ip as $((65001 + i));
+    neighbor $HA_RT_IP4 as $HA_RT_AS;
+    hold time 3;
+    keepalive time 1;
+    connect retry time 1;
+    error wait time 1, 2;
+    ipv4 {
+        import none;
+        export where proto = "vip";
+    };
+}
+CONF
+    nsx "${HA_NS_DIR[$i]}" bird -c "$HA_DIR/bird$i.conf" -s "$HA_DIR/bird$i.ctl" \
+        -P "$HA_DIR/bird$i.pid" || die "bird $i did not start"
+}
+
+ha_up() {
+    local ns i n
+    command -v bird >/dev/null || die "bird (Debian package bird2) is required"
+    [ -x /usr/lib/frr/bgpd ] || die "FRR (Debian package frr) is required: /usr/lib/frr/bgpd"
+    ha_down
+    mkdir -p "$HA_DIR"
+    for ns in "${HA_ALL_NS[@]}"; do
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        sysctl_set "$ns" net.ipv6.conf.all.disable_ipv6 1
+    done
+    ip -n "$HA_NS_LAN" link add br0 type bridge
+    ip -n "$HA_NS_LAN" link set br0 up
+
+    # clients <-> router
+    veth "$HA_NS_CL" eth0 "$HA_NS_RT" cl0
+    addr4 "$HA_NS_CL" eth0 198.18.42.2/24
+    addr4 "$HA_NS_RT" cl0 198.18.42.1/24
+    for n in 52 53 54 55; do
+        for i in $(seq 1 16); do addr4 "$HA_NS_CL" eth0 "198.18.$n.$i/32"; done
+    done
+    ip -n "$HA_NS_CL" route add default via 198.18.42.1
+    ip -n "$HA_NS_RT" route add 198.18.52.0/22 via 198.18.42.2
+
+    # router on the LAN
+    ha_lan_port "$HA_NS_RT" lan0 rt
+    addr4 "$HA_NS_RT" lan0 "$HA_RT_IP4/24"
+    sysctl_set "$HA_NS_RT" net.ipv4.ip_forward 1
+    sysctl_set "$HA_NS_RT" net.ipv4.conf.all.rp_filter 0
+    sysctl_set "$HA_NS_RT" net.ipv4.conf.default.rp_filter 0
+    sysctl_set "$HA_NS_RT" net.ipv4.fib_multipath_hash_policy 1
+
+    # directors
+    for i in 0 1; do
+        ns=${HA_NS_DIR[$i]}
+        ha_lan_port "$ns" dr0 "dir$i"
+        addr4 "$ns" dr0 "$(ha_dir_ip4 "$i")/24"
+        ip -n "$ns" route add default via "$HA_RT_IP4"
+        sysctl_set "$ns" net.ipv4.conf.all.arp_ignore 1
+        sysctl_set "$ns" net.ipv4.conf.all.arp_announce 2
+        addr4 "$ns" lo "$HA_VIP4/32"
+    done
+
+    # real servers (DR)
+    for n in 1 2 3; do
+        ns=${HA_NS_RS[$((n - 1))]}
+        ha_lan_port "$ns" eth0 "rs$n"
+        addr4 "$ns" eth0 "198.18.40.1$n/24"
+        ip -n "$ns" route add default via "$HA_RT_IP4"
+        sysctl_set "$ns" net.ipv4.conf.all.arp_ignore 1
+        sysctl_set "$ns" net.ipv4.conf.all.arp_announce 2
+        sysctl_set "$ns" net.ipv4.conf.eth0.arp_ignore 1
+        sysctl_set "$ns" net.ipv4.conf.eth0.arp_announce 2
+        addr4 "$ns" lo "$HA_VIP4/32"
+    done
+
+    ha_frr_up
+    for i in 0 1; do ha_bird_up "$i"; done
+}
+
+ha_env() {
+    echo "HA_DIR=$HA_DIR"
+    echo "HA_NS_CLIENT=$HA_NS_CL"
+    echo "HA_NS_ROUTER=$HA_NS_RT"
+    echo "HA_NS_LAN=$HA_NS_LAN"
+    echo "HA_NS_DIRS=$(csv "${HA_NS_DIR[@]}")"
+    echo "HA_NS_RS=$(csv "${HA_NS_RS[@]}")"
+    echo "HA_VIP4=$HA_VIP4"
+    echo "HA_ROUTER_IP4=$HA_RT_IP4"
+    echo "HA_DIR_IP4=$(ha_dir_ip4 0),$(ha_dir_ip4 1)"
+    echo "HA_DIR_IF=dr0"
+    echo "HA_DIR_LAN_PORTS=dir0,dir1"
+    echo "HA_BIRD_SOCKS=$HA_DIR/bird0.ctl,$HA_DIR/bird1.ctl"
+    echo "HA_RS_IP4=198.18.40.11,198.18.40.12,198.18.40.13"
+    echo "HA_CLIENT_NETS=198.18.52.0/24,198.18.53.0/24,198.18.54.0/24,198.18.55.0/24"
+}
+
+ha_main() {
+    case "${1:-}" in
+    up)
+        need_tools
+        # Any failure (a command or `die`) tears the half-built lab down.
+        trap 'echo "lab.sh: HA setup failed, tearing down" >&2; ha_down' EXIT
+        ha_up
+        trap - EXIT
+        echo "xdpvs HA lab up"
+        ha_env | sed 's/^/  /'
+        ;;
+    down)
+        [ "$(id -u)" -eq 0 ] || die "must run as root"
+        ha_down
+        # The default state directory is the script's own; a caller's
+        # LAB_HA_DIR is the caller's to remove.
+        [ "$HA_DIR" != /run/xha-lab ] || rm -rf "$HA_DIR"
+        ;;
+    env) ha_env ;;
+    status)
+        ip netns list | grep -E '^xha-' || echo "HA lab is down"
+        ;;
+    *) usage ;;
+    esac
+}
+
 client_src4() {
     local net i out=()
     for net in 100 101 102 103; do
@@ -274,7 +520,7 @@ summary() {
     echo "  client sources: 198.18.100-103.1-16, 2001:db8:100::1-10"
 }
 
-usage() { echo "usage: $0 up [dr|nat] | down | env [dr|nat] | status" >&2; exit 2; }
+usage() { echo "usage: $0 up [dr|nat] | down | env [dr|nat] | status | ha up|down|env|status" >&2; exit 2; }
 
 cmd=${1:-}
 case "$cmd" in
@@ -298,6 +544,9 @@ env)
     mode=${2:-$(current_mode)}
     case "$mode" in dr | nat) ;; *) usage ;; esac
     env_lines "$mode"
+    ;;
+ha)
+    ha_main "${2:-}"
     ;;
 status)
     ip netns list | grep -E '^xdpvs-(cl|rt|lan|dir|rs[0-9])( |$)' || echo "lab is down"

@@ -48,6 +48,10 @@ enum Cmd {
         /// XDP attach mode: native or generic.
         #[arg(long, default_value = "native")]
         xdp: String,
+        /// The HA lab instead (issue #16): two directors announcing the VIP
+        /// with BGP (BIRD) to an ECMP router (FRR); one is killed midway.
+        #[arg(long, conflicts_with = "mode")]
+        ha: bool,
     },
     /// Convert `ipvsadm -S` / `ipvsadm -Sn` output (plus the iptables MARK
     /// rules of firewall-mark services) into an xdpvs config.
@@ -186,7 +190,8 @@ fn main() -> ExitCode {
             duration,
             takeover,
         ),
-        Cmd::Demo { mode, xdp } => xdpvs_lab::demo::run(&mode, &xdp),
+        Cmd::Demo { ha: true, xdp, .. } => xdpvs_lab::demo::run_ha(&xdp),
+        Cmd::Demo { mode, xdp, .. } => xdpvs_lab::demo::run(&mode, &xdp),
         Cmd::ImportIpvsadm(args) => xdpvs::import::ipvsadm::run(&args),
         Cmd::ImportKeepalived(args) => xdpvs::import::keepalived::run(&args),
         Cmd::List(a) => xdpvs::cli::list(&a),

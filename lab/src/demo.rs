@@ -3,8 +3,12 @@
 //! persistence, three real servers, plus a UDP service), drive real requests
 //! through it, show which real server each client group reached and the
 //! counters, and tear everything down (also on Ctrl-C or failure).
+//!
+//! `xdpvs demo --ha` ([`run_ha`]): the HA lab ([`crate::ha`]): two directors
+//! behind an ECMP router (BGP), both carrying traffic; one is killed and
+//! the clients still reach their servers through the other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -12,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::ha::{HaConfig, HaLab, HA_DIRECTORS};
 use crate::{Lab, LabMode, Request};
 
 /// The demo's director config for a lab mode and XDP mode.
@@ -345,5 +350,145 @@ fn check_stop(stop: &AtomicBool) -> io::Result<()> {
     if stop.load(Ordering::SeqCst) {
         return Err(io::Error::other("interrupted; tearing down"));
     }
+    Ok(())
+}
+
+/// Entry point of `xdpvs demo --ha`: the HA lab (issue #16).
+pub fn run_ha(xdp: &str) -> ExitCode {
+    if xdp != "native" && xdp != "generic" {
+        return fail(format!("unknown XDP mode {xdp:?} (native or generic)"));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    match demo_ha(xdp, &stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// One round for the HA demo: `per_group` requests from host .7 of each
+/// client group; returns group -> servers reached, and failures.
+fn ha_round(
+    lab: &HaLab,
+    per_group: usize,
+) -> io::Result<(BTreeMap<String, BTreeSet<String>>, usize)> {
+    let mut reqs = Vec::new();
+    for g in 0..4u8 {
+        for k in 0..per_group {
+            let mut r = Request::http(
+                &lab.client4(g, 7),
+                lab.vip(),
+                if k % 2 == 0 { 80 } else { 443 },
+            );
+            r.timeout = 2.0;
+            reqs.push(r);
+        }
+    }
+    let res = lab.requests(&reqs)?;
+    let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut failed = 0;
+    for (r, out) in reqs.iter().zip(&res) {
+        let group = r
+            .src
+            .rsplit_once('.')
+            .map(|(n, _)| format!("{n}.0/24"))
+            .unwrap_or_default();
+        match out.server() {
+            Some(s) => {
+                table.entry(group).or_default().insert(s.to_string());
+            }
+            None => failed += 1,
+        }
+    }
+    Ok((table, failed))
+}
+
+fn ha_show(lab: &HaLab, table: &BTreeMap<String, BTreeSet<String>>) -> io::Result<()> {
+    println!("   client group        real server(s) reached");
+    for (g, s) in table {
+        println!(
+            "   {g:<19} {}",
+            s.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    for i in 0..HA_DIRECTORS {
+        match lab.director_conns(i) {
+            Ok(c) => println!(
+                "   director {i} ({}): connections {}",
+                crate::ha::dir_ip4(i),
+                c.iter()
+                    .map(|(a, n)| format!("{a}={n}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            Err(_) => println!("   director {i}: not running"),
+        }
+    }
+    println!(
+        "   router's next hops for {}: {:?}",
+        lab.vip(),
+        lab.bgp_paths()?
+    );
+    Ok(())
+}
+
+fn demo_ha(xdp: &str, stop: &AtomicBool) -> io::Result<()> {
+    let exe = std::env::current_exe()?;
+    println!("== building the HA lab in network namespaces xha-*: FRR router (ECMP), 2 directors with BIRD, 3 DR real servers");
+    let mut lab = HaLab::up(&exe)?;
+    check_stop(stop)?;
+    println!(
+        "   router's next hops for {}: {:?} (both directors announce it)",
+        lab.vip(),
+        lab.bgp_paths()?
+    );
+    let cfg = HaConfig {
+        xdp_mode: xdp.to_string(),
+        ..HaConfig::default()
+    };
+    for i in 0..HA_DIRECTORS {
+        let toml = lab.config(i, &cfg);
+        lab.start_director(i, &toml)?;
+        println!(
+            "== director {i} started (scheduler {} on the persistent web service), config {}",
+            cfg.scheduler,
+            lab.dir().join(format!("xdpvs{i}.toml")).display()
+        );
+    }
+    check_stop(stop)?;
+    println!(
+        "\n== 4 client groups x 16 requests (fresh source ports) to {}:80 and :443",
+        lab.vip()
+    );
+    let (before, failed) = ha_round(&lab, 16)?;
+    ha_show(&lab, &before)?;
+    let both = (0..HA_DIRECTORS).all(|i| lab.director_total(i).map(|n| n > 0).unwrap_or(false));
+    println!(
+        "   both directors carried traffic: {}",
+        if both { "yes" } else { "NO" }
+    );
+    check_stop(stop)?;
+
+    println!("\n== killing director 1 (xdpvs and BIRD, SIGKILL)");
+    let t0 = Instant::now();
+    lab.kill_director(1);
+    let d = lab.wait_paths(1, Duration::from_secs(10))?;
+    println!("   router withdrew director 1's path after {d:?}");
+    let (after, failed2) = ha_round(&lab, 16)?;
+    println!("   traffic again after {:?}", t0.elapsed());
+    ha_show(&lab, &after)?;
+    let same = before == after;
+    drop(lab);
+    println!("== lab removed");
+    if failed + failed2 > 0 || !both || !same {
+        return Err(io::Error::other(format!(
+            "{} requests failed, both directors used: {both}, groups kept their servers: {same}",
+            failed + failed2
+        )));
+    }
+    println!("OK: both directors carried traffic; with director 1 gone every client group still reached its server (mh: no sync needed; with wlc the directors need [sync])");
     Ok(())
 }

@@ -22,6 +22,7 @@
 )]
 
 pub mod demo;
+pub mod ha;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
