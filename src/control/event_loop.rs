@@ -25,6 +25,7 @@ const T_WATCH: u64 = 2;
 const T_CONTROL: u64 = 3;
 const T_METRICS: u64 = 4;
 const T_TIMER: u64 = 5;
+const T_SYNC: u64 = 6;
 const T_HEALTH_BASE: u64 = 1 << 40;
 
 /// Why the loop ended.
@@ -176,7 +177,15 @@ pub fn run(
         if let Some(m) = &metrics {
             ring.poll_readable(m.as_raw_fd(), T_METRICS)?;
         }
-        ring.timeout(Duration::from_millis(100), T_TIMER)?;
+        if let Some(s) = &state.sync {
+            ring.poll_readable(s.fd(), T_SYNC)?;
+        }
+        // With sync on, the loop turns every 10 ms: the shards' new
+        // entries (a new template above all) leave within that.
+        let tick = |state: &ControlState| {
+            Duration::from_millis(if state.sync.is_some() { 10 } else { 100 })
+        };
+        ring.timeout(tick(state), T_TIMER)?;
 
         let started = Instant::now();
         let mut last_rates = Instant::now();
@@ -233,7 +242,13 @@ pub fn run(
                         }
                     }
                     T_TIMER => {
-                        ring.timeout(Duration::from_millis(100), T_TIMER)?;
+                        ring.timeout(tick(state), T_TIMER)?;
+                    }
+                    T_SYNC => {
+                        if let Some(s) = state.sync.as_mut() {
+                            s.on_readable();
+                            ring.poll_readable(s.fd(), T_SYNC)?;
+                        }
                     }
                     t if health.owns(t) => {
                         if let Some(ch) = health.complete(&mut ring, t, c.result) {
@@ -248,6 +263,9 @@ pub fn run(
                 }
             }
             let now = Instant::now();
+            if let Some(s) = state.sync.as_mut() {
+                s.turn(now);
+            }
             if reload_at.is_some_and(|t| now >= t) {
                 reload_at = None;
                 let _ = state.reload("file changed");

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod signals;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod uring;

@@ -66,6 +66,8 @@ pub struct ControlState {
     /// hold its last reference: freeing a large snapshot takes a
     /// millisecond or more, which belongs here, not on the data path.
     retired: Option<Arc<Snapshot>>,
+    /// Connection sync with peer directors (`[sync]`).
+    pub sync: Option<crate::control::sync::SyncDaemon>,
 }
 
 /// Drops in one rate interval (about 2 s) that make a log line.
@@ -100,6 +102,7 @@ impl ControlState {
             dump_gen: 0,
             last_drops: Vec::new(),
             retired: None,
+            sync: None,
         }
     }
 
@@ -141,6 +144,20 @@ impl ControlState {
         let eff = effective_with(&cfg, &down);
         let cur = self.snaps.load_full();
         let next = build_snapshot(&eff, Some(&cur)).map_err(|e| e.to_string())?;
+        if cfg.sync != self.cfg.sync {
+            match (&cfg.sync, self.sync.as_mut()) {
+                (Some(n), Some(d)) => d.reconfigure(n)?,
+                (None, Some(d)) => {
+                    d.disable();
+                    self.sync = None;
+                    tracing::info!("sync: off ([sync] removed)");
+                }
+                (Some(_), None) => {
+                    return Err("[sync] added: restart the director to open the sync socket".into())
+                }
+                (None, None) => {}
+            }
+        }
         let msg = format!(
             "generation {}, {} service(s), {} real server(s)",
             next.generation,
@@ -389,6 +406,24 @@ impl ControlState {
             last_reload_seconds: self.last_reload_secs,
             services,
             shards,
+            sync: self.sync.as_ref().map(|d| {
+                let mut s = d.status();
+                let mut c = crate::shard::sync::SyncCounters::default();
+                for slot in self.reports.iter() {
+                    if let Ok(r) = slot.report.lock() {
+                        c.add(&r.engine.sync);
+                    }
+                }
+                s.applied_conns = c.applied_conns;
+                s.applied_templates = c.applied_templates;
+                s.queue_dropped = c.dropped;
+                for (r, n) in crate::shard::sync::IgnoreReason::ALL.iter().zip(c.ignored) {
+                    if n > 0 {
+                        s.ignored.push((r.reason().to_string(), n));
+                    }
+                }
+                s
+            }),
         }
     }
 

@@ -268,6 +268,9 @@ pub struct Status {
     pub last_reload_seconds: f64,
     pub services: Vec<ServiceStatus>,
     pub shards: Vec<ShardStatus>,
+    /// Connection sync (`[sync]`), when on.
+    #[serde(default)]
+    pub sync: Option<crate::control::sync::SyncStatus>,
 }
 
 /// One line of `xdpvs list --connections` (`ipvsadm -L -c`).

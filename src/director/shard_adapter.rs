@@ -6,12 +6,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::control::status::{latency_bucket, DumpRow, Reports, LATENCY_BUCKETS_NS, MAX_DUMP_ROWS};
+use crate::control::sync::{FromShard, ShardSyncLink, ToShard};
 use crate::dataplane::neigh::{NeighborCache, SharedNeighbors};
 use crate::dataplane::PacketHandler;
 use crate::director::restart::RestartState;
 use crate::service::model::{Millis, Proto};
 use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{Engine, EngineConfig};
+use crate::shard::sync::SyncItem;
 use crate::shard::verdict::{Frame, Verdict};
 
 /// A shard's engine as the AF_XDP runtime drives it: the sans-IO
@@ -31,6 +33,8 @@ pub struct ShardAdapter {
     latency: [u64; LATENCY_BUCKETS_NS.len() + 1],
     latency_sum_ns: u64,
     restart: Option<RestartState>,
+    sync: Option<ShardSyncLink>,
+    sync_buf: Vec<SyncItem>,
 }
 
 /// How a shard's tables get their memory (`[director] hugepages`,
@@ -104,6 +108,47 @@ impl ShardAdapter {
             latency: [0; LATENCY_BUCKETS_NS.len() + 1],
             latency_sum_ns: 0,
             restart,
+            sync: None,
+            sync_buf: Vec::new(),
+        }
+    }
+
+    /// Connect the shard to the sync daemon's queues.
+    pub fn with_sync(mut self, link: Option<ShardSyncLink>) -> Self {
+        self.sync = link;
+        self
+    }
+
+    /// Apply what peers sent, answer an export, and hand the control loop
+    /// what changed here (all non-blocking: full queues are counted).
+    fn sync_turn(&mut self, now: Millis) {
+        let Some(link) = &self.sync else {
+            return;
+        };
+        for _ in 0..64 {
+            let Ok(m) = link.from_control.try_recv() else {
+                break;
+            };
+            match m {
+                ToShard::Settings(s) => self.engine.set_sync(s),
+                ToShard::Apply(items) => {
+                    for i in &items {
+                        let _ = self.engine.apply_sync(now, i);
+                    }
+                }
+                ToShard::Export(id) => {
+                    let items = self.engine.export_sync(now);
+                    let _ = link.to_control.try_send(FromShard::Export { id, items });
+                }
+            }
+        }
+        self.engine.take_sync(&mut self.sync_buf);
+        if !self.sync_buf.is_empty() {
+            let v = std::mem::take(&mut self.sync_buf);
+            let n = v.len() as u64;
+            if link.to_control.try_send(FromShard::Items(v)).is_err() {
+                self.engine.stats.sync.dropped += n;
+            }
         }
     }
 
@@ -209,6 +254,7 @@ impl PacketHandler for ShardAdapter {
 
     fn tick(&mut self, now: Millis) {
         self.engine.tick(now);
+        self.sync_turn(now);
         let asked = self.reports.get(self.shard).is_some_and(|s| {
             s.publish_requested() > self.pub_seen || s.requested() > self.dump_seen
         });

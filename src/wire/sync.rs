@@ -811,6 +811,49 @@ impl ResyncRequest {
     }
 }
 
+/// Magic of a resync answer's end marker.
+pub const RESYNC_DONE_MAGIC: [u8; 8] = *b"XDPVSRD1";
+
+/// The end of a resync answer: "that was my whole table" (same layout as
+/// [`ResyncRequest`], another magic, so a kernel ignores it the same way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ResyncDone {
+    pub syncid: u8,
+    /// The request's nonce.
+    pub nonce: u64,
+}
+
+impl ResyncDone {
+    /// The 20-byte datagram.
+    pub fn emit(&self) -> [u8; RESYNC_LEN] {
+        let mut b = ResyncRequest {
+            syncid: self.syncid,
+            nonce: self.nonce,
+        }
+        .emit();
+        if let Some(m) = b.get_mut(4..12) {
+            m.copy_from_slice(&RESYNC_DONE_MAGIC);
+        }
+        b
+    }
+
+    /// Recognise an end marker.
+    pub fn parse(b: &[u8]) -> Result<Self, SyncError> {
+        if b.len() != RESYNC_LEN || array_at::<8>(b, 4) != RESYNC_DONE_MAGIC {
+            return Err(SyncError::BadResync);
+        }
+        let mut c = [0u8; RESYNC_LEN];
+        c.copy_from_slice(b);
+        if let Some(m) = c.get_mut(4..12) {
+            m.copy_from_slice(&RESYNC_MAGIC);
+        }
+        ResyncRequest::parse(&c).map(|r| ResyncDone {
+            syncid: r.syncid,
+            nonce: r.nonce,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1246,6 +1289,16 @@ mod tests {
             assert_eq!(ResyncRequest::parse(&c), Err(SyncError::BadResync), "{i}");
         }
         assert!(ResyncRequest::parse(&b[..19]).is_err());
+        let d = ResyncDone {
+            syncid: r.syncid,
+            nonce: r.nonce,
+        };
+        assert_eq!(ResyncDone::parse(&d.emit()), Ok(d));
+        assert!(
+            ResyncDone::parse(&b).is_err(),
+            "a request is not an end marker"
+        );
+        assert!(ResyncRequest::parse(&d.emit()).is_err(), "nor the reverse");
         let mut long = b.to_vec();
         long.push(0);
         assert!(ResyncRequest::parse(&long).is_err());
