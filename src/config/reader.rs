@@ -16,10 +16,11 @@ use toml::Spanned;
 use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
 use crate::config::schema::{
-    parse_duration, parse_mac, Announce, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, XdpMode,
-    ANNOUNCE_KEYS, DEFAULT_QUORUM, DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS,
-    REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, TIMEOUT_KEYS, TOP_KEYS,
+    parse_duration, parse_mac, Announce, Config, Director, FwmarkGroup, FwmarkRuleConfig,
+    HealthKind, HealthSpec, NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig,
+    SorryConfig, XdpMode, ANNOUNCE_KEYS, DEFAULT_QUORUM, DEFAULT_SCHEDULER, DIRECTOR_KEYS,
+    FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS, REAL_KEYS, RULE_KEYS, SERVICE_KEYS,
+    SORRY_KEYS, TIMEOUT_KEYS, TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -507,9 +508,9 @@ impl Reader {
     fn duration_opt(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Duration> {
         let (path, v) = self.get(t, key)?;
         match v.get_ref() {
-            DeValue::Integer(_) => self.uint_val::<u32>(&path, v).map(|n| {
-                Duration::from_secs(u64::from(n))
-            }),
+            DeValue::Integer(_) => self
+                .uint_val::<u32>(&path, v)
+                .map(|n| Duration::from_secs(u64::from(n))),
             DeValue::String(s) => {
                 let d = parse_duration(s);
                 if d.is_none() {

@@ -8,8 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::config::error::Diagnostic;
 use crate::config::schema::{
     format_mac, Config, HealthKind, HealthSpec, ServiceConfig, MAX_ANNOUNCE_DURATION, MAX_CAPACITY,
-    MAX_TIMEOUT,
-    MAX_WEIGHT,
+    MAX_TIMEOUT, MAX_WEIGHT,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey};
 use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
@@ -860,7 +859,10 @@ impl Validator<'_> {
                 ),
             );
         }
-        for (key, v) in [("quorum_up", &svc.quorum_up), ("quorum_down", &svc.quorum_down)] {
+        for (key, v) in [
+            ("quorum_up", &svc.quorum_up),
+            ("quorum_down", &svc.quorum_down),
+        ] {
             if let Some(v) = v {
                 self.command(&format!("{sp}.{key}"), v, true);
             }

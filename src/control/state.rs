@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, OnFailure, RealConfig};
+use crate::control::announce::{live_weights, Announcer, T_ANNOUNCE_BASE};
 use crate::control::api::{RealSpec, Request, Response};
 use crate::control::health::configured_checks;
 use crate::control::status::{
@@ -66,6 +67,9 @@ pub struct ControlState {
     /// hold its last reference: freeing a large snapshot takes a
     /// millisecond or more, which belongs here, not on the data path.
     retired: Option<Arc<Snapshot>>,
+    /// The routing daemon's announce and quorum commands (driven by the
+    /// control loop; told of every applied config and health change).
+    pub announce: Announcer,
 }
 
 /// Drops in one rate interval (about 2 s) that make a log line.
@@ -80,7 +84,10 @@ impl ControlState {
         reports: Reports,
     ) -> ControlState {
         let down = alpha_down(&cfg);
+        let mut announce = Announcer::new(T_ANNOUNCE_BASE);
+        announce.configure(&cfg, &live_weights(&cfg, &|rk| down.contains_key(rk)));
         ControlState {
+            announce,
             periodic: None,
             path,
             cfg,
@@ -156,6 +163,8 @@ impl ControlState {
         self.retired = Some(cur);
         self.cfg = cfg;
         self.down = down;
+        let live = live_weights(&self.cfg, &|rk| self.down.contains_key(rk));
+        self.announce.configure(&self.cfg, &live);
         Ok(msg)
     }
 
@@ -389,6 +398,7 @@ impl ControlState {
             last_reload_seconds: self.last_reload_secs,
             services,
             shards,
+            announce: self.announce.status(),
         }
     }
 

@@ -268,6 +268,9 @@ pub struct Status {
     pub last_reload_seconds: f64,
     pub services: Vec<ServiceStatus>,
     pub shards: Vec<ShardStatus>,
+    /// The routing daemon's announce state and the services' quorum.
+    #[serde(default)]
+    pub announce: crate::control::announce::AnnounceStatus,
 }
 
 /// One line of `xdpvs list --connections` (`ipvsadm -L -c`).
