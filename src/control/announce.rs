@@ -204,6 +204,52 @@ pub struct QuorumStatus {
     pub failures: u64,
 }
 
+impl AnnounceStatus {
+    /// The lines `xdpvs stats` prints: the announce state, then each
+    /// service with a quorum setting or quorum commands, or without quorum.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let waiting = if self.waiting_for.is_empty() {
+            String::new()
+        } else {
+            format!(" (waiting for {})", self.waiting_for.join(", "))
+        };
+        if self.configured {
+            let _ = write!(
+                o,
+                "announce {}{waiting}: {} command(s) run, {} failed",
+                self.state, self.runs, self.failures
+            );
+            if !self.last_error.is_empty() {
+                let _ = write!(o, ", last error: {}", self.last_error);
+            }
+            o.push('\n');
+        } else {
+            let _ = writeln!(o, "announce: no [announce] commands{waiting}");
+        }
+        for q in &self.services {
+            if q.quorum == 1 && q.hysteresis == 0 && q.state == "-" && q.has_quorum {
+                continue;
+            }
+            let _ = writeln!(
+                o,
+                "quorum {}: {} (live weight {}, quorum {}, hysteresis {}), lost {} time(s), commands {} ({} run, {} failed)",
+                q.name,
+                if q.has_quorum { "up" } else { "DOWN" },
+                q.live_weight,
+                q.quorum,
+                q.hysteresis,
+                q.losses,
+                q.state,
+                q.runs,
+                q.failures
+            );
+        }
+        o
+    }
+}
+
 /// A command target: the director's `[announce]` (slot 0) or a service.
 struct Slot {
     /// `None`: `[announce]`.
