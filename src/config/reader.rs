@@ -488,9 +488,11 @@ impl Reader {
     }
 
     fn announce(&mut self, t: &Tbl<'_, '_>) -> Announce {
-        let mut a = Announce::default();
-        a.up = self.str_list_opt(t, "up");
-        a.down = self.str_list_opt(t, "down");
+        let mut a = Announce {
+            up: self.str_list_opt(t, "up"),
+            down: self.str_list_opt(t, "down"),
+            ..Announce::default()
+        };
         if let Some(d) = self.duration_opt(t, "timeout") {
             a.timeout = d;
         }

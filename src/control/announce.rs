@@ -712,26 +712,93 @@ mod tests {
         use A::*;
         let retry = Duration::from_millis(100);
         #[rustfmt::skip]
-        let table: &[(&str, &[(u64, A)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(u64, A)], &'a str);
+        let table: &[Case] = &[
             ("nothing wanted, nothing runs", &[(0, Due(None))], "idle"),
-            ("up runs once", &[(0, Want(Up)), (0, Due(Some(Up))), (1, Ok), (500, Due(None))], "announced"),
-            ("failure retried after retry, not before",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (5, Fail), (6, Due(None)), (104, Due(None)),
-               (105, Due(Some(Up))), (110, Ok)], "announced"),
-            ("down wanted while up waits for its retry: down at once, up dropped",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (5, Fail), (10, Want(Down)), (10, Due(Some(Down))),
-               (12, Ok), (500, Due(None))], "withdrawn"),
-            ("down wanted while up runs: down right after up ends, even if up failed",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (1, Want(Down)), (2, Due(None)), (3, Fail),
-               (3, Due(Some(Down))), (4, Ok)], "withdrawn"),
-            ("up, down, up again: each runs",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (1, Ok), (2, Want(Down)), (2, Due(Some(Down))),
-               (3, Ok), (4, Want(Up)), (4, Due(Some(Up))), (5, Ok)], "announced"),
-            ("the same state wanted again runs nothing",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (1, Ok), (2, Want(Up)), (2, Due(None))], "announced"),
-            ("a failed down leaves the state unknown: up runs again when wanted",
-             &[(0, Want(Up)), (0, Due(Some(Up))), (1, Ok), (2, Want(Down)), (2, Due(Some(Down))),
-               (3, Fail), (4, Want(Up)), (4, Due(Some(Up)))], "pending"),
+            (
+                "up runs once",
+                &[(0, Want(Up)), (0, Due(Some(Up))), (1, Ok), (500, Due(None))],
+                "announced",
+            ),
+            (
+                "failure retried after retry, not before",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (5, Fail),
+                    (6, Due(None)),
+                    (104, Due(None)),
+                    (105, Due(Some(Up))),
+                    (110, Ok),
+                ],
+                "announced",
+            ),
+            (
+                "down wanted while up waits for its retry: down at once, up dropped",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (5, Fail),
+                    (10, Want(Down)),
+                    (10, Due(Some(Down))),
+                    (12, Ok),
+                    (500, Due(None)),
+                ],
+                "withdrawn",
+            ),
+            (
+                "down wanted while up runs: down right after up ends, even if up failed",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (1, Want(Down)),
+                    (2, Due(None)),
+                    (3, Fail),
+                    (3, Due(Some(Down))),
+                    (4, Ok),
+                ],
+                "withdrawn",
+            ),
+            (
+                "up, down, up again: each runs",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (1, Ok),
+                    (2, Want(Down)),
+                    (2, Due(Some(Down))),
+                    (3, Ok),
+                    (4, Want(Up)),
+                    (4, Due(Some(Up))),
+                    (5, Ok),
+                ],
+                "announced",
+            ),
+            (
+                "the same state wanted again runs nothing",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (1, Ok),
+                    (2, Want(Up)),
+                    (2, Due(None)),
+                ],
+                "announced",
+            ),
+            (
+                "a failed down leaves the state unknown: up runs again when wanted",
+                &[
+                    (0, Want(Up)),
+                    (0, Due(Some(Up))),
+                    (1, Ok),
+                    (2, Want(Down)),
+                    (2, Due(Some(Down))),
+                    (3, Fail),
+                    (4, Want(Up)),
+                    (4, Due(Some(Up))),
+                ],
+                "pending",
+            ),
         ];
         for (name, steps, end) in table {
             let base = t0();
@@ -772,10 +839,25 @@ mod tests {
     fn quorum_with_weights_and_hysteresis() {
         // (live weights in order, expected has-quorum after each)
         #[rustfmt::skip]
-        let table: &[(u32, u32, &[(u64, bool)])] = &[
+        type Case<'a> = (u32, u32, &'a [(u64, bool)]);
+        let table: &[Case] = &[
             (1, 0, &[(0, false), (1, true), (0, false), (5, true)]),
-            (7, 2, &[(0, false), (7, false), (8, false), (9, true), (7, true), (6, true),
-                     (5, true), (4, false), (8, false), (9, true)]),
+            (
+                7,
+                2,
+                &[
+                    (0, false),
+                    (7, false),
+                    (8, false),
+                    (9, true),
+                    (7, true),
+                    (6, true),
+                    (5, true),
+                    (4, false),
+                    (8, false),
+                    (9, true),
+                ],
+            ),
             // Weights, not server counts: one server of weight 10.
             (10, 0, &[(10, true), (9, false), (10, true)]),
             // hysteresis >= quorum: never lost once reached.
