@@ -367,3 +367,55 @@ fn announce(o: &mut String, a: &crate::control::announce::AnnounceStatus) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::announce::{AnnounceStatus, QuorumStatus};
+
+    #[test]
+    fn announce_and_quorum_metrics() {
+        let st = Status {
+            announce: AnnounceStatus {
+                configured: true,
+                state: "pending".into(),
+                waiting_for: vec!["sync".into()],
+                runs: 3,
+                failures: 2,
+                last_error: "exit status 1".into(),
+                services: vec![QuorumStatus {
+                    name: "web".into(),
+                    quorum: 2,
+                    hysteresis: 0,
+                    live_weight: 1,
+                    has_quorum: false,
+                    losses: 1,
+                    state: "withdrawn".into(),
+                    runs: 2,
+                    failures: 0,
+                }],
+            },
+            ..Status::default()
+        };
+        let m = render(&st);
+        for line in [
+            "xdpvs_announce_state{state=\"pending\"} 1",
+            "xdpvs_announce_state{state=\"announced\"} 0",
+            "xdpvs_announce_ready 0",
+            "xdpvs_announce_commands_total 3",
+            "xdpvs_announce_command_failures_total 2",
+            "xdpvs_service_quorum_up{service=\"web\"} 0",
+            "xdpvs_service_live_weight{service=\"web\"} 1",
+            "xdpvs_service_quorum_lost_total{service=\"web\"} 1",
+            "xdpvs_service_quorum_commands_total{service=\"web\"} 2",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line}\n{m}");
+        }
+        let text = st.announce.render();
+        assert!(
+            text.contains("announce pending (waiting for sync): 3 command(s) run, 2 failed")
+                && text.contains("quorum web: DOWN (live weight 1, quorum 2"),
+            "{text}"
+        );
+    }
+}
