@@ -159,6 +159,13 @@ fn announce_retry_quorum_and_withdraw_before_detach() {
     assert_eq!(st.announce.state, "pending", "{:?}", st.announce);
     assert!(st.announce.failures >= 2, "{:?}", st.announce);
     assert!(
+        st.announce
+            .last_error
+            .contains("exit status 1; stderr: bird: not yet"),
+        "{:?}",
+        st.announce
+    );
+    assert!(
         st.announce.waiting_for.is_empty(),
         "attached: ready {:?}",
         st.announce
@@ -195,9 +202,14 @@ fn announce_retry_quorum_and_withdraw_before_detach() {
     wait_for("quorum_down", Duration::from_secs(10), || {
         f.count("quorum_down web") == 1
     });
+    // (Lost as soon as the weight-2 server is down: 1 < 2.)
+    wait_for("every server down", Duration::from_secs(10), || {
+        stats(&nd, &sock).announce.services[0].live_weight == 0
+    });
     let q = stats(&nd, &sock).announce.services;
     assert_eq!(q.len(), 1);
-    assert!(!q[0].has_quorum && q[0].live_weight == 0, "{q:?}");
+    assert!(!q[0].has_quorum && q[0].losses == 1, "{q:?}");
+    assert_eq!(f.count("quorum_down web"), 1, "once: {:?}", f.log());
     // The weight-1 server alone is below quorum 2: nothing runs.
     touch(&f.path("rs2"));
     wait_for("rs2 up", Duration::from_secs(10), || {

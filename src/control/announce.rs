@@ -501,7 +501,7 @@ impl Announcer {
         if let Some(c) = unreaped {
             self.reap.push(c);
         }
-        report(s, d, ok, &why, err, retry);
+        let why = report(s, d, ok, &why, err, retry);
         s.job.finished(ok, &why, now, retry);
     }
 
@@ -518,7 +518,7 @@ impl Announcer {
             if let Some((run, err)) = s.run.take() {
                 if let Some(d) = s.job.running {
                     let (ok, why) = wait_program(run.into_child(), limit);
-                    report(s, d, ok, &why, err, retry);
+                    let why = report(s, d, ok, &why, err, retry);
                     s.job.finished(ok, &why, now, retry);
                 }
             }
@@ -550,7 +550,7 @@ impl Announcer {
             };
             let Some(d) = s.job.running else { continue };
             let (ok, why) = wait_program(child, limit);
-            report(s, d, ok, &why, err, retry);
+            let why = report(s, d, ok, &why, err, retry);
             s.job.finished(ok, &why, now, retry);
         }
         for mut c in self.reap.drain(..) {
@@ -611,12 +611,19 @@ impl Announcer {
 }
 
 /// Log how a command ended (a failure with its stderr's tail).
-fn report(s: &Slot, d: Dir, ok: bool, why: &str, mut err: File, retry: Duration) {
+/// Log how a command ended (a failure with its stderr's tail); returns
+/// the reason with that tail (the status's `last_error`).
+fn report(s: &Slot, d: Dir, ok: bool, why: &str, mut err: File, retry: Duration) -> String {
     if ok {
         tracing::info!("{} ran ({why})", s.what(d));
-        return;
+        return why.to_string();
     }
     let tail = stderr_tail(&mut err);
+    let why = if tail.is_empty() {
+        why.to_string()
+    } else {
+        format!("{why}; stderr: {tail}")
+    };
     let again = if s.job.wanted == Some(d) {
         format!(
             "; again in {}",
@@ -625,15 +632,8 @@ fn report(s: &Slot, d: Dir, ok: bool, why: &str, mut err: File, retry: Duration)
     } else {
         String::new()
     };
-    tracing::warn!(
-        "{} failed: {why}{again}{}",
-        s.what(d),
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; stderr: {tail}")
-        }
-    );
+    tracing::warn!("{} failed: {why}{again}", s.what(d));
+    why
 }
 
 /// The last [`STDERR_TAIL`] bytes of a command's stderr, on one line.
@@ -1012,7 +1012,11 @@ withdraw_delay = "400ms"
         let st = a.status();
         assert_eq!(st.state, "pending");
         assert!(st.failures >= 2 && st.runs >= 2, "{st:?}");
-        assert!(st.last_error.contains("exit status 3"), "{st:?}");
+        assert!(
+            st.last_error
+                .contains("exit status 3; stderr: bird: no such protocol"),
+            "{st:?}"
+        );
         std::fs::write(&flag, "").unwrap();
         drive(&mut a, &mut r, Duration::from_secs(3), |a| {
             a.status().state == "announced"
