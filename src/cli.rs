@@ -302,6 +302,7 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
         "reloads {} (refused {}), last: {}",
         st.reloads, st.reloads_refused, st.last_reload
     );
+    print!("{}", st.announce.render());
     for (i, s) in st.shards.iter().enumerate() {
         let drops: Vec<String> = s
             .dropped

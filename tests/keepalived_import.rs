@@ -368,13 +368,29 @@ fn harmless_keywords_are_warnings_and_comments() {
         .reals
         .iter()
         .all(|r| r.health_check(s).unwrap().is_some_and(|h| h.alpha)));
-    for k in [
-        "`quorum_up` not imported",
-        "`quorum_down` not imported",
-        "`hysteresis` ignored",
-    ] {
-        assert!(w.contains(k), "{k}: {w}");
+    // quorum, hysteresis, quorum_up, quorum_down: imported as they are.
+    for k in ["not imported", "ignored", "hysteresis"] {
+        assert!(!w.contains(k), "{k}: {w}");
     }
+    // The scripts are not installed here: a warning, not an error.
+    assert!(
+        w.contains("\"/usr/local/sbin/quorum-up.sh\" not found"),
+        "{w}"
+    );
+    assert_eq!((s.quorum, s.hysteresis), (7, 2));
+    assert_eq!(
+        s.quorum_up.as_deref(),
+        Some(&["/usr/local/sbin/quorum-up.sh".to_string()][..])
+    );
+    assert_eq!(
+        s.quorum_down.as_deref(),
+        Some(&["/usr/local/sbin/quorum-down.sh".to_string()][..])
+    );
+    assert!(
+        i.toml.contains("quorum = 7\nhysteresis = 2\n"),
+        "{}",
+        i.toml
+    );
     let i = checked(sample("keepalived.conf.vrrp.lvs_syncd", false).unwrap());
     assert!(i
         .warnings

@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -15,11 +16,11 @@ use toml::Spanned;
 use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
 use crate::config::schema::{
-    parse_mac, Config, Director, FwmarkGroup, FwmarkRuleConfig, HealthKind, HealthSpec,
-    NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig, SorryConfig, SyncConfig,
-    SyncMode, XdpMode, DEFAULT_SCHEDULER, DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS,
-    PERSISTENCE_KEYS, REAL_KEYS, RULE_KEYS, SERVICE_KEYS, SORRY_KEYS, SYNC_KEYS, TIMEOUT_KEYS,
-    TOP_KEYS,
+    parse_duration, parse_mac, Announce, Config, Director, FwmarkGroup, FwmarkRuleConfig,
+    HealthKind, HealthSpec, NeighborPin, OnFailure, PersistenceConfig, RealConfig, ServiceConfig,
+    SorryConfig, SyncConfig, SyncMode, XdpMode, ANNOUNCE_KEYS, DEFAULT_QUORUM, DEFAULT_SCHEDULER,
+    DIRECTOR_KEYS, FWMARK_KEYS, HEALTH_KEYS, NEIGHBOR_KEYS, PERSISTENCE_KEYS, REAL_KEYS, RULE_KEYS,
+    SERVICE_KEYS, SORRY_KEYS, SYNC_KEYS, TIMEOUT_KEYS, TOP_KEYS,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey, Timeouts};
 use crate::service::sched::SchedParams;
@@ -334,6 +335,11 @@ impl Reader {
                 cfg.timeouts = self.timeouts(&t);
             }
         }
+        if let Some((path, v)) = self.get(&top, "announce") {
+            if let Some(t) = self.table(path, v, ANNOUNCE_KEYS) {
+                cfg.announce = self.announce(&t);
+            }
+        }
         for (path, v) in self.array(&top, "fwmark", "an array of tables [[fwmark]]") {
             if let Some(t) = self.table(path, v, FWMARK_KEYS) {
                 if let Some(g) = self.fwmark(&t) {
@@ -548,6 +554,49 @@ impl Reader {
         s
     }
 
+    fn announce(&mut self, t: &Tbl<'_, '_>) -> Announce {
+        let mut a = Announce {
+            up: self.str_list_opt(t, "up"),
+            down: self.str_list_opt(t, "down"),
+            ..Announce::default()
+        };
+        if let Some(d) = self.duration_opt(t, "timeout") {
+            a.timeout = d;
+        }
+        if let Some(d) = self.duration_opt(t, "retry") {
+            a.retry = d;
+        }
+        if let Some(d) = self.duration_opt(t, "withdraw_delay") {
+            a.withdraw_delay = d;
+        }
+        a
+    }
+
+    /// A duration: an integer of seconds, or a string `"500ms"`, `"10s"`,
+    /// `"2m"`.
+    fn duration_opt(&mut self, t: &Tbl<'_, '_>, key: &str) -> Option<Duration> {
+        let (path, v) = self.get(t, key)?;
+        match v.get_ref() {
+            DeValue::Integer(_) => self
+                .uint_val::<u32>(&path, v)
+                .map(|n| Duration::from_secs(u64::from(n))),
+            DeValue::String(s) => {
+                let d = parse_duration(s);
+                if d.is_none() {
+                    let reason = format!(
+                        "bad duration \"{s}\" (expected seconds, or a string such as \"500ms\", \"10s\", \"2m\")"
+                    );
+                    self.err(&path, v.span(), reason);
+                }
+                d
+            }
+            _ => {
+                self.wrong_type(&path, v, "a duration (seconds, or e.g. \"500ms\")");
+                None
+            }
+        }
+    }
+
     fn timeouts(&mut self, t: &Tbl<'_, '_>) -> Timeouts {
         let mut out = Timeouts::default();
         if let Some(n) = self.uint_opt(t, "tcp") {
@@ -703,6 +752,10 @@ impl Reader {
                 .and_then(|st| self.sorry(&st)),
             None => None,
         };
+        let quorum = self.uint_opt(t, "quorum").unwrap_or(DEFAULT_QUORUM);
+        let hysteresis = self.uint_opt(t, "hysteresis").unwrap_or(0);
+        let quorum_up = self.str_list_opt(t, "quorum_up");
+        let quorum_down = self.str_list_opt(t, "quorum_down");
         let mut reals = Vec::new();
         for (path, v) in self.array(t, "real", "an array of tables [[service.real]]") {
             if let Some(rt) = self.table(path, v, REAL_KEYS) {
@@ -721,6 +774,10 @@ impl Reader {
             expire_quiescent_template,
             health,
             sorry_server,
+            quorum,
+            hysteresis,
+            quorum_up,
+            quorum_down,
             reals,
         })
     }

@@ -3,13 +3,20 @@
 
 use std::fmt::Write;
 
-use crate::config::schema::{format_mac, Config, HealthSpec, ServiceConfig};
+use crate::config::schema::{
+    format_duration, format_mac, Announce, Config, HealthSpec, ServiceConfig, DEFAULT_QUORUM,
+};
 use crate::service::model::ServiceKey;
 use crate::service::sched::SchedParams;
 
 /// A TOML basic string with escapes.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
+}
+
+fn list(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn health(h: &HealthSpec) -> String {
@@ -41,10 +48,6 @@ fn health(h: &HealthSpec) -> String {
     if let Some(s) = &h.expect {
         parts.push(format!("expect = {}", q(s)));
     }
-    let list = |v: &[String]| {
-        let items: Vec<String> = v.iter().map(|s| q(s)).collect();
-        format!("[{}]", items.join(", "))
-    };
     if let Some(c) = &h.cmd {
         parts.push(format!("cmd = {}", list(c)));
     }
@@ -130,6 +133,20 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(o, "tcp = {}", t.tcp)?;
     writeln!(o, "tcp_fin = {}", t.tcp_fin)?;
     writeln!(o, "udp = {}", t.udp)?;
+    if cfg.announce != Announce::default() {
+        let a = &cfg.announce;
+        writeln!(o)?;
+        writeln!(o, "[announce]")?;
+        if let Some(c) = &a.up {
+            writeln!(o, "up = {}", list(c))?;
+        }
+        if let Some(c) = &a.down {
+            writeln!(o, "down = {}", list(c))?;
+        }
+        writeln!(o, "timeout = {}", format_duration(a.timeout))?;
+        writeln!(o, "retry = {}", format_duration(a.retry))?;
+        writeln!(o, "withdraw_delay = {}", format_duration(a.withdraw_delay))?;
+    }
     for g in &cfg.fwmarks {
         writeln!(o)?;
         writeln!(o, "[[fwmark]]")?;
@@ -232,6 +249,18 @@ fn write_service(o: &mut String, s: &ServiceConfig) -> std::fmt::Result {
             q(&z.addr.to_string()),
             q(z.forward.name())
         )?;
+    }
+    if s.quorum != DEFAULT_QUORUM {
+        writeln!(o, "quorum = {}", s.quorum)?;
+    }
+    if s.hysteresis != 0 {
+        writeln!(o, "hysteresis = {}", s.hysteresis)?;
+    }
+    if let Some(c) = &s.quorum_up {
+        writeln!(o, "quorum_up = {}", list(c))?;
+    }
+    if let Some(c) = &s.quorum_down {
+        writeln!(o, "quorum_down = {}", list(c))?;
     }
     for r in &s.reals {
         writeln!(o, "  [[service.real]]")?;

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::error::{invalid, ConfigError, Diagnostic, Origin};
 use crate::config::ports::PortSet;
@@ -36,7 +37,7 @@ pub const DEFAULT_SCHEDULER: &str = "wlc";
 
 /// The keys of the top-level tables (the reader refuses any other).
 pub(crate) const TOP_KEYS: &[&str] = &[
-    "director", "timeouts", "fwmark", "service", "neighbor", "sync",
+    "director", "timeouts", "announce", "fwmark", "service", "neighbor", "sync",
 ];
 
 /// The keys of `[timeouts]` (the reader refuses any other).
@@ -47,6 +48,8 @@ pub(crate) const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_fin", "udp"];
 pub struct Config {
     pub director: Director,
     pub timeouts: Timeouts,
+    /// `[announce]`: the routing daemon's commands.
+    pub announce: Announce,
     pub fwmarks: Vec<FwmarkGroup>,
     pub services: Vec<ServiceConfig>,
     pub neighbors: Vec<NeighborPin>,
@@ -264,6 +267,50 @@ impl Default for SyncConfig {
     }
 }
 
+/// The keys of `[announce]` (the reader refuses any other).
+pub(crate) const ANNOUNCE_KEYS: &[&str] = &["up", "down", "timeout", "retry", "withdraw_delay"];
+
+/// Default `[announce] timeout`: a command still running after it is killed.
+pub const DEFAULT_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[announce] retry`: how long after a failed command it runs again.
+pub const DEFAULT_ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
+/// Default `[announce] withdraw_delay`: the wait, at stop, between the
+/// `down` command and detaching XDP (for the withdrawal to propagate).
+pub const DEFAULT_WITHDRAW_DELAY: Duration = Duration::from_secs(1);
+/// Longest accepted `[announce]` duration.
+pub const MAX_ANNOUNCE_DURATION: Duration = Duration::from_secs(3600);
+
+/// `[announce]`: tell a routing daemon (BIRD, FRR, ExaBGP...) when to
+/// announce the VIPs and when to withdraw them. Commands are argument
+/// lists run without a shell, as keepalived runs its notify scripts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// Run once the director is ready (attached, config loaded).
+    pub up: Option<Vec<String>>,
+    /// Run at stop, before XDP is detached.
+    pub down: Option<Vec<String>>,
+    /// A command running longer is killed (and counts as failed).
+    pub timeout: Duration,
+    /// A failed command runs again after this long, until it succeeds or
+    /// the wanted state changes.
+    pub retry: Duration,
+    /// At stop, the wait after `down` (and the services' `quorum_down`)
+    /// before XDP is detached.
+    pub withdraw_delay: Duration,
+}
+
+impl Default for Announce {
+    fn default() -> Self {
+        Announce {
+            up: None,
+            down: None,
+            timeout: DEFAULT_ANNOUNCE_TIMEOUT,
+            retry: DEFAULT_ANNOUNCE_RETRY,
+            withdraw_delay: DEFAULT_WITHDRAW_DELAY,
+        }
+    }
+}
+
 impl SyncConfig {
     /// Where datagrams go: the group (default 224.0.0.81) or the peers.
     pub fn destinations(&self) -> Vec<IpAddr> {
@@ -271,6 +318,33 @@ impl SyncConfig {
             return self.peers.clone();
         }
         vec![self.group.unwrap_or(IpAddr::V4(DEFAULT_SYNC_GROUP))]
+    }
+}
+
+/// Parse a duration as the config writes one: an integer of seconds, or a
+/// string with a unit, `"500ms"`, `"10s"`, `"2m"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mul_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    Some(Duration::from_millis(n.checked_mul(mul_ms)?))
+}
+
+/// A duration as the config writes it: whole seconds as an integer, else
+/// a string in milliseconds.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("\"{}ms\"", d.as_millis())
     }
 }
 
@@ -354,8 +428,15 @@ pub(crate) const SERVICE_KEYS: &[&str] = &[
     "expire_quiescent_template",
     "health",
     "sorry_server",
+    "quorum",
+    "hysteresis",
+    "quorum_up",
+    "quorum_down",
     "real",
 ];
+
+/// Default `quorum` of a service (keepalived's).
+pub const DEFAULT_QUORUM: u32 = 1;
 
 /// `[[service]]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -377,6 +458,18 @@ pub struct ServiceConfig {
     pub health: Option<HealthSpec>,
     /// Where new connections go when no real server can take one.
     pub sorry_server: Option<SorryConfig>,
+    /// keepalived `quorum`: the service has quorum while the weights of
+    /// its live real servers (not held down by a health check) add up to
+    /// at least this (default 1, never 0).
+    pub quorum: u32,
+    /// keepalived `hysteresis` (default 0): quorum is lost below
+    /// `quorum - hysteresis` and regained at `quorum + hysteresis`.
+    pub hysteresis: u32,
+    /// Run (no shell) when the service gains quorum, or at start with it.
+    pub quorum_up: Option<Vec<String>>,
+    /// Run (no shell) when the service loses quorum, or at start without
+    /// it, and at stop (before XDP is detached).
+    pub quorum_down: Option<Vec<String>>,
     pub reals: Vec<RealConfig>,
 }
 
@@ -724,6 +817,10 @@ mod tests {
             expire_quiescent_template: None,
             health: None,
             sorry_server: None,
+            quorum: DEFAULT_QUORUM,
+            hysteresis: 0,
+            quorum_up: None,
+            quorum_down: None,
             reals: vec![],
         }
     }

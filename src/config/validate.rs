@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::error::Diagnostic;
 use crate::config::schema::{
-    format_mac, Config, HealthKind, HealthSpec, ServiceConfig, MAX_CAPACITY, MAX_TIMEOUT,
-    MAX_WEIGHT,
+    format_mac, Config, HealthKind, HealthSpec, ServiceConfig, MAX_ANNOUNCE_DURATION, MAX_CAPACITY,
+    MAX_TIMEOUT, MAX_WEIGHT,
 };
 use crate::service::model::{FwdMethod, Proto, ServiceKey};
 use crate::service::sched::{SchedParams, SCHEDULER_NAMES};
@@ -29,6 +29,7 @@ pub(crate) fn validate(cfg: &Config) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
     };
     v.director();
     v.timeouts();
+    v.announce();
     let marks = v.fwmarks();
     v.services(&marks);
     v.neighbors();
@@ -79,6 +80,16 @@ fn is_prime(n: u32) -> bool {
         d += 1;
     }
     true
+}
+
+/// Whether `program` can be run: an absolute or relative path (with a
+/// `/`) that exists, or a name found in one of the `PATH` directories.
+pub fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).exists();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|d| d.join(program).is_file())
 }
 
 /// Linux `dev_valid_name`.
@@ -467,6 +478,7 @@ impl Validator<'_> {
                 );
             }
             self.scheduler(&sp, svc);
+            self.quorum(&sp, svc);
             if let Some(p) = &svc.persistence {
                 if p.timeout == 0 || p.timeout > MAX_TIMEOUT {
                     self.err(
@@ -822,6 +834,106 @@ impl Validator<'_> {
         }
     }
 
+    /// A program and its arguments, run without a shell. `find`: warn when
+    /// the program is not found (a relative name in `PATH`, an absolute
+    /// one on disk): it may be installed after the director starts.
+    fn command(&mut self, path: &str, v: &[String], find: bool) {
+        match v.first() {
+            None => self.err(
+                path,
+                "must name a program (e.g. [\"/usr/local/bin/check\", \"{addr}\"])",
+            ),
+            Some(p) if p.is_empty() || p.contains('\0') => {
+                self.err(&format!("{path}[0]"), "empty program name")
+            }
+            Some(p) => {
+                if find && !program_exists(p) {
+                    self.warn(
+                        &format!("{path}[0]"),
+                        format!(
+                            "program \"{p}\" not found{} (it runs anyway when due, and fails \
+                             until it is installed)",
+                            if p.contains('/') { "" } else { " in PATH" }
+                        ),
+                    );
+                }
+            }
+        }
+        if v.iter().any(|a| a.contains('\0')) {
+            self.err(path, "an argument contains a NUL byte");
+        }
+        if v.len() > 256 {
+            self.err(path, "more than 256 arguments");
+        }
+    }
+
+    fn announce(&mut self) {
+        let a = &self.cfg.announce;
+        for (key, v) in [("up", &a.up), ("down", &a.down)] {
+            if let Some(v) = v {
+                self.command(&format!("announce.{key}"), v, true);
+            }
+        }
+        for (key, d, zero_ok) in [
+            ("timeout", a.timeout, false),
+            ("retry", a.retry, false),
+            ("withdraw_delay", a.withdraw_delay, true),
+        ] {
+            if (d.is_zero() && !zero_ok) || d > MAX_ANNOUNCE_DURATION {
+                let lo = if zero_ok { "0" } else { "1 ms" };
+                self.err(
+                    &format!("announce.{key}"),
+                    format!(
+                        "{} ms is out of range ({lo} to {} s)",
+                        d.as_millis(),
+                        MAX_ANNOUNCE_DURATION.as_secs()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `quorum`, `hysteresis`, `quorum_up`, `quorum_down` of a service.
+    fn quorum(&mut self, sp: &str, svc: &ServiceConfig) {
+        if svc.quorum == 0 {
+            self.err(
+                &format!("{sp}.quorum"),
+                "quorum 0 is never lost (it is the least total weight of the live real \
+                 servers, at least 1; default 1)",
+            );
+        } else if svc.hysteresis >= svc.quorum {
+            self.warn(
+                &format!("{sp}.hysteresis"),
+                format!(
+                    "hysteresis {} >= quorum {}: once reached, quorum is never lost",
+                    svc.hysteresis, svc.quorum
+                ),
+            );
+        }
+        let total: u64 = svc.reals.iter().map(|r| u64::from(r.weight)).sum();
+        if svc.quorum > 0
+            && !svc.reals.is_empty()
+            && total < u64::from(svc.quorum) + u64::from(svc.hysteresis)
+        {
+            self.warn(
+                &format!("{sp}.quorum"),
+                format!(
+                    "the real servers' weights add up to {total}, less than quorum {} + \
+                     hysteresis {}: the service never has quorum",
+                    svc.quorum, svc.hysteresis
+                ),
+            );
+        }
+        for (key, v) in [
+            ("quorum_up", &svc.quorum_up),
+            ("quorum_down", &svc.quorum_down),
+        ] {
+            if let Some(v) = v {
+                self.command(&format!("{sp}.{key}"), v, true);
+            }
+        }
+    }
+
     fn health_spec(&mut self, hp: &str, h: &HealthSpec) {
         if h.port == Some(0) {
             self.err(&format!("{hp}.port"), "port 0 is not a port (use 1-65535)");
@@ -867,22 +979,7 @@ impl Validator<'_> {
             ("notify_down", &h.notify_down),
         ] {
             let Some(v) = v else { continue };
-            match v.first() {
-                None => self.err(
-                    &format!("{hp}.{key}"),
-                    "must name a program (e.g. [\"/usr/local/bin/check\", \"{addr}\"])",
-                ),
-                Some(p) if p.is_empty() || p.contains('\0') => {
-                    self.err(&format!("{hp}.{key}[0]"), "empty program name")
-                }
-                Some(_) => {}
-            }
-            if v.iter().any(|a| a.contains('\0')) {
-                self.err(&format!("{hp}.{key}"), "an argument contains a NUL byte");
-            }
-            if v.len() > 256 {
-                self.err(&format!("{hp}.{key}"), "more than 256 arguments");
-            }
+            self.command(&format!("{hp}.{key}"), v, false);
         }
         if h.cmd.is_some() && h.kind.is_some_and(|k| k != HealthKind::Exec) {
             let kind = h.kind.map_or("tcp", |k| k.name());

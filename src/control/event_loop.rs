@@ -1,8 +1,9 @@
 //! The io_uring control loop: everything that is not per packet. Signals
 //! (signalfd: SIGHUP reloads, SIGTERM/SIGINT stop), config file changes
 //! (inotify), the control socket, the metrics endpoint, rate estimation and
-//! health-check probes all complete on one ring; nothing here blocks for
-//! long.
+//! health-check probes and the announce commands all complete on one ring;
+//! nothing here blocks for long, except the stop: the `down` command runs
+//! (bounded by its timeout) before the loop returns and XDP is detached.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -194,6 +195,7 @@ pub fn run(
         loop {
             let now = Instant::now();
             health.start_due(&mut ring, now);
+            state.announce.start_due(&mut ring, now);
             for c in ring.wait()? {
                 match c.token {
                     T_SIGNAL => {
@@ -250,6 +252,9 @@ pub fn run(
                             ring.poll_readable(s.fd(), T_SYNC)?;
                         }
                     }
+                    t if state.announce.owns(t) => {
+                        state.announce.complete(t, c.result, Instant::now());
+                    }
                     t if health.owns(t) => {
                         if let Some(ch) = health.complete(&mut ring, t, c.result) {
                             let state_word = if ch.down.is_some() { "DOWN" } else { "UP" };
@@ -292,6 +297,13 @@ pub fn run(
             }
         }
     })();
+    // Withdraw (`down`, `quorum_down`, then `withdraw_delay`) before the
+    // director detaches XDP, unless a successor takes over the VIPs.
+    if matches!(exit, Ok(Exit::Handover)) {
+        state.announce.abandon();
+    } else {
+        state.announce.withdraw();
+    }
     health.shutdown(!matches!(exit, Ok(Exit::Handover)));
     exit
 }

@@ -103,9 +103,10 @@ struct Probe {
     deadline: Instant,
 }
 
-/// An exec check in flight: the child and its pidfd (polled on the ring;
-/// kept open until that completion has been seen).
-struct Running {
+/// A program in flight (an exec check, an announce command): the child
+/// and its pidfd (polled on the ring; kept open until that completion has
+/// been seen).
+pub(crate) struct Running {
     child: Child,
     pidfd: OwnedFd,
 }
@@ -428,23 +429,67 @@ fn spawn(
 ) -> std::io::Result<Child> {
     let ip = addr.ip().to_string();
     let port = addr.port().to_string();
-    let fill = |s: &String| s.replace("{addr}", &ip).replace("{port}", &port);
+    let filled: Vec<String> = cmd
+        .iter()
+        .map(|s| s.replace("{addr}", &ip).replace("{port}", &port))
+        .collect();
+    let mut env = vec![
+        ("XDPVS_REAL_ADDR", ip.as_str()),
+        ("XDPVS_REAL_PORT", port.as_str()),
+        ("XDPVS_SERVICE", service),
+    ];
+    if let Some(s) = state {
+        env.push(("XDPVS_STATE", s));
+    }
+    spawn_program(&filled, &env, Stdio::null())
+}
+
+/// Start the program `cmd` (its first item, looked up in `PATH` when it has
+/// no `/`, with the others as arguments: no shell), with `env` added to the
+/// director's environment, stdin and stdout on /dev/null, stderr to
+/// `stderr`. Not waited for. Shared by exec checks, notify programs and
+/// the announce commands ([`crate::control::announce`]).
+pub(crate) fn spawn_program(
+    cmd: &[String],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> std::io::Result<Child> {
     let Some(program) = cmd.first() else {
         return Err(std::io::Error::other("empty command"));
     };
-    let mut c = Command::new(fill(program));
-    c.args(cmd.iter().skip(1).map(fill))
-        .env("XDPVS_REAL_ADDR", &ip)
-        .env("XDPVS_REAL_PORT", &port)
-        .env("XDPVS_SERVICE", service)
+    let mut c = Command::new(program);
+    c.args(cmd.iter().skip(1))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(s) = state {
-        c.env("XDPVS_STATE", s);
-    }
+        .stderr(stderr);
     c.spawn()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{program}: {e}")))
+}
+
+/// Poll a started program's exit on the ring (its pidfd, with `limit`
+/// linked), completing with `token`. On error the child is killed and
+/// reaped.
+pub(crate) fn watch_program(
+    r: &mut Reactor,
+    mut child: Child,
+    limit: Duration,
+    token: u64,
+) -> std::io::Result<Running> {
+    let pidfd = match pidfd_open(child.id()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(e.kind(), format!("pidfd_open: {e}")));
+        }
+    };
+    if let Err(e) = r.poll_readable_for(pidfd.as_raw_fd(), limit, token) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(Running { child, pidfd })
 }
 
 /// Start an exec check: spawn it and poll its pidfd, bounded by `timeout`
@@ -457,50 +502,51 @@ fn start_exec(
     timeout: u32,
     token: u64,
 ) -> std::io::Result<Running> {
-    let mut child = spawn(cmd, addr, service, None)?;
-    let pidfd = match pidfd_open(child.id()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(e.kind(), format!("pidfd_open: {e}")));
-        }
-    };
+    let child = spawn(cmd, addr, service, None)?;
     let limit = Duration::from_secs(u64::from(timeout.max(1)));
-    if let Err(e) = r.poll_readable_for(pidfd.as_raw_fd(), limit, token) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    Ok(Running { child, pidfd })
+    watch_program(r, child, limit, token)
 }
 
-/// The poll of an exec check completed (`result` >= 0: it exited; else the
-/// timeout): its verdict and reason, and the child if it still has to be
-/// reaped (killed, not yet gone).
-fn finish_exec(mut run: Running, result: i32, timeout: u32) -> (bool, String, Option<Child>) {
+/// "3 s", "500 ms".
+pub(crate) fn duration_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// How a program ended, in words.
+fn exit_text(st: std::process::ExitStatus) -> String {
+    match (
+        st.code(),
+        std::os::unix::process::ExitStatusExt::signal(&st),
+    ) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => "ended".to_string(),
+    }
+}
+
+/// The poll of a program completed (`result` >= 0: it exited; else the
+/// timeout `limit`): whether it succeeded, why, and the child if it still
+/// has to be reaped (killed, not yet gone).
+pub(crate) fn finish_program(
+    mut run: Running,
+    result: i32,
+    limit: Duration,
+) -> (bool, String, Option<Child>) {
     drop(run.pidfd);
     if result >= 0 {
         match run.child.try_wait() {
-            Ok(Some(st)) => {
-                let why = match (
-                    st.code(),
-                    std::os::unix::process::ExitStatusExt::signal(&st),
-                ) {
-                    (Some(0), _) => "exit status 0".to_string(),
-                    (Some(c), _) => format!("exit status {c}"),
-                    (None, Some(s)) => format!("killed by signal {s}"),
-                    (None, None) => "ended".to_string(),
-                };
-                return (st.success(), why, None);
-            }
+            Ok(Some(st)) => return (st.success(), exit_text(st), None),
             Ok(None) => {}
             Err(e) => return (false, format!("wait: {e}"), None),
         }
     }
     let _ = run.child.kill();
     let why = if result == -libc::ECANCELED || result >= 0 {
-        format!("timed out after {} s (killed)", timeout.max(1))
+        format!("timed out after {} (killed)", duration_text(limit))
     } else {
         format!("poll: {}", std::io::Error::from_raw_os_error(-result))
     };
@@ -509,6 +555,41 @@ fn finish_exec(mut run: Running, result: i32, timeout: u32) -> (bool, String, Op
         Ok(None) => Some(run.child),
     };
     (false, why, child)
+}
+
+/// Wait for a program without the ring (the director is stopping), up to
+/// `limit` from now; killed and reaped when it overruns.
+pub(crate) fn wait_program(mut child: Child, limit: Duration) -> (bool, String) {
+    let end = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return (st.success(), exit_text(st)),
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (
+                    false,
+                    format!("timed out after {} (killed)", duration_text(limit)),
+                );
+            }
+            Err(e) => return (false, format!("wait: {e}")),
+        }
+    }
+}
+
+impl Running {
+    /// The child, its poll abandoned.
+    pub(crate) fn into_child(self) -> Child {
+        self.child
+    }
+}
+
+/// The poll of an exec check completed (`result` >= 0: it exited; else the
+/// timeout): its verdict and reason, and the child if it still has to be
+/// reaped (killed, not yet gone).
+fn finish_exec(run: Running, result: i32, timeout: u32) -> (bool, String, Option<Child>) {
+    finish_program(run, result, Duration::from_secs(u64::from(timeout.max(1))))
 }
 
 enum Step {

@@ -268,5 +268,154 @@ pub fn render(st: &Status) -> String {
         "xdpvs_last_reload_duration_seconds {:e}",
         st.last_reload_seconds
     );
+    announce(&mut o, &st.announce);
     o
+}
+
+/// The announce state and the services' quorum.
+fn announce(o: &mut String, a: &crate::control::announce::AnnounceStatus) {
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+    };
+    family(
+        o,
+        "xdpvs_announce_state",
+        "gauge",
+        "1 for the current announce state (announced, withdrawn, pending, idle)",
+    );
+    for s in ["announced", "withdrawn", "pending", "idle"] {
+        let _ = writeln!(
+            o,
+            "xdpvs_announce_state{{state=\"{s}\"}} {}",
+            u8::from(a.state == s)
+        );
+    }
+    family(
+        o,
+        "xdpvs_announce_ready",
+        "gauge",
+        "1 when every readiness condition holds",
+    );
+    let _ = writeln!(
+        o,
+        "xdpvs_announce_ready {}",
+        u8::from(a.waiting_for.is_empty())
+    );
+    family(
+        o,
+        "xdpvs_announce_commands_total",
+        "counter",
+        "announce up/down commands run",
+    );
+    let _ = writeln!(o, "xdpvs_announce_commands_total {}", a.runs);
+    family(
+        o,
+        "xdpvs_announce_command_failures_total",
+        "counter",
+        "announce up/down commands that failed (exit status, spawn error, timeout)",
+    );
+    let _ = writeln!(o, "xdpvs_announce_command_failures_total {}", a.failures);
+    family(
+        o,
+        "xdpvs_service_quorum_up",
+        "gauge",
+        "1 while the service has quorum (live weight, with hysteresis)",
+    );
+    for q in &a.services {
+        let _ = writeln!(
+            o,
+            "xdpvs_service_quorum_up{{service=\"{}\"}} {}",
+            esc(&q.name),
+            u8::from(q.has_quorum)
+        );
+    }
+    family(
+        o,
+        "xdpvs_service_live_weight",
+        "gauge",
+        "sum of the weights of the service's real servers not held down by a check",
+    );
+    for q in &a.services {
+        let _ = writeln!(
+            o,
+            "xdpvs_service_live_weight{{service=\"{}\"}} {}",
+            esc(&q.name),
+            q.live_weight
+        );
+    }
+    for (name, help, get) in [
+        (
+            "xdpvs_service_quorum_lost_total",
+            "times the service lost quorum",
+            (|q| q.losses) as fn(&crate::control::announce::QuorumStatus) -> u64,
+        ),
+        (
+            "xdpvs_service_quorum_commands_total",
+            "quorum_up/quorum_down commands run",
+            |q| q.runs,
+        ),
+        (
+            "xdpvs_service_quorum_command_failures_total",
+            "quorum_up/quorum_down commands that failed",
+            |q| q.failures,
+        ),
+    ] {
+        family(o, name, "counter", help);
+        for q in &a.services {
+            let _ = writeln!(o, "{name}{{service=\"{}\"}} {}", esc(&q.name), get(q));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::announce::{AnnounceStatus, QuorumStatus};
+
+    #[test]
+    fn announce_and_quorum_metrics() {
+        let st = Status {
+            announce: AnnounceStatus {
+                configured: true,
+                state: "pending".into(),
+                waiting_for: vec!["sync".into()],
+                runs: 3,
+                failures: 2,
+                last_error: "exit status 1".into(),
+                services: vec![QuorumStatus {
+                    name: "web".into(),
+                    quorum: 2,
+                    hysteresis: 0,
+                    live_weight: 1,
+                    has_quorum: false,
+                    losses: 1,
+                    state: "withdrawn".into(),
+                    runs: 2,
+                    failures: 0,
+                }],
+            },
+            ..Status::default()
+        };
+        let m = render(&st);
+        for line in [
+            "xdpvs_announce_state{state=\"pending\"} 1",
+            "xdpvs_announce_state{state=\"announced\"} 0",
+            "xdpvs_announce_ready 0",
+            "xdpvs_announce_commands_total 3",
+            "xdpvs_announce_command_failures_total 2",
+            "xdpvs_service_quorum_up{service=\"web\"} 0",
+            "xdpvs_service_live_weight{service=\"web\"} 1",
+            "xdpvs_service_quorum_lost_total{service=\"web\"} 1",
+            "xdpvs_service_quorum_commands_total{service=\"web\"} 2",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line}\n{m}");
+        }
+        let text = st.announce.render();
+        assert!(
+            text.contains("announce pending (waiting for sync): 3 command(s) run, 2 failed")
+                && text.contains("quorum web: DOWN (live weight 1, quorum 2"),
+            "{text}"
+        );
+    }
 }

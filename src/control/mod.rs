@@ -1,8 +1,10 @@
 //! The runtime control plane: one io_uring loop ([`event_loop`] over
 //! [`uring`]) serving signals, the control socket ([`api`]: its requests
 //! and responses, applied to the control plane's [`state`]), health
-//! checks, metrics and status.
+//! checks, the routing daemon's announce and quorum commands
+//! ([`announce`]), metrics and status.
 
+pub mod announce;
 pub mod api;
 pub mod event_loop;
 pub mod health;

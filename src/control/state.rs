@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::build::build_snapshot;
 use crate::config::schema::{Config, OnFailure, RealConfig};
+use crate::control::announce::{live_weights, Announcer, T_ANNOUNCE_BASE};
 use crate::control::api::{RealSpec, Request, Response};
 use crate::control::health::configured_checks;
 use crate::control::status::{
@@ -68,6 +69,9 @@ pub struct ControlState {
     retired: Option<Arc<Snapshot>>,
     /// Connection sync with peer directors (`[sync]`).
     pub sync: Option<crate::control::sync::SyncDaemon>,
+    /// The routing daemon's announce and quorum commands (driven by the
+    /// control loop; told of every applied config and health change).
+    pub announce: Announcer,
 }
 
 /// Drops in one rate interval (about 2 s) that make a log line.
@@ -82,7 +86,10 @@ impl ControlState {
         reports: Reports,
     ) -> ControlState {
         let down = alpha_down(&cfg);
+        let mut announce = Announcer::new(T_ANNOUNCE_BASE);
+        announce.configure(&cfg, &live_weights(&cfg, &|rk| down.contains_key(rk)));
         ControlState {
+            announce,
             periodic: None,
             path,
             cfg,
@@ -173,6 +180,8 @@ impl ControlState {
         self.retired = Some(cur);
         self.cfg = cfg;
         self.down = down;
+        let live = live_weights(&self.cfg, &|rk| self.down.contains_key(rk));
+        self.announce.configure(&self.cfg, &live);
         Ok(msg)
     }
 
@@ -424,6 +433,7 @@ impl ControlState {
                 }
                 s
             }),
+            announce: self.announce.status(),
         }
     }
 

@@ -271,6 +271,9 @@ pub struct Status {
     /// Connection sync (`[sync]`), when on.
     #[serde(default)]
     pub sync: Option<crate::control::sync::SyncStatus>,
+    /// The routing daemon's announce state and the services' quorum.
+    #[serde(default)]
+    pub announce: crate::control::announce::AnnounceStatus,
 }
 
 /// One line of `xdpvs list --connections` (`ipvsadm -L -c`).

@@ -376,6 +376,11 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         metrics: cfg.director.metrics,
         duration: duration.map(Duration::from_secs),
     };
+    // Attached, config loaded, shards running: the VIPs may be announced
+    // (other readiness conditions, set before, may still hold them).
+    state
+        .announce
+        .set_ready(crate::control::announce::READY_ATTACHED, true);
     let finished = || running.any_finished();
     let exit = event_loop::run(&mut state, &signals, &loop_cfg, &finished);
     if let Err(e) = &exit {

@@ -1976,6 +1976,10 @@ impl Builder<'_, '_> {
                 expire_quiescent_template: None,
                 health: None,
                 sorry_server: None,
+                quorum: crate::config::schema::DEFAULT_QUORUM,
+                hysteresis: 0,
+                quorum_up: None,
+                quorum_down: None,
                 reals,
             });
         }

@@ -634,6 +634,11 @@ struct Vs {
     reals: Vec<Rs>,
     alpha: bool,
     omega: bool,
+    /// `quorum`, `hysteresis`, `quorum_up`, `quorum_down`.
+    quorum: u32,
+    hysteresis: u32,
+    quorum_up: Option<Vec<String>>,
+    quorum_down: Option<Vec<String>>,
     /// `sorry_server IP [PORT]` and its `sorry_server_lvs_method`.
     sorry: Option<At<(IpAddr, Option<u16>)>>,
     sorry_fwd: Option<At<Fwd>>,
@@ -1169,6 +1174,10 @@ impl Walker {
             reals: Vec::new(),
             alpha: false,
             omega: false,
+            quorum: crate::config::schema::DEFAULT_QUORUM,
+            hysteresis: 0,
+            quorum_up: None,
+            quorum_down: None,
             sorry: None,
             sorry_fwd: None,
             notes: Vec::new(),
@@ -1270,42 +1279,24 @@ impl Walker {
                     }
                 }
                 "alpha" => vs.alpha = true,
-                "omega" => {
-                    vs.omega = true;
-                    self.warn(
-                        &c.pos,
-                        "`omega`: xdpvs runs the real servers' notify_down when it stops (as \
-                         keepalived); it has no quorum_down to run",
-                    );
+                "omega" => vs.omega = true,
+                "quorum" => {
+                    if let Some(n) = self.number(c, "a total weight", 1, u32::MAX) {
+                        vs.quorum = n;
+                    }
                 }
-                "quorum" | "hysteresis" => {
-                    if c.key() == "hysteresis" || c.arg(1) != Some("1") {
-                        self.warn(
-                            &c.pos,
-                            format!(
-                                "`{}` ignored: it only decides when keepalived runs \
-                                 quorum_up/quorum_down and switches to the sorry server, which \
-                                 xdpvs does not do yet",
-                                c.key()
-                            ),
-                        );
+                "hysteresis" => {
+                    if let Some(n) = self.number(c, "a weight", 0, u32::MAX) {
+                        vs.hysteresis = n;
                     }
                 }
                 "quorum_up" | "quorum_down" => {
-                    self.warn(
-                        &c.pos,
-                        format!(
-                            "`{}` not imported: xdpvs has no quorum commands yet (the script \
-                             will not run)",
-                            c.key()
-                        ),
-                    );
-                    vs.notes.push(format!(
-                        "keepalived ran `{}` {} ({}); xdpvs does not",
-                        c.key(),
-                        c.words.get(1..).unwrap_or(&[]).join(" "),
-                        c.pos
-                    ));
+                    let cmd = self.script(c);
+                    if c.key() == "quorum_up" {
+                        vs.quorum_up = cmd;
+                    } else {
+                        vs.quorum_down = cmd;
+                    }
                 }
                 "sorry_server" => {
                     let Some(a) = self.need_arg(c, "an address") else {
@@ -2254,6 +2245,10 @@ impl Builder<'_> {
                 expire_quiescent_template: None,
                 health: None,
                 sorry_server,
+                quorum: vs.quorum,
+                hysteresis: vs.hysteresis,
+                quorum_up: vs.quorum_up.clone(),
+                quorum_down: vs.quorum_down.clone(),
                 reals,
             });
         }
