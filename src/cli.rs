@@ -76,6 +76,10 @@ pub struct ListArgs {
     /// Connections and persistence templates (ipvsadm -L -c).
     #[arg(long, short = 'C')]
     pub connections: bool,
+    /// Connection sync with the peer directors: mode, resync, counters
+    /// (ipvsadm -L --daemon, with the counters IPVS lacks).
+    #[arg(long)]
+    pub sync: bool,
     /// JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -269,6 +273,20 @@ pub fn list(a: &ListArgs) -> ExitCode {
         Err(c) => return c,
     };
     let st = r.status.unwrap_or_default();
+    if a.sync {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&st.sync).unwrap_or_default()
+            );
+        } else {
+            match &st.sync {
+                Some(s) => print!("{}", s.render()),
+                None => println!("sync: off (no [sync] section)"),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
@@ -303,6 +321,9 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
         st.reloads, st.reloads_refused, st.last_reload
     );
     print!("{}", st.announce.render());
+    if let Some(s) = &st.sync {
+        print!("{}", s.render());
+    }
     for (i, s) in st.shards.iter().enumerate() {
         let drops: Vec<String> = s
             .dropped

@@ -270,6 +270,10 @@ pub fn run(
             let now = Instant::now();
             if let Some(s) = state.sync.as_mut() {
                 s.turn(now);
+                let ready = s.ready();
+                state
+                    .announce
+                    .set_ready(crate::control::sync::READY_SYNC, ready);
             }
             if reload_at.is_some_and(|t| now >= t) {
                 reload_at = None;

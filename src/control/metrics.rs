@@ -269,7 +269,56 @@ pub fn render(st: &Status) -> String {
         st.last_reload_seconds
     );
     announce(&mut o, &st.announce);
+    if let Some(s) = &st.sync {
+        sync(&mut o, s);
+    }
     o
+}
+
+/// Connection sync counters (`[sync]`).
+fn sync(o: &mut String, s: &crate::control::sync::SyncStatus) {
+    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+    };
+    for (name, help, v) in [
+        ("xdpvs_sync_sent_datagrams_total", "sync datagrams sent", s.sent_datagrams),
+        ("xdpvs_sync_sent_entries_total", "sync entries sent", s.sent_entries),
+        ("xdpvs_sync_send_errors_total", "sync datagrams that could not be sent", s.send_errors),
+        ("xdpvs_sync_received_datagrams_total", "sync datagrams received", s.received_datagrams),
+        ("xdpvs_sync_received_entries_total", "sync entries received", s.received_entries),
+        ("xdpvs_sync_applied_connections_total", "received connections applied", s.applied_conns),
+        ("xdpvs_sync_applied_templates_total", "received templates applied", s.applied_templates),
+        ("xdpvs_sync_queue_dropped_total", "entries a shard could not queue", s.queue_dropped),
+        ("xdpvs_sync_resync_requests_sent_total", "full resyncs asked for", s.resync_requests_sent),
+        ("xdpvs_sync_resync_requests_served_total", "full resyncs served to peers", s.resync_requests_served),
+        ("xdpvs_sync_resyncs_completed_total", "full resyncs received completely", s.resyncs_completed),
+    ] {
+        family(o, name, "counter", help);
+        let _ = writeln!(o, "{name} {v}");
+    }
+    family(
+        o,
+        "xdpvs_sync_ignored_total",
+        "counter",
+        "received datagrams or entries refused or not applied, by reason",
+    );
+    for (r, n) in &s.ignored {
+        let _ = writeln!(o, "xdpvs_sync_ignored_total{{reason=\"{r}\"}} {n}");
+    }
+    family(
+        o,
+        "xdpvs_sync_resync_state",
+        "gauge",
+        "1 for the resync state (waiting, synced, alone, off)",
+    );
+    for st in ["waiting", "synced", "alone", "off"] {
+        let _ = writeln!(
+            o,
+            "xdpvs_sync_resync_state{{state=\"{st}\"}} {}",
+            u8::from(s.resync == st)
+        );
+    }
 }
 
 /// The announce state and the services' quorum.

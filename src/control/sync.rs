@@ -41,6 +41,9 @@ use crate::wire::sync::{
 };
 use crate::wire::sync_auth::{self, ReplayGuard};
 
+/// The announcer's readiness condition of a joining director's resync.
+pub const READY_SYNC: &str = "sync";
+
 /// Messages from the control loop to a shard.
 #[derive(Debug)]
 pub enum ToShard {
@@ -146,6 +149,46 @@ pub struct SyncStatus {
     pub resync_requests_served: u64,
     pub resyncs_completed: u64,
     pub resync_entries_received: u64,
+}
+
+impl SyncStatus {
+    /// The text `xdpvs list --sync` and `xdpvs stats` print.
+    pub fn render(&self) -> String {
+        let ignored: Vec<String> = self
+            .ignored
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        format!(
+            "sync: {} on {} to {} syncid {}{}; resync {}\n\
+             sync sent: {} datagrams, {} entries, {} errors; received: {} datagrams, {} entries\n\
+             sync applied: {} connections, {} templates; ignored: {}; queue full: {}\n\
+             sync resync: {} asked, {} served, {} completed, {} entries received\n",
+            self.mode,
+            self.interface,
+            self.destinations.join(","),
+            self.syncid,
+            if self.authenticated { ", authenticated" } else { "" },
+            self.resync,
+            self.sent_datagrams,
+            self.sent_entries,
+            self.send_errors,
+            self.received_datagrams,
+            self.received_entries,
+            self.applied_conns,
+            self.applied_templates,
+            if ignored.is_empty() {
+                "none".to_string()
+            } else {
+                ignored.join(" ")
+            },
+            self.queue_dropped,
+            self.resync_requests_sent,
+            self.resync_requests_served,
+            self.resyncs_completed,
+            self.resync_entries_received,
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use crate::config::schema::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
 use crate::control::signals::Signals;
 use crate::control::state::ControlState;
+use crate::control::sync::READY_SYNC;
 use crate::control::status::{dest_totals, new_reports, Reports};
 use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig, SharedNeighbors};
 use crate::dataplane::plan::{PlanIface, ShardPlan};
@@ -281,7 +282,26 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         restored: Arc::new(Mutex::new(RestoreStats::default())),
         saved: Arc::new(Mutex::new(vec![None; n_shards as usize])),
     };
+    // Connection sync: the daemon (socket opened now, while privileged)
+    // and each shard's queues.
+    let (sync_ctl, sync_sides) = crate::control::sync::links(n_shards as usize);
+    let sync_daemon = match &cfg.sync {
+        Some(sc) => Some(crate::control::sync::SyncDaemon::new(
+            sc,
+            sync_ctl,
+            snaps.clone(),
+        )?),
+        None => None,
+    };
+    let sync_sides: Arc<Mutex<Vec<Option<crate::control::sync::ShardSyncLink>>>> = Arc::new(
+        Mutex::new(if sync_daemon.is_some() {
+            sync_sides.into_iter().map(Some).collect()
+        } else {
+            Vec::new()
+        }),
+    );
     let factory = {
+        let sync_sides = sync_sides.clone();
         let persist = persist.clone();
         let snaps = snaps.clone();
         let neigh = neigh.clone();
@@ -303,6 +323,12 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
                 reports.clone(),
                 Some(persist.clone()),
                 mem,
+            )
+            .with_sync(
+                sync_sides
+                    .lock()
+                    .ok()
+                    .and_then(|mut v| v.get_mut(shard as usize).and_then(Option::take)),
             )
         }
     };
@@ -376,6 +402,12 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         metrics: cfg.director.metrics,
         duration: duration.map(Duration::from_secs),
     };
+    if let Some(d) = sync_daemon {
+        // Announced only once the peers' tables are here (or nobody
+        // answered within resync_wait).
+        state.announce.set_ready(READY_SYNC, d.ready());
+        state.sync = Some(d);
+    }
     // Attached, config loaded, shards running: the VIPs may be announced
     // (other readiness conditions, set before, may still hold them).
     state
