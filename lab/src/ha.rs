@@ -514,6 +514,14 @@ impl HaLab {
     /// Run requests from the client namespace (each from a fresh source
     /// port), in order.
     pub fn requests(&self, reqs: &[Request]) -> io::Result<Vec<Response>> {
+        client_requests(reqs)
+    }
+}
+
+/// [`HaLab::requests`] without the lab (for a client thread while the
+/// test changes the lab).
+pub fn client_requests(reqs: &[Request]) -> io::Result<Vec<Response>> {
+    {
         let mut child = Command::new("ip")
             .args(["netns", "exec", "xha-cl", "python3", "-c", CLIENT_PY])
             .stdin(Stdio::piped())
@@ -533,7 +541,9 @@ impl HaLab {
         }
         serde_json::from_slice(&out.stdout).map_err(io::Error::other)
     }
+}
 
+impl HaLab {
     /// One HTTP request to the VIP from `src`: the real server that answered.
     pub fn which_server(&self, src: &str, port: u16) -> io::Result<Option<String>> {
         let r = self.requests(&[Request::http(src, HA_VIP4, port)])?;

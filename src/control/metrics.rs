@@ -282,17 +282,61 @@ fn sync(o: &mut String, s: &crate::control::sync::SyncStatus) {
         let _ = writeln!(o, "# TYPE {name} {kind}");
     };
     for (name, help, v) in [
-        ("xdpvs_sync_sent_datagrams_total", "sync datagrams sent", s.sent_datagrams),
-        ("xdpvs_sync_sent_entries_total", "sync entries sent", s.sent_entries),
-        ("xdpvs_sync_send_errors_total", "sync datagrams that could not be sent", s.send_errors),
-        ("xdpvs_sync_received_datagrams_total", "sync datagrams received", s.received_datagrams),
-        ("xdpvs_sync_received_entries_total", "sync entries received", s.received_entries),
-        ("xdpvs_sync_applied_connections_total", "received connections applied", s.applied_conns),
-        ("xdpvs_sync_applied_templates_total", "received templates applied", s.applied_templates),
-        ("xdpvs_sync_queue_dropped_total", "entries a shard could not queue", s.queue_dropped),
-        ("xdpvs_sync_resync_requests_sent_total", "full resyncs asked for", s.resync_requests_sent),
-        ("xdpvs_sync_resync_requests_served_total", "full resyncs served to peers", s.resync_requests_served),
-        ("xdpvs_sync_resyncs_completed_total", "full resyncs received completely", s.resyncs_completed),
+        (
+            "xdpvs_sync_sent_datagrams_total",
+            "sync datagrams sent",
+            s.sent_datagrams,
+        ),
+        (
+            "xdpvs_sync_sent_entries_total",
+            "sync entries sent",
+            s.sent_entries,
+        ),
+        (
+            "xdpvs_sync_send_errors_total",
+            "sync datagrams that could not be sent",
+            s.send_errors,
+        ),
+        (
+            "xdpvs_sync_received_datagrams_total",
+            "sync datagrams received",
+            s.received_datagrams,
+        ),
+        (
+            "xdpvs_sync_received_entries_total",
+            "sync entries received",
+            s.received_entries,
+        ),
+        (
+            "xdpvs_sync_applied_connections_total",
+            "received connections applied",
+            s.applied_conns,
+        ),
+        (
+            "xdpvs_sync_applied_templates_total",
+            "received templates applied",
+            s.applied_templates,
+        ),
+        (
+            "xdpvs_sync_queue_dropped_total",
+            "entries a shard could not queue",
+            s.queue_dropped,
+        ),
+        (
+            "xdpvs_sync_resync_requests_sent_total",
+            "full resyncs asked for",
+            s.resync_requests_sent,
+        ),
+        (
+            "xdpvs_sync_resync_requests_served_total",
+            "full resyncs served to peers",
+            s.resync_requests_served,
+        ),
+        (
+            "xdpvs_sync_resyncs_completed_total",
+            "full resyncs received completely",
+            s.resyncs_completed,
+        ),
     ] {
         family(o, name, "counter", help);
         let _ = writeln!(o, "{name} {v}");

@@ -168,7 +168,11 @@ impl SyncStatus {
             self.interface,
             self.destinations.join(","),
             self.syncid,
-            if self.authenticated { ", authenticated" } else { "" },
+            if self.authenticated {
+                ", authenticated"
+            } else {
+                ""
+            },
             self.resync,
             self.sent_datagrams,
             self.sent_entries,

@@ -20,8 +20,8 @@ use crate::config::schema::{Config, XdpMode as CfgXdpMode};
 use crate::control::event_loop::{self, LoopConfig};
 use crate::control::signals::Signals;
 use crate::control::state::ControlState;
-use crate::control::sync::READY_SYNC;
 use crate::control::status::{dest_totals, new_reports, Reports};
+use crate::control::sync::READY_SYNC;
 use crate::dataplane::neigh::{NeighborResolver, Pinned, ResolverConfig, SharedNeighbors};
 use crate::dataplane::plan::{PlanIface, ShardPlan};
 use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
@@ -293,13 +293,12 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         )?),
         None => None,
     };
-    let sync_sides: Arc<Mutex<Vec<Option<crate::control::sync::ShardSyncLink>>>> = Arc::new(
-        Mutex::new(if sync_daemon.is_some() {
+    let sync_sides: Arc<Mutex<Vec<Option<crate::control::sync::ShardSyncLink>>>> =
+        Arc::new(Mutex::new(if sync_daemon.is_some() {
             sync_sides.into_iter().map(Some).collect()
         } else {
             Vec::new()
-        }),
-    );
+        }));
     let factory = {
         let sync_sides = sync_sides.clone();
         let persist = persist.clone();
