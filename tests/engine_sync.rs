@@ -321,7 +321,8 @@ fn entries_that_do_not_match_the_config_are_counted_and_ignored() {
     send(&mut a, &tcp_pkt(C1, 40000, 80, ACK));
     let items = taken(&mut a);
     let mut b = Harness::new(&text);
-    let cases: Vec<(Box<dyn Fn(&mut SyncItem)>, IgnoreReason)> = vec![
+    type Change = Box<dyn Fn(&mut SyncItem)>;
+    let cases: Vec<(Change, IgnoreReason)> = vec![
         (
             Box::new(|i| match i {
                 SyncItem::Conn { conn, .. } => conn.vaddr = ip("198.18.0.99"),
