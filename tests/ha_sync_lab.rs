@@ -27,23 +27,6 @@ fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xdpvs"))
 }
 
-fn config() -> HaConfig {
-    HaConfig {
-        scheduler: "wlc".into(),
-        sync: Some(
-            "[sync]\nmode = \"active-active\"\ninterface = \"dr0\"\nsyncid = 7\nresync_wait = 3\n"
-                .into(),
-        ),
-        announce: Some(
-            "[announce]\nup = [\"birdc\", \"-s\", \"{bird_sock}\", \"enable\", \"vip\"]\n\
-             down = [\"birdc\", \"-s\", \"{bird_sock}\", \"disable\", \"vip\"]\n\
-             withdraw_delay = 1\n"
-                .into(),
-        ),
-        ..HaConfig::default()
-    }
-}
-
 /// `per_group` requests from each group (hosts .1-.8 in turn, a fresh
 /// source port each), alternating ports 80 and 443; group -> servers.
 fn round(lab: &HaLab, per_group: usize) -> BTreeMap<u8, Vec<String>> {
@@ -134,7 +117,7 @@ fn ha_sync_failover_keeps_connections_and_groups() {
     }
     let t_start = Instant::now();
     let mut lab = HaLab::up(&exe()).expect("HA lab up");
-    let cfg = config();
+    let cfg = HaConfig::synced();
 
     // The reference content, straight from a real server.
     let mut direct = Request::http(&lab.client4(0, 16), rs_ip4()[0], 80);

@@ -116,6 +116,28 @@ impl Default for HaConfig {
     }
 }
 
+impl HaConfig {
+    /// The production shape: `wlc`, connection and persistence sync
+    /// (active-active, multicast 224.0.0.81 on the directors' LAN, syncid 7,
+    /// a 3 s resync wait), and BIRD told by `[announce]` when to announce.
+    pub fn synced() -> HaConfig {
+        HaConfig {
+            scheduler: "wlc".into(),
+            sync: Some(
+                "[sync]\nmode = \"active-active\"\ninterface = \"dr0\"\nsyncid = 7\nresync_wait = 3\n"
+                    .into(),
+            ),
+            announce: Some(
+                "[announce]\nup = [\"birdc\", \"-s\", \"{bird_sock}\", \"enable\", \"vip\"]\n\
+                 down = [\"birdc\", \"-s\", \"{bird_sock}\", \"disable\", \"vip\"]\n\
+                 withdraw_delay = 1\n"
+                    .into(),
+            ),
+            ..HaConfig::default()
+        }
+    }
+}
+
 /// The config of director `i` in an HA lab whose state directory is `dir`:
 /// DR, a firewall-mark service for ports 80 and 443 of the VIP, persistent
 /// per client /24, three real servers.
