@@ -3,7 +3,9 @@
 //! pair of their own (names `xsy*`). Only a datagram sealed with the key,
 //! from the listed peer, with the configured syncid and a fresh sequence
 //! changes the director's table; a plain, forged, altered, replayed,
-//! foreign or malformed one changes nothing and is counted by reason.
+//! foreign or malformed one changes nothing and is counted by reason. A
+//! reload switches the role (a master ignores what it receives, counted)
+//! while the director runs.
 //!
 //! Root only (namespaces, XDP); under CI a skip is a failure.
 
@@ -51,6 +53,7 @@ for line in sys.stdin:
     elif kind == "size":    d = seal(key, seq + 42, good + b"\0\0\0\0")
     elif kind == "random":  d = seal(key, seq + 43, os.urandom(300))
     elif kind == "short":   d = b"XA\0\0SYN1"
+    elif kind == "late":    d = seal(key, seq + 50, entry("198.18.213.9", 40004, 9))
     s.sendto(d, ("198.18.212.1", 8848))
     s.close()
 "#;
@@ -233,6 +236,19 @@ scheduler = "wlc"
     for c in ["198.18.213.6", "198.18.213.7", "198.18.213.8"] {
         assert!(!listed.contains(c), "{c} got in: {listed}");
     }
+
+    // Reload under sync: the role switches to master, which applies
+    // nothing it receives (counted), and back to backup, which does.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("mode = \"backup\"", "mode = \"master\"")).unwrap();
+    wait("reloaded as master", &|st| st["mode"] == "master");
+    send(&["late 198.18.212.2"]);
+    let st = wait("counted", &|st| st["received_datagrams"] == 14);
+    assert_eq!(ignored(&st, "not_backup"), 1, "{st}");
+    assert_eq!(st["applied_conns"], 1, "{st}");
+    std::fs::write(&cfg, text).unwrap();
+    wait("reloaded as backup", &|st| st["mode"] == "backup");
+    assert!(!conns(&nd, &sock).contains("198.18.213.9"));
     let log = d.stop();
     assert!(!log.contains("panicked"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
