@@ -76,10 +76,8 @@ fn defaults_are_ipvs_defaults() {
 
 #[test]
 fn peers_mode_key_and_sloppy_round_trip() {
-    let text = format!(
-        "[director]\ninterfaces = [\"eth0\"]\nsloppy_tcp = true\n[sync]\nmode = \"backup\"\ninterface = \"eth1\"\npeers = [\"198.18.0.3\", \"2001:db8::4\"]\nauth_key = \"/etc/xdpvs/sync.key\"\nsync_period = 0\nresync_wait = 0\n"
-    );
-    let c = Config::parse(&text, FILE).unwrap();
+    let text = "[director]\ninterfaces = [\"eth0\"]\nsloppy_tcp = true\n[sync]\nmode = \"backup\"\ninterface = \"eth1\"\npeers = [\"198.18.0.3\", \"2001:db8::4\"]\nauth_key = \"/etc/xdpvs/sync.key\"\nsync_period = 0\nresync_wait = 0\n";
+    let c = Config::parse(text, FILE).unwrap();
     let s = c.sync.as_ref().unwrap();
     assert_eq!(s.mode, SyncMode::Backup);
     assert_eq!(s.peers.len(), 2);

@@ -456,9 +456,13 @@ fn demo_ha(xdp: &str, stop: &AtomicBool) -> io::Result<()> {
         // the first one's table.
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
-            let s = lab.director_status(i).map(|v| v["sync"]["resync"].clone());
-            if s.as_ref().is_ok_and(|r| r == "synced" || r == "alone") {
-                println!("   director {i} sync: resync {}", s.unwrap_or_default());
+            let s = lab.director_status(i).ok().and_then(|v| {
+                v.get("sync")
+                    .and_then(|s| s.get("resync"))
+                    .and_then(|r| r.as_str().map(str::to_string))
+            });
+            if let Some(r) = s.filter(|r| r == "synced" || r == "alone") {
+                println!("   director {i} sync: resync {r}");
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
