@@ -219,7 +219,7 @@ csv() { local IFS=,; echo "$*"; }
 #            bgpd, AS 65000) with maximum-paths 8, multipath-relax,
 #            timers 1/3; fib_multipath_hash_policy=1 (L4 hash), forwarding on
 #   xha-lan  (switch)  bridge br0, ports rt, dir0, dir1, rs1..rs3 (no addresses)
-#   xha-dirI (director I = 0, 1) dr0 198.18.40.(2+I)/24, 1 queue, VIP on lo
+#   xha-dirI (director I = 0, 1) dr0 198.18.40.(2+I)/24, 1 queue, no VIP
 #            (arp_ignore=1, arp_announce=2), forwarding off, default via the
 #            router; BIRD 2 (AS 65001+I) announces the VIP 198.18.41.100/32
 #            from `protocol static vip` (blackhole) to the router, next hop
@@ -389,7 +389,9 @@ ha_up() {
         ip -n "$ns" route add default via "$HA_RT_IP4"
         sysctl_set "$ns" net.ipv4.conf.all.arp_ignore 1
         sysctl_set "$ns" net.ipv4.conf.all.arp_announce 2
-        addr4 "$ns" lo "$HA_VIP4/32"
+        # No VIP on the director: XDP takes its packets; without xdpvs they
+        # are dropped (forwarding off), as a dead host drops them, instead
+        # of reset by a kernel that holds the VIP and no listener.
     done
 
     # real servers (DR)

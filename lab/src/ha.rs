@@ -9,7 +9,7 @@
 //! | `xha-cl` | clients | eth0 198.18.42.2/24; groups 198.18.52-55.0/24 (hosts .1-.16) |
 //! | `xha-rt` | router, FRR (AS 65000), ECMP | cl0 198.18.42.1/24, lan0 198.18.40.1/24 |
 //! | `xha-lan` | switch | bridge br0, ports rt, dir0, dir1, rs1..rs3 |
-//! | `xha-dirI` | director I (0, 1), BIRD (AS 65001+I) | dr0 198.18.40.(2+I)/24, VIP on lo |
+//! | `xha-dirI` | director I (0, 1), BIRD (AS 65001+I) | dr0 198.18.40.(2+I)/24, no VIP (XDP takes its packets) |
 //! | `xha-rsN` | real servers (DR), N = 1..3 | eth0 198.18.40.1N/24, VIP on lo |
 //!
 //! VIP 198.18.41.100/32, announced by each director's BIRD (`protocol
@@ -103,6 +103,9 @@ pub struct HaConfig {
     /// director, e.g. `birdc -s SOCK enable vip`), appended verbatim when
     /// set; `{bird_sock}` is replaced by this director's BIRD socket.
     pub announce: Option<String>,
+    /// `[director] sloppy_tcp`: a director may take over flows it never
+    /// saw (a failover without sync).
+    pub sloppy_tcp: bool,
 }
 
 impl Default for HaConfig {
@@ -112,6 +115,7 @@ impl Default for HaConfig {
             xdp_mode: "native".into(),
             sync: None,
             announce: None,
+            sloppy_tcp: false,
         }
     }
 }
@@ -149,6 +153,7 @@ interfaces = ["dr0"]
 xdp_mode = "{xdp}"
 control_socket = "{sock}"
 metrics = "off"
+sloppy_tcp = {sloppy}
 
 # HTTP and HTTPS-like ports behave as ONE service: one persistence template
 # per client /24 covers both.
@@ -165,6 +170,7 @@ persistence = {{ timeout = 300, netmask = "255.255.255.0" }}
         xdp = c.xdp_mode,
         sock = control_socket(dir, i).display(),
         sched = c.scheduler,
+        sloppy = c.sloppy_tcp,
     );
     for a in rs_ip4() {
         s.push_str(&format!(
@@ -399,7 +405,9 @@ impl HaLab {
     /// closes the BGP session, so the router withdraws the path at once).
     /// Returns the director's log.
     pub fn kill_director(&mut self, i: usize) -> String {
-        let log = match self.directors.get_mut(i).and_then(Option::take) {
+        // BIRD first, then xdpvs at once: a host that dies loses both.
+        self.kill_bird(i);
+        match self.directors.get_mut(i).and_then(Option::take) {
             Some(mut d) => {
                 if let Some(pid) = d.pid() {
                     let _ = Command::new("kill")
@@ -409,9 +417,7 @@ impl HaLab {
                 d.stop()
             }
             None => String::new(),
-        };
-        self.kill_bird(i);
-        log
+        }
     }
 
     fn kill_bird(&self, i: usize) {
