@@ -582,11 +582,14 @@ impl<A: Family> Inner<A> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn expire(
         &mut self,
         now: Millis,
         budget: usize,
         epoch: u64,
+        t: &Timeouts,
+        seen: &mut dyn FnMut(&Conn) -> Option<Millis>,
         cb: &mut dyn FnMut(&Conn),
     ) -> ExpireStats {
         let now_rel = rel_tick(epoch, timer::now_tick(now));
@@ -598,6 +601,22 @@ impl<A: Family> Inner<A> {
                 return Some(abs_ms(epoch, e.expires));
             }
             let c = Store::view(e, epoch);
+            // Packets that did not cross the engine (the fast path) count
+            // as if they had: the timer runs from the last one.
+            if let Some(last) = seen(&c) {
+                let timeout = if e.bits & UDP != 0 {
+                    tcp_state::udp_timeout_ms(t)
+                } else {
+                    tcp_state::timeout_ms(state_of(e.bits), t)
+                };
+                let rel = rel_tick(epoch, timer::fire_tick(last.saturating_add(timeout)));
+                if rel > now_rel {
+                    if let Some(e) = store.live_mut(h) {
+                        e.expires = rel;
+                    }
+                    return Some(abs_ms(epoch, rel));
+                }
+            }
             store.remove(h);
             expired += 1;
             cb(&c);
@@ -1127,21 +1146,39 @@ impl ConnTable {
     /// Expire connections whose time has come, visiting at most `budget`
     /// timer entries; `cb` sees each expired connection (already removed).
     /// Entries whose expiry moved later are re-armed, not expired.
-    pub fn expire<F: FnMut(&Conn)>(
+    pub fn expire<F: FnMut(&Conn)>(&mut self, now: Millis, budget: usize, cb: F) -> ExpireStats {
+        self.expire_seen(now, budget, |_| None, cb)
+    }
+
+    /// [`ConnTable::expire`], asking `seen` first about each connection
+    /// whose time has come: `Some(t)` (the last packet forwarded outside the
+    /// table, the fast path) re-arms it from `t` with its state's timeout
+    /// when that ends later than now.
+    pub fn expire_seen<S, F>(
         &mut self,
         now: Millis,
         budget: usize,
+        mut seen: S,
         mut cb: F,
-    ) -> ExpireStats {
+    ) -> ExpireStats
+    where
+        S: FnMut(&Conn) -> Option<Millis>,
+        F: FnMut(&Conn),
+    {
         let epoch = self.epoch(now);
+        let t = self.timeouts;
         self.v6_first = !self.v6_first;
         let (a, b) = if self.v6_first {
-            let a = self.v6.expire(now, budget, epoch, &mut cb);
-            let b = self.v4.expire(now, budget - a.visited, epoch, &mut cb);
+            let a = self.v6.expire(now, budget, epoch, &t, &mut seen, &mut cb);
+            let b = self
+                .v4
+                .expire(now, budget - a.visited, epoch, &t, &mut seen, &mut cb);
             (a, b)
         } else {
-            let a = self.v4.expire(now, budget, epoch, &mut cb);
-            let b = self.v6.expire(now, budget - a.visited, epoch, &mut cb);
+            let a = self.v4.expire(now, budget, epoch, &t, &mut seen, &mut cb);
+            let b = self
+                .v6
+                .expire(now, budget - a.visited, epoch, &t, &mut seen, &mut cb);
             (a, b)
         };
         ExpireStats {

@@ -4,6 +4,7 @@ pub mod engine;
 pub mod forward;
 mod index;
 pub mod nexthop;
+pub mod offload;
 pub mod restart;
 pub mod sync;
 pub mod tcp_state;

@@ -36,6 +36,9 @@ pub enum XdpError {
     /// The program could not be assembled.
     #[error("assembling the XDP program: {0}")]
     Asm(#[from] AsmError),
+    /// The committed XDP object could not be read or linked.
+    #[error("XDP object: {0}")]
+    Object(String),
     /// A key or value buffer does not match the map's sizes.
     #[error("map {map}: {what} is {got} bytes, the map wants {expected}")]
     BufferSize {

@@ -1,9 +1,13 @@
 //! XDP program and BPF maps.
 //!
-//! The program ([`prog`]) is assembled in Rust ([`asm`]) and loaded with raw
-//! `bpf()` calls ([`sys`]): no clang, libbpf or C at build or run time. It
-//! sends the packets the director handles to the AF_XDP socket of the
-//! arriving queue and passes everything else to the kernel.
+//! The program is written in C (`bpf/xdpvs.c` over small headers per concern:
+//! `types.h`, `maps.h`, `csum.h`, `flow.h`), compiled by `bpf/build.sh` with
+//! clang, and its object (`bpf/xdpvs.o`) is committed and embedded here
+//! ([`XDPVS_OBJECT`]): building and running xdpvs needs no clang, libbpf or
+//! C. [`object`] reads it and links its map references; [`sys`] loads it with
+//! raw `bpf()` calls. It forwards established flows the shards offloaded
+//! ([`flow`]), sends the other packets the director handles to the AF_XDP
+//! socket of the arriving queue, and passes everything else to the kernel.
 //!
 //! Attaching uses `BPF_LINK_CREATE` (works on the target kernel, 6.18; no
 //! netlink `IFLA_XDP` fallback is needed). The [`XdpLink`] detaches the
@@ -18,8 +22,9 @@
 
 pub mod asm;
 pub mod error;
+pub mod flow;
 pub mod keys;
-pub mod prog;
+pub mod object;
 pub mod sys;
 
 use std::collections::{BTreeSet, HashSet};
@@ -28,8 +33,25 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub use error::XdpError;
+pub use flow::FlowCache;
 pub use keys::AddrKey;
-pub use prog::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
+
+/// XDP action: error, drop.
+pub const XDP_ABORTED: u32 = 0;
+/// XDP action: drop.
+pub const XDP_DROP: u32 = 1;
+/// XDP action: hand to the kernel stack.
+pub const XDP_PASS: u32 = 2;
+/// XDP action: bounce out of the same interface.
+pub const XDP_TX: u32 = 3;
+/// XDP action: redirect (to the AF_XDP socket, or another interface).
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The director's XDP program, compiled from `bpf/xdpvs.c`.
+pub const XDPVS_OBJECT: &[u8] = include_bytes!("../../bpf/xdpvs.o");
+/// A program that passes every frame (`bpf/xdp_pass.c`): what a veth peer
+/// needs to receive frames sent with `XDP_TX` or redirected (the lab).
+pub const XDP_PASS_OBJECT: &[u8] = include_bytes!("../../bpf/xdp_pass.o");
 
 use crate::service::model::Proto;
 use keys::{FLAG_PRESENT, KEY_SIZE, VALUE_SIZE};
@@ -43,6 +65,8 @@ pub const MAX_VIP_ENTRIES: u32 = 16_384;
 pub const MAX_REAL_ENTRIES: u32 = 16_384;
 /// Most addresses of the director host in `local_map`.
 pub const MAX_LOCAL_ENTRIES: u32 = 4_096;
+/// Default capacity of `flow_map` (offloaded flows; NAT flows take two).
+pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
 /// Largest frame [`XdpProgram::test_run`] accepts (the kernel's limit is a
 /// page minus XDP headroom and tailroom).
 pub const MAX_TEST_FRAME: usize = 3_500;
@@ -97,7 +121,7 @@ impl XdpLink {
     pub fn detach(self) {}
 }
 
-/// The loaded program and its three maps.
+/// The loaded program and its maps.
 #[derive(Debug)]
 pub struct XdpProgram {
     prog: OwnedFd,
@@ -105,13 +129,22 @@ pub struct XdpProgram {
     real_map: BpfMap,
     local_map: BpfMap,
     xsk_map: BpfMap,
+    cfg_map: BpfMap,
+    flows: FlowCache,
     insn_count: usize,
 }
 
 impl XdpProgram {
-    /// Create the maps (`xdpvs_vips`, `xdpvs_reals`, `xdpvs_xsks`) and load
-    /// the program. Needs CAP_BPF (root).
+    /// [`XdpProgram::load_with`] a flow cache of [`DEFAULT_FLOW_ENTRIES`].
     pub fn load() -> Result<Self, XdpError> {
+        Self::load_with(DEFAULT_FLOW_ENTRIES)
+    }
+
+    /// Create the maps (`xdpvs_vips`, `xdpvs_reals`, `xdpvs_locals`,
+    /// `xdpvs_xsks`, `xdpvs_flows` of `flow_entries`, `xdpvs_cfg`) and load
+    /// the program. The fast path starts off ([`XdpProgram::set_fast_path`]).
+    /// Needs CAP_BPF (root).
+    pub fn load_with(flow_entries: u32) -> Result<Self, XdpError> {
         let vip_map = BpfMap::create(
             MapType::Hash,
             "xdpvs_vips",
@@ -134,12 +167,20 @@ impl XdpProgram {
             MAX_LOCAL_ENTRIES,
         )?;
         let xsk_map = BpfMap::create(MapType::XskMap, "xdpvs_xsks", 4, 4, MAX_QUEUES)?;
-        let insns = prog::build(prog::MapFds {
-            vip: vip_map.as_fd().as_raw_fd(),
-            real: real_map.as_fd().as_raw_fd(),
-            local: local_map.as_fd().as_raw_fd(),
-            xsk: xsk_map.as_fd().as_raw_fd(),
-        })?;
+        let cfg_map = BpfMap::create(MapType::Array, "xdpvs_cfg", 4, 4, 1)?;
+        let flows = FlowCache::create(flow_entries.max(1))?;
+        let obj = object::BpfObject::parse(XDPVS_OBJECT, "xdp")?;
+        let fds: std::collections::HashMap<&str, RawFd> = [
+            ("vip_map", vip_map.as_fd().as_raw_fd()),
+            ("real_map", real_map.as_fd().as_raw_fd()),
+            ("local_map", local_map.as_fd().as_raw_fd()),
+            ("xsk_map", xsk_map.as_fd().as_raw_fd()),
+            ("cfg_map", cfg_map.as_fd().as_raw_fd()),
+            ("flow_map", flows.raw_fd()),
+        ]
+        .into_iter()
+        .collect();
+        let insns = obj.link(&fds)?;
         let prog = sys::prog_load(
             sys::BPF_PROG_TYPE_XDP,
             &insns,
@@ -153,8 +194,32 @@ impl XdpProgram {
             real_map,
             local_map,
             xsk_map,
+            cfg_map,
+            flows,
             insn_count: insns.len(),
         })
+    }
+
+    /// Turn forwarding from the flow cache on or off (`[director]
+    /// fast_path`). Off, every packet takes the AF_XDP path; entries stay.
+    pub fn set_fast_path(&self, on: bool) -> Result<(), XdpError> {
+        self.cfg_map.update(
+            &0u32.to_ne_bytes(),
+            &u32::from(on).to_ne_bytes(),
+            sys::BPF_ANY,
+        )
+    }
+
+    /// Whether the fast path is on.
+    pub fn fast_path(&self) -> Result<bool, XdpError> {
+        let mut v = [0u8; 4];
+        self.cfg_map.lookup(&0u32.to_ne_bytes(), &mut v)?;
+        Ok(u32::from_ne_bytes(v) != 0)
+    }
+
+    /// The flow cache (a handle the shards share).
+    pub fn flows(&self) -> &FlowCache {
+        &self.flows
     }
 
     /// Number of instructions loaded.
@@ -286,8 +351,34 @@ impl XdpProgram {
         for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
             dst.copy_from_slice(&v.to_ne_bytes());
         }
-        let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1)?;
+        let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1, None)?;
         Ok(run.retval)
+    }
+
+    /// [`XdpProgram::test_run`] that also returns the frame as the program
+    /// left it (rewritten, for a forwarded packet).
+    pub fn test_run_frame(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+        rx_queue: u32,
+    ) -> Result<(u32, Vec<u8>), XdpError> {
+        if !(14..=MAX_TEST_FRAME).contains(&frame.len()) {
+            return Err(XdpError::FrameSize {
+                len: frame.len(),
+                min: 14,
+                max: MAX_TEST_FRAME,
+            });
+        }
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
+        let mut ctx = [0u8; 24];
+        for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        let mut out = vec![0u8; MAX_TEST_FRAME + 256];
+        let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1, Some(&mut out))?;
+        out.truncate(run.data_out);
+        Ok((run.retval, out))
     }
 }
 

@@ -19,6 +19,7 @@ const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
@@ -313,6 +314,30 @@ impl BpfMap {
         }
     }
 
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` into `value` (hash maps, 5.14+).
+    /// Returns false if the key was absent.
+    pub fn lookup_and_delete(&self, key: &[u8], value: &mut [u8]) -> Result<bool, XdpError> {
+        self.check("key", self.key_size, key.len())?;
+        self.check("value", self.value_size, value.len())?;
+        let mut attr = MapElemAttr {
+            map_fd: fd_u32(self.fd.as_fd()),
+            key: key.as_ptr() as u64,
+            value: value.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: key (read) and value (written) are live buffers of exactly
+        // key_size and value_size bytes; this is not a per-CPU map.
+        match unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(XdpError::sys(
+                "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+                self.name.as_str(),
+                e,
+            )),
+        }
+    }
+
     /// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first key when
     /// `None`) into `next`. Returns false at the end.
     pub fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> Result<bool, XdpError> {
@@ -448,6 +473,8 @@ pub struct TestRun {
     pub retval: u32,
     /// Average run time in nanoseconds.
     pub duration_ns: u32,
+    /// Bytes the kernel wrote to the output buffer (0 without one).
+    pub data_out: usize,
 }
 
 /// `BPF_PROG_TEST_RUN` of `prog` on `data` with optional context `ctx_in`
@@ -457,6 +484,7 @@ pub fn prog_test_run(
     data: &[u8],
     ctx_in: Option<&[u8]>,
     repeat: u32,
+    data_out: Option<&mut [u8]>,
 ) -> Result<TestRun, XdpError> {
     let len = |n: usize| {
         u32::try_from(n).map_err(|_| {
@@ -467,23 +495,31 @@ pub fn prog_test_run(
             )
         })
     };
+    let (out_ptr, out_len) = match data_out {
+        Some(b) => (b.as_mut_ptr() as u64, len(b.len())?),
+        None => (0, 0),
+    };
     let mut attr = TestRunAttr {
         prog_fd: fd_u32(prog),
         data_size_in: len(data.len())?,
         data_in: data.as_ptr() as u64,
+        data_size_out: out_len,
+        data_out: out_ptr,
         repeat,
         ctx_size_in: ctx_in.map_or(Ok(0), |c| len(c.len()))?,
         ctx_in: ctx_in.map_or(0, |c| c.as_ptr() as u64),
         ..Default::default()
     };
     // SAFETY: data_in and ctx_in point to live buffers of the given sizes,
-    // only read; data_out and ctx_out are NULL so the kernel writes nothing
-    // but the retval and duration fields of `attr` itself.
+    // only read; data_out is NULL or a live buffer of data_size_out bytes
+    // that the kernel writes at most that many bytes into (it reports
+    // ENOSPC rather than overrun it); ctx_out is NULL.
     unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }
         .map_err(|e| XdpError::sys("BPF_PROG_TEST_RUN", format!("{} bytes", data.len()), e))?;
     Ok(TestRun {
         retval: attr.retval,
         duration_ns: attr.duration,
+        data_out: (attr.data_size_out as usize).min(out_len as usize),
     })
 }
 

@@ -74,6 +74,10 @@ pub(super) struct DestView {
 pub(super) const F_ACTIVE: u8 = 0x1;
 /// Flag bit: the connection is counted in a dest's counters at all.
 pub(super) const F_COUNTED: u8 = 0x2;
+/// Flag bit: the connection's client -> service entry is in the flow cache.
+pub(super) const F_OFF_IN: u8 = 0x4;
+/// Flag bit: the connection's NAT reply entry is in the flow cache.
+pub(super) const F_OFF_OUT: u8 = 0x8;
 
 impl Engine {
     /// Per real server counters of this shard: the real servers of the
@@ -156,16 +160,27 @@ impl Ctx<'_> {
             {
                 self.sync_conn(now, h);
             }
+            // Out of ESTABLISHED (a FIN or RST crossed the engine): every
+            // later packet must cross it too.
+            if old != new && c.flags & super::offload::F_OFFLOADED != 0 {
+                self.unload_conn(h, c);
+            }
             if old != new && c.flags & F_COUNTED != 0 {
                 let was = c.flags & F_ACTIVE != 0;
                 // IPVS tcp_state_active_table: ESTABLISHED and the
                 // handshake states count as active (lc/wlc/sed/nq).
                 let is = tcp_state::is_active(new);
                 if was != is {
-                    let f = if is {
-                        c.flags | F_ACTIVE
+                    // Offload bits as `unload_conn` may just have left them.
+                    let base = if old != new {
+                        c.flags & !super::offload::F_OFFLOADED
                     } else {
-                        c.flags & !F_ACTIVE
+                        c.flags
+                    };
+                    let f = if is {
+                        base | F_ACTIVE
+                    } else {
+                        base & !F_ACTIVE
                     };
                     self.conns.set_flags(h, f);
                     if let Some(d) = self.dests.get_mut(&c.dest) {
@@ -189,7 +204,7 @@ impl Ctx<'_> {
     }
     pub(super) fn remove_conn(&mut self, h: ConnHandle) {
         if let Some(c) = self.conns.remove(h) {
-            release_conn(self.dests, self.tpls, &c);
+            release_conn(self.dests, self.tpls, self.off, &c);
             self.sync_stat(c.dest);
         }
     }
@@ -266,8 +281,15 @@ pub(super) fn update_overload(c: &mut DestCounters, d: &Dest) {
         }
     }
 }
-/// Account for a connection leaving the table (expired, evicted or removed).
-pub(super) fn release_conn(dests: &mut DestMap, tpls: &mut TemplateTable, c: &Conn) {
+/// Account for a connection leaving the table (expired, evicted or
+/// removed), and take its flow-cache entries back.
+pub(super) fn release_conn(
+    dests: &mut DestMap,
+    tpls: &mut TemplateTable,
+    off: &mut crate::shard::offload::Offload,
+    c: &Conn,
+) {
+    super::offload::unload(off, c);
     if c.flags & F_COUNTED != 0 {
         if let Some(d) = dests.get_mut(&c.dest).map(|d| &mut d.c) {
             if c.flags & F_ACTIVE != 0 {

@@ -37,6 +37,7 @@ use crate::shard::verdict::{DropReason, Frame, Verdict};
 use crate::wire::L3Kind;
 
 mod accounting;
+mod offload;
 mod prefetch;
 mod process;
 mod restore;
@@ -148,6 +149,7 @@ pub struct Engine {
     pub want_neighbors: Vec<IpAddr>,
     last_expire: Millis,
     sync: sync::Outbox,
+    off: crate::shard::offload::Offload,
 }
 
 /// The next hop towards `addr` when known (`false`), else the pending hop
@@ -195,6 +197,7 @@ struct Ctx<'a> {
     stats: &'a mut EngineStats,
     want_neighbors: &'a mut Vec<IpAddr>,
     sync: &'a mut sync::Outbox,
+    off: &'a mut crate::shard::offload::Offload,
 }
 
 /// The owner shard of a (masked) client address: a fixed hash, the same in
@@ -232,6 +235,7 @@ impl Engine {
             want_neighbors: Vec::new(),
             last_expire: 0,
             sync: sync::Outbox::default(),
+            off: crate::shard::offload::Offload::default(),
         };
         e.set_snapshot(snap);
         e
@@ -269,6 +273,7 @@ impl Engine {
             stats: &mut self.stats,
             want_neighbors: &mut self.want_neighbors,
             sync: &mut self.sync,
+            off: &mut self.off,
         }
     }
 
@@ -364,11 +369,21 @@ impl Engine {
         // Where each server is in the new snapshot; forget counters of
         // servers that are gone and have no live state. Nothing moved when
         // every service kept its position and its servers.
+        let mut gone: Vec<DestId> = Vec::new();
         if !same_layout {
             self.dests.retain(|id, d| {
+                let was = d.at.is_some();
                 d.at = snap.dest_index.get(id).copied();
+                if was && d.at.is_none() {
+                    gone.push(*id);
+                }
                 d.at.is_some() || d.c.active + d.c.inactive + d.c.persist > 0
             });
+        }
+        // A removed real server's offloaded connections go back through the
+        // engine, which drops or expires their packets (expire_nodest_conn).
+        if !gone.is_empty() {
+            self.unload_where(|c| gone.contains(&c.dest));
         }
         self.conns.set_timeouts(snap.timeouts);
         self.svc = svc;
@@ -383,6 +398,12 @@ impl Engine {
 
     /// Expire connections and templates whose time has come (bounded work).
     pub fn tick(&mut self, now: Millis) {
+        self.tick_with(now, &mut |_: &Conn| None);
+    }
+
+    /// [`Engine::tick`]; `seen` may keep a connection past its timer (see
+    /// [`crate::shard::conn::ConnTable::expire_seen`]).
+    fn tick_with(&mut self, now: Millis, seen: &mut dyn FnMut(&Conn) -> Option<Millis>) {
         if now < self.last_expire + 50 && now >= self.last_expire {
             return;
         }
@@ -395,9 +416,10 @@ impl Engine {
         // Each expired connection updates its server's counts and the
         // scheduler's view of them at once: the cost follows the number
         // expired, not the number of real servers.
-        self.conns.expire(now, 65_536, |c| {
+        let off = &mut self.off;
+        self.conns.expire_seen(now, 65_536, seen, |c| {
             stats.expired_conns += 1;
-            release_conn(dests, tpls, c);
+            release_conn(dests, tpls, off, c);
             if let Some(d) = dests.get_mut(&c.dest) {
                 sync_slot(snap, svc, d);
             }

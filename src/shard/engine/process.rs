@@ -179,7 +179,9 @@ impl Ctx<'_> {
         d.c.inbytes += u64::from(info.l3_len);
         let hop = cached_hop(d, c.raddr, nh);
         self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-        Fast::Done(self.transmit_hop(frame, info, &Target::of(&c), hop, nh))
+        let v = self.transmit_hop(frame, info, &Target::of(&c), hop, nh);
+        self.offload_after(v, h, false, hop);
+        Fast::Done(v)
     }
     pub(super) fn drop(&mut self, r: DropReason) -> Verdict {
         if let Some(c) = self.stats.dropped.get_mut(r as usize) {
@@ -257,7 +259,10 @@ impl Ctx<'_> {
                 d.c.inpkts += 1;
                 d.c.inbytes += u64::from(info.l3_len);
                 self.touch_conn(h, &c, now, Dir::Input, info.tcp_flags);
-                return self.transmit_in(frame, info, &Target::of(&c), nh);
+                let hop = nh.lookup(c.raddr);
+                let v = self.transmit_hop(frame, info, &Target::of(&c), hop, nh);
+                self.offload_after(v, h, false, hop);
+                return v;
             }
             // The real server is gone (ip_vs_in_hook: "the destination
             // server is not available").
@@ -280,7 +285,12 @@ impl Ctx<'_> {
             return self.drop(DropReason::NotSyn);
         }
         let t = match self.new_conn(now, key, svc_idx, svc, info, nh) {
-            Ok(NewTarget::New(t, hop)) => return self.transmit_hop(frame, info, &t, hop, nh),
+            Ok(NewTarget::New(t, hop, h)) => {
+                let v = self.transmit_hop(frame, info, &t, hop, nh);
+                // UDP: offloaded at its first packet.
+                self.offload_after(v, h, false, hop);
+                return v;
+            }
             Ok(NewTarget::Existing(t)) => {
                 if let Some(d) = self.dests.get_mut(&t.dest) {
                     d.c.inpkts += 1;
@@ -316,10 +326,12 @@ impl Ctx<'_> {
         let Some((hop, held)) = hop_or_pending(nh.lookup(c.caddr), c.caddr, nh) else {
             return self.no_neighbor(c.caddr);
         };
-        match forward::nat_out(frame, info, c.vaddr, c.vport, &hop) {
+        let v = match forward::nat_out(frame, info, c.vaddr, c.vport, &hop) {
             Ok(()) => self.sent(&hop, held, c.caddr),
             Err(_) => self.drop(DropReason::NoRoom),
-        }
+        };
+        self.offload_after(v, h, true, Some(hop));
+        v
     }
     /// ICMP errors about a tracked connection go where the connection goes
     /// (path MTU discovery through the director), as IPVS `ip_vs_in_icmp` /

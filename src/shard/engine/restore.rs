@@ -195,7 +195,7 @@ impl Engine {
                         // Another real server here: the peer's decision
                         // replaces it.
                         if let Some(old) = self.conns.remove(h) {
-                            release_conn(&mut self.dests, &mut self.tpls, &old);
+                            release_conn(&mut self.dests, &mut self.tpls, &mut self.off, &old);
                         }
                     }
                 }
@@ -213,7 +213,7 @@ impl Engine {
             .insert(now, nc)
             .map_err(|_| IgnoreReason::TableFull)?;
         if let Some(ev) = ins.evicted {
-            release_conn(&mut self.dests, &mut self.tpls, &ev);
+            release_conn(&mut self.dests, &mut self.tpls, &mut self.off, &ev);
         }
         self.conns.restore(ins.handle, now, state, c.left_ms);
         if let Some(h) = tpl {

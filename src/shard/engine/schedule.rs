@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use crate::service::model::{mask_addr, DestId, FlowKey, FwdMethod, Millis, Proto, ServiceKey};
 use crate::service::sched::SchedKey;
 use crate::service::snapshot::{Dest, Persistence, Service};
-use crate::shard::conn::{InsertError, NewConn};
+use crate::shard::conn::{ConnHandle, InsertError, NewConn};
 use crate::shard::nexthop::{Neighbors, NextHop};
 use crate::shard::tcp_state::{self, Dir};
 use crate::shard::template::{TemplateKey, TplHandle};
@@ -19,9 +19,9 @@ use super::{Ctx, Target};
 
 /// What [`Ctx::new_conn`] found.
 pub(super) enum NewTarget {
-    /// A new connection (its first packet counted), and the next hop to
-    /// its real server (through the real server's cache).
-    New(Target, Option<NextHop>),
+    /// A new connection (its first packet counted), the next hop to its
+    /// real server (through the real server's cache), and its handle.
+    New(Target, Option<NextHop>, ConnHandle),
     /// The connection exists (nothing counted).
     Existing(Target),
 }
@@ -222,7 +222,7 @@ impl Ctx<'_> {
         };
         if let Some(ev) = ins.evicted {
             self.stats.evicted_conns += 1;
-            release_conn(self.dests, self.tpls, &ev);
+            release_conn(self.dests, self.tpls, self.off, &ev);
             self.sync_stat(ev.dest);
         }
         if let Some(h) = tpl {
@@ -280,6 +280,7 @@ impl Ctx<'_> {
                 fwd: d.fwd,
             },
             hop,
+            h,
         ))
     }
     fn schedule(&mut self, svc_idx: usize, svc: &Service, key: &FlowKey) -> Option<usize> {

@@ -1,0 +1,135 @@
+/* The flow cache: established flows the shards decided and offloaded, and
+ * how the program forwards a packet of one (MAC rewrite, NAT with
+ * incremental checksums, XDP_TX or redirect). The shards stay the only
+ * authority: they install and remove entries; the program only reads an
+ * entry and stamps its last-seen time and counters. */
+#ifndef XDPVS_FLOW_H
+#define XDPVS_FLOW_H
+
+#include "types.h"
+#include "maps.h"
+#include "csum.h"
+
+/* flow_map key (40 bytes): the flow as it arrives. IPv4 addresses take the
+ * first 4 bytes of src/dst, the rest is 0. */
+struct flow_key {
+    __u8 src[16];
+    __u8 dst[16];
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 family; /* 4 or 6 */
+    __u8 pad[2];
+};
+
+enum flow_action {
+    FLOW_DR = 1,   /* new MACs only */
+    FLOW_DNAT = 2, /* destination becomes addr:port (to the real server) */
+    FLOW_SNAT = 3, /* source becomes addr:port (a NAT reply to the client) */
+};
+
+/* flow_map value (80 bytes). */
+struct flow_entry {
+    __u8 dst_mac[6];
+    __u8 src_mac[6];
+    __u32 ifindex; /* out of this interface: XDP_TX when it is the one the
+                      packet came in on, else bpf_redirect */
+    __u16 mtu;     /* a larger packet takes the AF_XDP path */
+    __u8 action;   /* enum flow_action */
+    __u8 pad0;
+    __u8 addr[16]; /* NAT address (IPv4: first 4 bytes) */
+    __be16 port;   /* NAT port */
+    __u16 pad1;
+    __u32 dest;    /* the real server's id (counters) */
+    __u32 pad2;
+    __u64 installed_ns;
+    __u64 last_seen_ns; /* written by the program */
+    __u64 packets;      /* written by the program */
+    __u64 bytes;        /* IP bytes, as the engine counts */
+};
+
+/* The packet being looked at, as the parser left it. */
+struct pkt {
+    void *l3;
+    void *l4;
+    void *end;
+    __u32 l3_len;
+    __u8 v6;
+    __u8 proto;
+    __u8 tcp_flags;
+};
+
+/* NAT rewrite: source (SNAT) or destination (DNAT) address and port,
+ * IPv4 header checksum and TCP/UDP checksum updated incrementally. */
+static __always_inline int flow_nat(struct pkt *p, const struct flow_entry *f)
+{
+    int src = f->action == FLOW_SNAT;
+    __u16 *port;
+    __u16 *check;
+    __u16 da;
+
+    if (p->proto == IPPROTO_TCP) {
+        struct tcphdr *t = p->l4;
+        if ((void *)(t + 1) > p->end)
+            return -1;
+        port = src ? &t->source : &t->dest;
+        check = &t->check;
+    } else {
+        struct udphdr *u = p->l4;
+        if ((void *)(u + 1) > p->end)
+            return -1;
+        port = src ? &u->source : &u->dest;
+        check = &u->check;
+    }
+    if (p->v6) {
+        struct ipv6hdr *ip6 = p->l3;
+        __u16 *a = (__u16 *)(src ? ip6->saddr : ip6->daddr);
+        da = csum_delta(a, (const __u16 *)f->addr, 8);
+        __builtin_memcpy(a, f->addr, 16);
+    } else {
+        struct iphdr *ip = p->l3;
+        __u16 *a = (__u16 *)(src ? &ip->saddr : &ip->daddr);
+        da = csum_delta(a, (const __u16 *)f->addr, 2);
+        __builtin_memcpy(a, f->addr, 4);
+        ip->check = csum_apply(ip->check, da);
+    }
+    __u16 dp = csum_delta(port, &f->port, 1);
+    *port = f->port;
+    __u16 d = csum_combine(da, dp);
+    if (p->proto == IPPROTO_UDP)
+        *check = csum_apply_udp(*check, d);
+    else
+        *check = csum_apply(*check, d);
+    return 0;
+}
+
+/* Forward a packet of an offloaded flow, or return -1 when it must take the
+ * AF_XDP path: no entry, fast path off, a TCP SYN, FIN or RST (the engine
+ * keeps the state table), or larger than the way out allows. */
+static __always_inline int flow_forward(struct xdp_md *ctx, struct ethhdr *eth,
+                                        struct pkt *p, const struct flow_key *key)
+{
+    __u32 zero = 0;
+    __u32 *on = bpf_map_lookup_elem(&cfg_map, &zero);
+    if (!on || !*on)
+        return -1;
+    if (p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST))
+        return -1;
+    struct flow_entry *f = bpf_map_lookup_elem(&flow_map, key);
+    if (!f)
+        return -1;
+    if (p->l3_len > f->mtu)
+        return -1;
+    if (f->action != FLOW_DR && flow_nat(p, f) < 0)
+        return -1;
+    __builtin_memcpy(eth->dst, f->dst_mac, 6);
+    __builtin_memcpy(eth->src, f->src_mac, 6);
+    f->last_seen_ns = bpf_ktime_get_ns();
+    __sync_fetch_and_add(&f->packets, 1);
+    __sync_fetch_and_add(&f->bytes, p->l3_len);
+    if (f->ifindex == ctx->ingress_ifindex)
+        return XDP_TX;
+    return bpf_redirect(f->ifindex, 0);
+}
+
+#endif

@@ -1,0 +1,253 @@
+//! The flow cache (`flow_map`): the layout the XDP program reads
+//! (`bpf/flow.h`), and the handle the shards install and remove entries
+//! through.
+//!
+//! ```text
+//! key (40 bytes)                        value (80 bytes)
+//!  0 16 src    (IPv4: first 4 bytes)     0  6 dst_mac      36  2 port (BE)
+//! 16 16 dst                              6  6 src_mac      40  4 dest id
+//! 32  2 sport (BE)                      12  4 ifindex      48  8 installed_ns
+//! 34  2 dport (BE)                      16  2 mtu          56  8 last_seen_ns
+//! 36  1 proto                           18  1 action       64  8 packets
+//! 37  1 family (4 | 6)                  20 16 NAT addr     72  8 bytes
+//! ```
+//! Native-endian fields are the host's (the program runs on it).
+//!
+//! A plain `HASH` map, never LRU: an entry disappears only when its shard
+//! removes it. One handle per shard ([`FlowCache`] is a cheap clone of the
+//! map's fd); each shard writes only the entries of connections it owns.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+
+use crate::service::model::{Millis, Proto};
+use crate::shard::offload::{FastPathSeen, FlowAction, OffloadEntry};
+use crate::wire::flow::FlowKey;
+
+use super::sys::{self, BpfMap, MapType};
+use super::XdpError;
+
+/// Key size in bytes.
+pub const FLOW_KEY_SIZE: usize = 40;
+/// Value size in bytes.
+pub const FLOW_VALUE_SIZE: usize = 80;
+
+/// `enum flow_action` of `bpf/flow.h`.
+const ACTION_DR: u8 = 1;
+const ACTION_DNAT: u8 = 2;
+const ACTION_SNAT: u8 = 3;
+
+const OFF_LAST_SEEN: usize = 56;
+const OFF_PACKETS: usize = 64;
+const OFF_BYTES: usize = 72;
+const OFF_DEST: usize = 40;
+
+/// The key of a flow as it arrives.
+pub fn encode_key(k: &FlowKey) -> [u8; FLOW_KEY_SIZE] {
+    let mut b = [0u8; FLOW_KEY_SIZE];
+    let family = put_addr(&mut b[0..16], k.src);
+    put_addr(&mut b[16..32], k.dst);
+    b[32..34].copy_from_slice(&k.sport.to_be_bytes());
+    b[34..36].copy_from_slice(&k.dport.to_be_bytes());
+    b[36] = k.proto.number();
+    b[37] = family;
+    b
+}
+
+/// Write `a` at the start of `out` (16 bytes); returns the family (4 | 6).
+fn put_addr(out: &mut [u8], a: IpAddr) -> u8 {
+    match a {
+        IpAddr::V4(v) => {
+            out[..4].copy_from_slice(&v.octets());
+            4
+        }
+        IpAddr::V6(v) => {
+            out[..16].copy_from_slice(&v.octets());
+            6
+        }
+    }
+}
+
+/// The value of an entry as installed (counters and times zero but
+/// `installed_ns`).
+pub fn encode_entry(e: &OffloadEntry, installed_ns: u64) -> [u8; FLOW_VALUE_SIZE] {
+    let mut b = [0u8; FLOW_VALUE_SIZE];
+    b[0..6].copy_from_slice(&e.hop.dst_mac);
+    b[6..12].copy_from_slice(&e.hop.src_mac);
+    b[12..16].copy_from_slice(&e.hop.ifindex.to_ne_bytes());
+    b[16..18].copy_from_slice(&e.hop.mtu.to_ne_bytes());
+    let (action, nat) = match e.action {
+        FlowAction::Dr => (ACTION_DR, None),
+        FlowAction::Dnat { addr, port } => (ACTION_DNAT, Some((addr, port))),
+        FlowAction::Snat { addr, port } => (ACTION_SNAT, Some((addr, port))),
+    };
+    b[18] = action;
+    if let Some((addr, port)) = nat {
+        put_addr(&mut b[20..36], addr);
+        b[36..38].copy_from_slice(&port.to_be_bytes());
+    }
+    b[OFF_DEST..OFF_DEST + 4].copy_from_slice(&e.dest.0.to_ne_bytes());
+    b[48..56].copy_from_slice(&installed_ns.to_ne_bytes());
+    b
+}
+
+fn u64_at(b: &[u8; FLOW_VALUE_SIZE], off: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// What the program recorded on one entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowUse {
+    /// `bpf_ktime_get_ns` of the last packet forwarded (0: none yet).
+    pub last_seen_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    /// The real server's id.
+    pub dest: u32,
+}
+
+impl FlowUse {
+    fn of(b: &[u8; FLOW_VALUE_SIZE]) -> FlowUse {
+        let mut d = [0u8; 4];
+        d.copy_from_slice(&b[OFF_DEST..OFF_DEST + 4]);
+        FlowUse {
+            last_seen_ns: u64_at(b, OFF_LAST_SEEN),
+            packets: u64_at(b, OFF_PACKETS),
+            bytes: u64_at(b, OFF_BYTES),
+            dest: u32::from_ne_bytes(d),
+        }
+    }
+
+    /// The last packet's time on the engine's clock (monotonic ms).
+    pub fn last_seen_ms(&self) -> Option<Millis> {
+        (self.last_seen_ns != 0).then_some(self.last_seen_ns / 1_000_000)
+    }
+}
+
+/// A shared handle to `flow_map`.
+#[derive(Clone, Debug)]
+pub struct FlowCache {
+    map: Arc<BpfMap>,
+}
+
+impl FlowCache {
+    /// Create the map with room for `entries` flows.
+    pub fn create(entries: u32) -> Result<FlowCache, XdpError> {
+        let map = BpfMap::create(
+            MapType::Hash,
+            "xdpvs_flows",
+            FLOW_KEY_SIZE as u32,
+            FLOW_VALUE_SIZE as u32,
+            entries,
+        )?;
+        Ok(FlowCache { map: Arc::new(map) })
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.map.as_fd().as_raw_fd()
+    }
+
+    /// Capacity in flows.
+    pub fn capacity(&self) -> u32 {
+        self.map.max_entries()
+    }
+
+    /// Install (or replace) an entry. `Err` when the map is full (E2BIG)
+    /// or the kernel refuses: the flow stays on the AF_XDP path.
+    pub fn install(&self, e: &OffloadEntry, now_ns: u64) -> Result<(), XdpError> {
+        self.map
+            .update(&encode_key(&e.key), &encode_entry(e, now_ns), sys::BPF_ANY)
+    }
+
+    /// Remove the entry of `key`, returning what the program counted on it.
+    pub fn remove(&self, key: &FlowKey) -> Result<Option<FlowUse>, XdpError> {
+        let mut v = [0u8; FLOW_VALUE_SIZE];
+        if self.map.lookup_and_delete(&encode_key(key), &mut v)? {
+            Ok(Some(FlowUse::of(&v)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// What the program recorded on the entry of `key`.
+    pub fn get(&self, key: &FlowKey) -> Result<Option<FlowUse>, XdpError> {
+        let mut v = [0u8; FLOW_VALUE_SIZE];
+        if self.map.lookup(&encode_key(key), &mut v)? {
+            Ok(Some(FlowUse::of(&v)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Every entry's use (for statistics), walking the map: bounded by its
+    /// capacity.
+    pub fn all(&self) -> Result<Vec<(Proto, FlowUse)>, XdpError> {
+        let mut out = Vec::new();
+        let mut key = [0u8; FLOW_KEY_SIZE];
+        let mut has = self.map.next_key(None, &mut key)?;
+        let mut v = [0u8; FLOW_VALUE_SIZE];
+        while has && out.len() < self.capacity() as usize {
+            if self.map.lookup(&key, &mut v)? {
+                let proto = Proto::from_number(key[36]).unwrap_or(Proto::Tcp);
+                out.push((proto, FlowUse::of(&v)));
+            }
+            let cur = key;
+            has = self.map.next_key(Some(&cur), &mut key)?;
+        }
+        Ok(out)
+    }
+}
+
+impl FastPathSeen for FlowCache {
+    fn last_seen(&self, key: &FlowKey) -> Option<Millis> {
+        self.get(key).ok().flatten().and_then(|u| u.last_seen_ms())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::model::DestId;
+    use crate::shard::nexthop::NextHop;
+
+    #[test]
+    fn key_and_entry_layout() {
+        let k = FlowKey {
+            proto: Proto::Udp,
+            src: "198.18.1.2".parse().unwrap(),
+            dst: "198.18.0.100".parse().unwrap(),
+            sport: 0x1234,
+            dport: 53,
+        };
+        let b = encode_key(&k);
+        assert_eq!(&b[0..4], &[198, 18, 1, 2]);
+        assert!(b[4..16].iter().all(|&x| x == 0));
+        assert_eq!(&b[16..20], &[198, 18, 0, 100]);
+        assert_eq!(&b[32..38], &[0x12, 0x34, 0, 53, 17, 4]);
+        let e = OffloadEntry {
+            key: k,
+            dest: DestId(7),
+            reply: false,
+            action: FlowAction::Dnat {
+                addr: "2001:db8::10".parse().unwrap(),
+                port: 8080,
+            },
+            hop: NextHop {
+                ifindex: 3,
+                src_mac: [2, 0, 0, 0, 0, 1],
+                dst_mac: [2, 0, 0, 0, 0, 2],
+                mtu: 1500,
+            },
+        };
+        let v = encode_entry(&e, 99);
+        assert_eq!(&v[0..12], &[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        assert_eq!(v[18], ACTION_DNAT);
+        assert_eq!(&v[20..22], &[0x20, 0x01]);
+        assert_eq!(&v[36..38], &8080u16.to_be_bytes());
+        assert_eq!(FlowUse::of(&v).dest, 7);
+        assert_eq!(u64_at(&v, 48), 99);
+    }
+}
