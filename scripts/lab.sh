@@ -80,6 +80,20 @@ veth() {
     offload_off "$ns2" "$if2"
 }
 
+# The veth ends facing the director's data interfaces get a program that
+# passes every frame (bpf/xdp_pass.o; LAB_XDP_PASS names another copy): on
+# veth a frame the director sends with XDP_TX or a redirect (its fast path)
+# reaches the other end only when that end has an XDP program. A physical
+# NIC needs nothing of the kind.
+XDP_PASS_OBJ=${LAB_XDP_PASS:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../bpf/xdp_pass.o}
+
+# xdp_pass NS IF: attach it (native mode).
+xdp_pass() {
+    [ -f "$XDP_PASS_OBJ" ] || die "$XDP_PASS_OBJ not found (set LAB_XDP_PASS)"
+    ip -n "$1" link set dev "$2" xdpdrv obj "$XDP_PASS_OBJ" sec xdp ||
+        die "attaching $XDP_PASS_OBJ to $2 in $1 failed"
+}
+
 # lan_port NS IF PORT [queues]: connect NS/IF to the bridge as port PORT.
 lan_port() {
     local ns=$1 ifn=$2 port=$3 q=${4:-1}
@@ -170,6 +184,7 @@ up_dr() {
     addr6 "$NS_RT" lan0 2001:db8::1/64
     # director, one arm
     lan_port "$NS_DIR" dr0 dir "$DIR_Q"
+    xdp_pass "$NS_LAN" dir
     addr4 "$NS_DIR" dr0 198.18.0.2/24
     addr6 "$NS_DIR" dr0 2001:db8::2/64
     ip -n "$NS_DIR" route add default via 198.18.0.1
@@ -188,6 +203,7 @@ up_nat() {
     common_up
     # outside: router <-> director
     veth "$NS_RT" dir0 "$NS_DIR" dr0 "$DIR_Q"
+    xdp_pass "$NS_RT" dir0
     addr4 "$NS_RT" dir0 198.18.2.1/24
     addr6 "$NS_RT" dir0 2001:db8:2::1/64
     addr4 "$NS_DIR" dr0 198.18.2.2/24
@@ -200,6 +216,7 @@ up_nat() {
     ip -n "$NS_RT" -6 route add "$VIP6/128" via 2001:db8:2::2
     # inside: director <-> real servers
     lan_port "$NS_DIR" dr1 dir "$DIR_Q"
+    xdp_pass "$NS_LAN" dir
     addr4 "$NS_DIR" dr1 198.18.3.1/24
     addr6 "$NS_DIR" dr1 2001:db8:3::1/64
     sysctl_set "$NS_DIR" net.ipv4.ip_forward 1
@@ -385,6 +402,7 @@ ha_up() {
     for i in 0 1; do
         ns=${HA_NS_DIR[$i]}
         ha_lan_port "$ns" dr0 "dir$i"
+        xdp_pass "$HA_NS_LAN" "dir$i"
         addr4 "$ns" dr0 "$(ha_dir_ip4 "$i")/24"
         ip -n "$ns" route add default via "$HA_RT_IP4"
         sysctl_set "$ns" net.ipv4.conf.all.arp_ignore 1

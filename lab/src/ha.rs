@@ -31,7 +31,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::demo::DirectorProcess;
-use crate::{is_root, run_checked, Request, Response, CLIENT_PY, DEPS_SH, LAB_SH};
+use crate::{is_root, run_checked, Request, Response, CLIENT_PY, DEPS_SH, LAB_SH, XDP_PASS_O};
 
 /// The VIP every director announces.
 pub const HA_VIP4: &str = "198.18.41.100";
@@ -241,6 +241,7 @@ impl HaLab {
         let _ = Command::new("chmod").arg("755").arg(&dir).status();
         std::fs::write(dir.join("lab.sh"), LAB_SH)?;
         std::fs::write(dir.join("deps.sh"), DEPS_SH)?;
+        std::fs::write(dir.join("xdp_pass.o"), XDP_PASS_O)?;
         run_checked(
             Command::new("bash").arg(dir.join("deps.sh")),
             "installing lab tools",
@@ -269,7 +270,8 @@ impl HaLab {
             Command::new("bash")
                 .arg(self.dir.join("lab.sh"))
                 .args(args)
-                .env("LAB_HA_DIR", &self.dir),
+                .env("LAB_HA_DIR", &self.dir)
+                .env("LAB_XDP_PASS", self.dir.join("xdp_pass.o")),
             what,
         )
     }

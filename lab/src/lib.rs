@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 const LAB_SH: &str = include_str!("../../scripts/lab.sh");
 const DEPS_SH: &str = include_str!("../../scripts/deps.sh");
+/// `bpf/xdp_pass.o`: written beside the embedded lab.sh, which attaches it
+/// to the veth ends facing the director (`LAB_XDP_PASS`).
+const XDP_PASS_O: &[u8] = include_bytes!("../../bpf/xdp_pass.o");
 
 /// Python client: reads a JSON list of requests on stdin, prints one JSON
 /// result per request. Bounded: every request has a timeout.
@@ -233,6 +236,7 @@ impl Lab {
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("lab.sh"), LAB_SH)?;
         std::fs::write(dir.join("deps.sh"), DEPS_SH)?;
+        std::fs::write(dir.join("xdp_pass.o"), XDP_PASS_O)?;
         run_checked(
             Command::new("bash").arg(dir.join("deps.sh")),
             "installing lab tools",
@@ -247,6 +251,7 @@ impl Lab {
             Command::new("bash")
                 .arg(lab.dir.join("lab.sh"))
                 .env("LAB_DIR_QUEUES", queues.to_string())
+                .env("LAB_XDP_PASS", lab.dir.join("xdp_pass.o"))
                 .args(["up", mode.name()]),
             "scripts/lab.sh up",
         )?;

@@ -61,6 +61,7 @@ pub fn build_snapshot_with(
     snap.timeouts = cfg.timeouts;
     snap.conn_reuse_mode = u8::try_from(d.conn_reuse_mode.min(3)).unwrap_or(1);
     snap.sloppy_tcp = d.sloppy_tcp;
+    snap.fast_path = d.fast_path;
     snap.tunnel_src4 = d.tunnel_src4;
     snap.tunnel_src6 = d.tunnel_src6;
     snap.gue_port = d.gue_port;

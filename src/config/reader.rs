@@ -495,6 +495,12 @@ impl Reader {
         if let Some(b) = self.bool_opt(t, "sloppy_udp") {
             d.sloppy_udp = b;
         }
+        if let Some(b) = self.bool_opt(t, "fast_path") {
+            d.fast_path = b;
+        }
+        if let Some(n) = self.uint_opt(t, "fast_path_capacity") {
+            d.fast_path_capacity = n;
+        }
         d
     }
 

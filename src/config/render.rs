@@ -127,6 +127,8 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(o, "conn_reuse_mode = {}", d.conn_reuse_mode)?;
     writeln!(o, "sloppy_tcp = {}", d.sloppy_tcp)?;
     writeln!(o, "sloppy_udp = {}", d.sloppy_udp)?;
+    writeln!(o, "fast_path = {}", d.fast_path)?;
+    writeln!(o, "fast_path_capacity = {}", d.fast_path_capacity)?;
     writeln!(o)?;
     let t = cfg.timeouts;
     writeln!(o, "[timeouts]")?;

@@ -98,6 +98,8 @@ pub(crate) const DIRECTOR_KEYS: &[&str] = &[
     "conn_reuse_mode",
     "sloppy_tcp",
     "sloppy_udp",
+    "fast_path",
+    "fast_path_capacity",
 ];
 
 /// `[director]`: process-wide settings.
@@ -146,6 +148,12 @@ pub struct Director {
     /// `sloppy_udp`: accepted for symmetry with `sloppy_tcp`; any UDP packet
     /// already creates its connection.
     pub sloppy_udp: bool,
+    /// Forward established DR/NAT flows inside the XDP program (flow
+    /// offload); default on, reloadable.
+    pub fast_path: bool,
+    /// Most flows in the XDP flow cache (a NAT connection takes two); 0:
+    /// `conn_capacity` times the number of shards. Read at start.
+    pub fast_path_capacity: u32,
 }
 
 impl Default for Director {
@@ -171,6 +179,8 @@ impl Default for Director {
             conn_reuse_mode: 1,
             sloppy_tcp: false,
             sloppy_udp: false,
+            fast_path: true,
+            fast_path_capacity: 0,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! overlaps, address families and IPVS's limits. Runs in one pass over the
 //! config with hash maps, so 100,000 real servers take milliseconds.
 
+/// Largest `fast_path_capacity` (flows in the XDP flow cache).
+pub const MAX_FAST_PATH_CAPACITY: u32 = 1 << 28;
+
 use hashbrown::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -255,6 +258,15 @@ impl Validator<'_> {
         let cfg = self.cfg;
         if let Some(s) = &cfg.sync {
             self.sync(s);
+        }
+        if d.fast_path_capacity > MAX_FAST_PATH_CAPACITY {
+            self.err(
+                "director.fast_path_capacity",
+                format!(
+                    "{} is out of range (0-{MAX_FAST_PATH_CAPACITY}; 0: conn_capacity x shards)",
+                    d.fast_path_capacity
+                ),
+            );
         }
         if d.busy_poll_us > 1_000_000 {
             self.err(

@@ -70,6 +70,8 @@ pub(super) fn update_maps(
 ) -> Result<(), String> {
     let (vips, reals) = xdp_entries(snap);
     for (name, _, p) in progs {
+        p.set_fast_path(snap.fast_path)
+            .map_err(|e| format!("{name}: fast path switch: {e}"))?;
         p.set_vips(&vips)
             .map_err(|e| format!("{name}: VIP map: {e}"))?;
         p.set_reals(&reals)

@@ -32,7 +32,7 @@ use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{Engine, EngineConfig};
 use crate::shard::restart::{RestoreStats, ShardState};
 use crate::shard::verdict::DropReason;
-use crate::xdp::{XdpMode, XdpProgram};
+use crate::xdp::{FlowCache, XdpMode, XdpProgram};
 
 /// The bytes one shard's tables reserve with this config's capacities (an
 /// engine is built and dropped: its reservations are virtual until used).
@@ -238,9 +238,21 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         CfgXdpMode::Native => XdpMode::Native,
         CfgXdpMode::Generic => XdpMode::Generic,
     };
+    // One flow cache shared by every interface's program (a NAT flow's
+    // replies arrive on another interface than its requests).
+    let flow_capacity = match cfg.director.fast_path_capacity {
+        0 => cfg
+            .director
+            .conn_capacity
+            .saturating_mul(u32::from(n_shards).max(1)),
+        n => n,
+    };
+    let flows = FlowCache::create(flow_capacity)
+        .map_err(|e| format!("creating the XDP flow cache ({flow_capacity} flows): {e}"))?;
     let mut progs = Vec::new();
     for (name, ifindex, _) in &ifaces {
-        let p = XdpProgram::load().map_err(|e| format!("loading XDP program: {e}"))?;
+        let p = XdpProgram::load_with(flows.clone())
+            .map_err(|e| format!("loading XDP program: {e}"))?;
         progs.push((name.clone(), *ifindex, p));
     }
     let mut att = Attached {
@@ -305,6 +317,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         let snaps = snaps.clone();
         let neigh = neigh.clone();
         let reports = reports.clone();
+        let flows = flows.clone();
         move |shard: u16, shards: u16| {
             // Runs in the shard's own thread (capabilities are per thread).
             if let Err(e) = crate::dataplane::privileges::drop_to_minimum() {
@@ -329,6 +342,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
                     .ok()
                     .and_then(|mut v| v.get_mut(shard as usize).and_then(Option::take)),
             )
+            .with_flows(Some(flows.clone()))
         }
     };
     let running = runtime

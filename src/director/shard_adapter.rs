@@ -13,8 +13,10 @@ use crate::director::restart::RestartState;
 use crate::service::model::{Millis, Proto};
 use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{Engine, EngineConfig};
+use crate::shard::offload::OffloadCmd;
 use crate::shard::sync::SyncItem;
 use crate::shard::verdict::{Frame, Verdict};
+use crate::xdp::FlowCache;
 
 /// A shard's engine as the AF_XDP runtime drives it: the sans-IO
 /// [`Engine`] plus what the runtime adds around it (the published
@@ -35,6 +37,10 @@ pub struct ShardAdapter {
     restart: Option<RestartState>,
     sync: Option<ShardSyncLink>,
     sync_buf: Vec<SyncItem>,
+    /// The XDP flow cache when the fast path exists (it is switched on
+    /// and off by the snapshot's `fast_path`).
+    flows: Option<FlowCache>,
+    off_buf: Vec<OffloadCmd>,
 }
 
 /// How a shard's tables get their memory (`[director] hugepages`,
@@ -110,6 +116,46 @@ impl ShardAdapter {
             restart,
             sync: None,
             sync_buf: Vec::new(),
+            flows: None,
+            off_buf: Vec::new(),
+        }
+    }
+
+    /// Offload this shard's established flows into `flows` (the XDP
+    /// program's flow cache) while the snapshot says `fast_path`.
+    pub fn with_flows(mut self, flows: Option<FlowCache>) -> Self {
+        self.flows = flows;
+        let on = self.flows.is_some() && self.engine.snapshot().fast_path;
+        self.engine.set_offload(on);
+        self
+    }
+
+    /// Carry out the engine's install and remove commands (one batch: the
+    /// commands of the frames processed since the last call). What the fast
+    /// path counted on a removed entry goes back into the real server's
+    /// counters.
+    fn offload_turn(&mut self) {
+        let Some(flows) = &self.flows else {
+            return;
+        };
+        self.engine.take_offload(&mut self.off_buf);
+        if self.off_buf.is_empty() {
+            return;
+        }
+        let now_ns = crate::dataplane::monotonic_millis().saturating_mul(1_000_000);
+        for cmd in self.off_buf.drain(..) {
+            match cmd {
+                OffloadCmd::Install(e) => {
+                    if flows.install(&e, now_ns).is_err() {
+                        self.engine.offload_refused();
+                    }
+                }
+                OffloadCmd::Remove { key, dest, reply } => {
+                    if let Ok(Some(u)) = flows.remove(&key) {
+                        self.engine.fold_fast_path(dest, reply, u.packets, u.bytes);
+                    }
+                }
+            }
         }
     }
 
@@ -172,7 +218,7 @@ impl ShardAdapter {
             r.latency = self.latency;
             r.latency_sum_ns = self.latency_sum_ns;
             r.dests.clone_from(self.engine.dest_counters());
-            r.engine = self.engine.stats.clone();
+            r.engine = self.engine.stats_now();
             r.conns = self.engine.conns().len();
             r.templates = self.engine.templates().len();
             match dump {
@@ -223,7 +269,9 @@ impl PacketHandler for ShardAdapter {
         let s = self.snaps.load();
         if !Arc::ptr_eq(&s, self.engine.snapshot()) {
             self.engine.set_snapshot(Arc::clone(&s));
+            self.engine.set_offload(self.flows.is_some() && s.fast_path);
         }
+        self.offload_turn();
     }
 
     fn process(&mut self, now: Millis, _in_ifindex: u32, frame: &mut Frame<'_>) -> Verdict {
@@ -253,7 +301,11 @@ impl PacketHandler for ShardAdapter {
     }
 
     fn tick(&mut self, now: Millis) {
-        self.engine.tick(now);
+        match &self.flows {
+            Some(f) => self.engine.tick_seen(now, f),
+            None => self.engine.tick(now),
+        }
+        self.offload_turn();
         self.sync_turn(now);
         let asked = self.reports.get(self.shard).is_some_and(|s| {
             s.publish_requested() > self.pub_seen || s.requested() > self.dump_seen

@@ -211,6 +211,9 @@ pub struct Snapshot {
     /// IPVS `sloppy_tcp`: a TCP packet other than a SYN (and not a RST) may
     /// open a connection.
     pub sloppy_tcp: bool,
+    /// `[director] fast_path`: established DR/NAT flows are offloaded to
+    /// the XDP program's flow cache.
+    pub fast_path: bool,
     /// Shard ownership mask: the shortest persistence prefix among services
     /// (IPv4 / IPv6), so a persistence group always maps to one shard.
     pub shard_prefix4: u8,
@@ -275,6 +278,7 @@ impl Snapshot {
             timeouts: Timeouts::default(),
             conn_reuse_mode: 1,
             sloppy_tcp: false,
+            fast_path: false,
             shard_prefix4: 32,
             shard_prefix6: 128,
             vips: Vec::new(),

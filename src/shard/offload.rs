@@ -84,7 +84,11 @@ pub struct OffloadStats {
     pub installs: u64,
     /// Entries asked to be removed.
     pub removes: u64,
-    /// Packets and bytes the fast path forwarded, as folded back.
+    /// Installs the flow cache refused (full): those flows stay on the
+    /// AF_XDP path.
+    pub install_failed: u64,
+    /// Packets and bytes the fast path forwarded on removed entries, as
+    /// folded back into the real servers' counters.
     pub fast_packets: u64,
     pub fast_bytes: u64,
 }

@@ -134,14 +134,17 @@ pub struct FlowCache {
 }
 
 impl FlowCache {
-    /// Create the map with room for `entries` flows.
+    /// Create the map with room for `entries` flows. Memory is taken as
+    /// entries are installed (`BPF_F_NO_PREALLOC`), not for the whole
+    /// capacity up front.
     pub fn create(entries: u32) -> Result<FlowCache, XdpError> {
-        let map = BpfMap::create(
+        let map = BpfMap::create_with_flags(
             MapType::Hash,
             "xdpvs_flows",
             FLOW_KEY_SIZE as u32,
             FLOW_VALUE_SIZE as u32,
-            entries,
+            entries.max(1),
+            sys::BPF_F_NO_PREALLOC,
         )?;
         Ok(FlowCache { map: Arc::new(map) })
     }

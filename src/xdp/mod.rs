@@ -135,16 +135,18 @@ pub struct XdpProgram {
 }
 
 impl XdpProgram {
-    /// [`XdpProgram::load_with`] a flow cache of [`DEFAULT_FLOW_ENTRIES`].
+    /// [`XdpProgram::load_with`] a flow cache of its own, of
+    /// [`DEFAULT_FLOW_ENTRIES`].
     pub fn load() -> Result<Self, XdpError> {
-        Self::load_with(DEFAULT_FLOW_ENTRIES)
+        Self::load_with(FlowCache::create(DEFAULT_FLOW_ENTRIES)?)
     }
 
     /// Create the maps (`xdpvs_vips`, `xdpvs_reals`, `xdpvs_locals`,
-    /// `xdpvs_xsks`, `xdpvs_flows` of `flow_entries`, `xdpvs_cfg`) and load
-    /// the program. The fast path starts off ([`XdpProgram::set_fast_path`]).
-    /// Needs CAP_BPF (root).
-    pub fn load_with(flow_entries: u32) -> Result<Self, XdpError> {
+    /// `xdpvs_xsks`, `xdpvs_cfg`) and load the program over the flow cache
+    /// `flows` (one cache for every interface's program: a NAT flow's
+    /// replies arrive on another interface than its requests). The fast path
+    /// starts off ([`XdpProgram::set_fast_path`]). Needs CAP_BPF (root).
+    pub fn load_with(flows: FlowCache) -> Result<Self, XdpError> {
         let vip_map = BpfMap::create(
             MapType::Hash,
             "xdpvs_vips",
@@ -168,7 +170,6 @@ impl XdpProgram {
         )?;
         let xsk_map = BpfMap::create(MapType::XskMap, "xdpvs_xsks", 4, 4, MAX_QUEUES)?;
         let cfg_map = BpfMap::create(MapType::Array, "xdpvs_cfg", 4, 4, 1)?;
-        let flows = FlowCache::create(flow_entries.max(1))?;
         let obj = object::BpfObject::parse(XDPVS_OBJECT, "xdp")?;
         let fds: std::collections::HashMap<&str, RawFd> = [
             ("vip_map", vip_map.as_fd().as_raw_fd()),

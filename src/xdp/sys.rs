@@ -20,6 +20,9 @@ const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
+/// `map_flags`: a hash map allocates entries as they are inserted instead of
+/// reserving its whole capacity at creation.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
@@ -213,11 +216,24 @@ impl BpfMap {
         value_size: u32,
         max_entries: u32,
     ) -> Result<Self, XdpError> {
+        Self::create_with_flags(map_type, name, key_size, value_size, max_entries, 0)
+    }
+
+    /// [`BpfMap::create`] with `map_flags` (e.g. [`BPF_F_NO_PREALLOC`]).
+    pub fn create_with_flags(
+        map_type: MapType,
+        name: &str,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    ) -> Result<Self, XdpError> {
         let mut attr = MapCreateAttr {
             map_type: map_type.number(),
             key_size,
             value_size,
             max_entries,
+            map_flags,
             map_name: obj_name(name),
             ..Default::default()
         };

@@ -117,6 +117,8 @@ pub struct EngineStats {
     pub neighbor_misses: u64,
     /// Connection sync (sent and received entries).
     pub sync: crate::shard::sync::SyncCounters,
+    /// Flow offload (filled in by [`Engine::stats_now`]).
+    pub offload: crate::shard::offload::OffloadStats,
 }
 
 /// Per service, per shard state aligned with one snapshot.
@@ -243,6 +245,13 @@ impl Engine {
 
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snap
+    }
+
+    /// The engine's counters, the offload's included.
+    pub fn stats_now(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.offload = self.off.stats;
+        s
     }
 
     pub fn conns(&self) -> &ConnTable {

@@ -151,6 +151,14 @@ impl Engine {
         self.off.stats
     }
 
+    /// The runtime could not install an entry (the flow cache is full):
+    /// the connection stays on the AF_XDP path, counted. Its flag stays
+    /// set, which costs one failed removal later and nothing else (the
+    /// expiry asks the cache, finds nothing, and expires as usual).
+    pub fn offload_refused(&mut self) {
+        self.off.stats.install_failed += 1;
+    }
+
     /// Remove the entries of every offloaded connection `pred` selects.
     pub(super) fn unload_where(&mut self, mut pred: impl FnMut(&Conn) -> bool) {
         let mut hit: Vec<(ConnHandle, Conn)> = Vec::new();
