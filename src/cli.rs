@@ -324,6 +324,9 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
     if let Some(s) = &st.sync {
         print!("{}", s.render());
     }
+    if let Some(f) = &st.fast_path {
+        print!("{}", f.render());
+    }
     for (i, s) in st.shards.iter().enumerate() {
         let drops: Vec<String> = s
             .dropped

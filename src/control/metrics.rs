@@ -272,7 +272,74 @@ pub fn render(st: &Status) -> String {
     if let Some(s) = &st.sync {
         sync(&mut o, s);
     }
+    if let Some(f) = &st.fast_path {
+        fast_path(&mut o, f);
+    }
     o
+}
+
+/// Flow offload (`[director] fast_path`).
+fn fast_path(o: &mut String, f: &crate::control::status::FastPathStatus) {
+    for (name, kind, help, v) in [
+        (
+            "xdpvs_fast_path_enabled",
+            "gauge",
+            "1 when established flows are forwarded by the XDP program",
+            u64::from(f.on),
+        ),
+        (
+            "xdpvs_fast_path_flows",
+            "gauge",
+            "flows in the XDP flow cache",
+            f.flows,
+        ),
+        (
+            "xdpvs_fast_path_capacity",
+            "gauge",
+            "most flows the XDP flow cache holds",
+            f.capacity,
+        ),
+        (
+            "xdpvs_fast_path_packets_total",
+            "counter",
+            "packets forwarded by the XDP program",
+            f.packets,
+        ),
+        (
+            "xdpvs_fast_path_bytes_total",
+            "counter",
+            "IP bytes forwarded by the XDP program",
+            f.bytes,
+        ),
+        (
+            "xdpvs_slow_path_packets_total",
+            "counter",
+            "packets that took the AF_XDP path",
+            f.slow_packets,
+        ),
+        (
+            "xdpvs_fast_path_installs_total",
+            "counter",
+            "flow cache entries installed",
+            f.installs,
+        ),
+        (
+            "xdpvs_fast_path_removes_total",
+            "counter",
+            "flow cache entries removed",
+            f.removes,
+        ),
+        (
+            "xdpvs_fast_path_install_failed_total",
+            "counter",
+            "flows the full cache refused (they stay on the AF_XDP path)",
+            f.install_failed,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        let _ = writeln!(o, "{name} {v}");
+    }
 }
 
 /// Connection sync counters (`[sync]`).

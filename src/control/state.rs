@@ -20,6 +20,7 @@ use crate::config::schema::{Config, OnFailure, RealConfig};
 use crate::control::announce::{live_weights, Announcer, T_ANNOUNCE_BASE};
 use crate::control::api::{RealSpec, Request, Response};
 use crate::control::health::configured_checks;
+use crate::control::status::FastPathStatus;
 use crate::control::status::{
     dest_totals, services_status, ConnRow, Counters, DumpRow, Rates, Reports, ShardStatus, Status,
     LATENCY_BUCKETS_NS,
@@ -27,6 +28,7 @@ use crate::control::status::{
 use crate::dataplane::counters::ShardCounters;
 use crate::service::model::{DestId, FwdMethod, ServiceKey};
 use crate::service::snapshot::Snapshot;
+use crate::shard::engine::DestCounters;
 use crate::shard::verdict::DropReason;
 
 /// Identity of a real server across rebuilds: (service, address, port).
@@ -72,6 +74,16 @@ pub struct ControlState {
     /// The routing daemon's announce and quorum commands (driven by the
     /// control loop; told of every applied config and health change).
     pub announce: Announcer,
+    /// The XDP flow cache (fast path), read for counters.
+    pub flows: Option<crate::xdp::FlowCache>,
+}
+
+/// What the fast path's live entries counted.
+#[derive(Clone, Copy, Debug, Default)]
+struct LiveFlows {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
 }
 
 /// Drops in one rate interval (about 2 s) that make a log line.
@@ -90,6 +102,7 @@ impl ControlState {
         announce.configure(&cfg, &live_weights(&cfg, &|rk| down.contains_key(rk)));
         ControlState {
             announce,
+            flows: None,
             periodic: None,
             path,
             cfg,
@@ -288,7 +301,7 @@ impl ControlState {
             .unwrap_or(0.0);
         let first = self.last_rate.is_none();
         self.last_rate = Some(now);
-        let totals = dest_totals(&self.reports);
+        let (totals, _) = self.totals();
         for (id, c) in totals {
             let cur = Counters::from_dest(&c);
             let e = self.rates.entry(id).or_insert((cur, Rates::default()));
@@ -298,6 +311,35 @@ impl ControlState {
             }
             e.0 = cur;
         }
+    }
+
+    /// The shards' counters per real server plus what the fast path
+    /// counted on its live entries (removed entries are already folded into
+    /// the shards' counters), and the live entries' totals.
+    fn totals(&self) -> (HashMap<DestId, DestCounters>, LiveFlows) {
+        let mut totals = dest_totals(&self.reports);
+        let mut live = LiveFlows::default();
+        if let Some(f) = &self.flows {
+            match f.all() {
+                Ok(all) => {
+                    for (_, u) in all {
+                        live.flows += 1;
+                        live.packets += u.packets;
+                        live.bytes += u.bytes;
+                        let t = totals.entry(DestId(u.dest)).or_default();
+                        if u.reply {
+                            t.outpkts += u.packets;
+                            t.outbytes += u.bytes;
+                        } else {
+                            t.inpkts += u.packets;
+                            t.inbytes += u.bytes;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("reading the XDP flow cache: {e}"),
+            }
+        }
+        (totals, live)
     }
 
     /// The listing: counters since the last `zero`.
@@ -313,7 +355,7 @@ impl ControlState {
 
     fn status_with(&self, base: &HashMap<DestId, Counters>) -> Status {
         let snap = self.snaps.load();
-        let totals = dest_totals(&self.reports);
+        let (totals, live) = self.totals();
         let mut services = services_status(&snap, &totals, base);
         for (s, svc) in services.iter_mut().zip(snap.services.iter()) {
             let cfg_svc = self.cfg.services.iter().find(|c| c.key == svc.key);
@@ -394,6 +436,7 @@ impl ControlState {
                 });
             }
         }
+        let slow_packets: u64 = shards.iter().map(|s| s.rx).sum();
         let mut latency_buckets = vec![0u64; LATENCY_BUCKETS_NS.len() + 1];
         let mut latency_sum_ns = 0;
         for slot in self.reports.iter() {
@@ -434,6 +477,28 @@ impl ControlState {
                 s
             }),
             announce: self.announce.status(),
+            fast_path: self.flows.as_ref().map(|f| {
+                let mut fp = FastPathStatus {
+                    on: snap.fast_path,
+                    flows: live.flows,
+                    capacity: u64::from(f.capacity()),
+                    packets: live.packets,
+                    bytes: live.bytes,
+                    ..FastPathStatus::default()
+                };
+                for slot in self.reports.iter() {
+                    if let Ok(r) = slot.report.lock() {
+                        let o = &r.engine.offload;
+                        fp.packets += o.fast_packets;
+                        fp.bytes += o.fast_bytes;
+                        fp.installs += o.installs;
+                        fp.removes += o.removes;
+                        fp.install_failed += o.install_failed;
+                    }
+                }
+                fp.slow_packets = slow_packets;
+                fp
+            }),
         }
     }
 

@@ -274,6 +274,55 @@ pub struct Status {
     /// The routing daemon's announce state and the services' quorum.
     #[serde(default)]
     pub announce: crate::control::announce::AnnounceStatus,
+    /// Flow offload into the XDP program (`[director] fast_path`), when
+    /// the director has one.
+    #[serde(default)]
+    pub fast_path: Option<FastPathStatus>,
+}
+
+/// The fast path (flow offload) as `xdpvs stats` and the metrics show it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    /// `[director] fast_path`.
+    pub on: bool,
+    /// Flows in the XDP flow cache now, and its capacity.
+    pub flows: u64,
+    pub capacity: u64,
+    /// Packets and bytes the XDP program forwarded (live entries plus
+    /// removed ones).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets that took the AF_XDP path (the shards' RX).
+    pub slow_packets: u64,
+    /// Entries the shards installed and removed, and installs the cache
+    /// refused (full: those flows stay on the AF_XDP path).
+    pub installs: u64,
+    pub removes: u64,
+    pub install_failed: u64,
+}
+
+impl FastPathStatus {
+    /// The `xdpvs stats` line.
+    pub fn render(&self) -> String {
+        let total = self.packets + self.slow_packets;
+        let pct = if total == 0 {
+            0.0
+        } else {
+            self.packets as f64 * 100.0 / total as f64
+        };
+        format!(
+            "fast path: {} flows {}/{} packets fast {} ({pct:.1}%) slow {} bytes fast {} installs {} removes {} install_failed {}\n",
+            if self.on { "on" } else { "off" },
+            self.flows,
+            self.capacity,
+            self.packets,
+            self.slow_packets,
+            self.bytes,
+            self.installs,
+            self.removes,
+            self.install_failed
+        )
+    }
 }
 
 /// One line of `xdpvs list --connections` (`ipvsadm -L -c`).

@@ -398,6 +398,7 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         reports.clone(),
     );
     state.set_shard_counters(running.counters());
+    state.flows = Some(flows.clone());
     // Addresses come and go (DHCP, an operator's `ip addr add`): the
     // local-address map follows them every 2 s.
     let locals_progs = att.progs.clone();

@@ -107,6 +107,8 @@ pub struct FlowUse {
     pub bytes: u64,
     /// The real server's id.
     pub dest: u32,
+    /// A NAT reply entry (real server -> client).
+    pub reply: bool,
 }
 
 impl FlowUse {
@@ -118,6 +120,7 @@ impl FlowUse {
             packets: u64_at(b, OFF_PACKETS),
             bytes: u64_at(b, OFF_BYTES),
             dest: u32::from_ne_bytes(d),
+            reply: b[18] == ACTION_SNAT,
         }
     }
 
@@ -186,7 +189,8 @@ impl FlowCache {
     }
 
     /// Every entry's use (for statistics), walking the map: bounded by its
-    /// capacity.
+    /// capacity. Two syscalls per entry (`BPF_MAP_LOOKUP_BATCH` would do
+    /// thousands per call; the control loop calls this every 2 s).
     pub fn all(&self) -> Result<Vec<(Proto, FlowUse)>, XdpError> {
         let mut out = Vec::new();
         let mut key = [0u8; FLOW_KEY_SIZE];
