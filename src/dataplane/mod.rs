@@ -152,6 +152,15 @@ pub struct RuntimeConfig {
     pub poll_timeout: Duration,
     /// Hand-off batches processed per loop iteration at most.
     pub inbox_batches_per_iter: usize,
+    /// Run the shard threads under `SCHED_FIFO` at this priority (1-99);
+    /// `None`: normal scheduling. A shard is a task: woken by a packet, it
+    /// waits until another task on its core ends its time slice (several
+    /// milliseconds under a compile, say), while the kernel's own
+    /// forwarding runs in softirq, which preempts any task. A real-time
+    /// shard preempts normal tasks at once. It sleeps whenever its rings
+    /// are empty, so normal tasks keep the rest of the core; under a
+    /// sustained overload the kernel's fair server still reserves them 5 %.
+    pub rt_priority: Option<u8>,
 }
 
 impl RuntimeConfig {
@@ -206,6 +215,11 @@ impl RuntimeConfig {
                 "poll_timeout must be > 0".to_string(),
             ));
         }
+        if self.rt_priority.is_some_and(|p| !(1..=99).contains(&p)) {
+            return Err(DataplaneError::Config(
+                "rt_priority must be in 1..=99".to_string(),
+            ));
+        }
         self.xsk.validate()
     }
 }
@@ -221,6 +235,7 @@ impl Default for RuntimeConfig {
             busy_poll: Duration::ZERO,
             poll_timeout: Duration::from_millis(10),
             inbox_batches_per_iter: 8,
+            rt_priority: None,
         }
     }
 }
@@ -335,6 +350,7 @@ impl ShardRuntime {
                 busy_poll: self.cfg.busy_poll,
                 poll_timeout: self.cfg.poll_timeout,
                 inbox_batches_per_iter: self.cfg.inbox_batches_per_iter,
+                rt_priority: self.cfg.rt_priority,
             };
             let f = factory.clone();
             let spawned = std::thread::Builder::new()
@@ -499,6 +515,16 @@ mod tests {
         let mut c = RuntimeConfig::per_queue(&[5], 1);
         c.poll_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn validate_checks_the_realtime_priority() {
+        let mut c = RuntimeConfig::per_queue(&[5], 1);
+        assert_eq!(c.rt_priority, None, "normal scheduling by default");
+        for (p, ok) in [(0, false), (1, true), (99, true), (100, false)] {
+            c.rt_priority = Some(p);
+            assert_eq!(c.validate().is_ok(), ok, "{p}");
+        }
     }
 
     #[test]
