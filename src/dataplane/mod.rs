@@ -160,6 +160,8 @@ pub struct RuntimeConfig {
     /// shard preempts normal tasks at once. It sleeps whenever its rings
     /// are empty, so normal tasks keep the rest of the core; under a
     /// sustained overload the kernel's fair server still reserves them 5 %.
+    /// Excludes `busy_poll` (a spinning real-time shard starves the kernel
+    /// work of its core: frames come back late and the fill ring runs dry).
     pub rt_priority: Option<u8>,
 }
 
@@ -218,6 +220,16 @@ impl RuntimeConfig {
         if self.rt_priority.is_some_and(|p| !(1..=99).contains(&p)) {
             return Err(DataplaneError::Config(
                 "rt_priority must be in 1..=99".to_string(),
+            ));
+        }
+        if self.rt_priority.is_some() && !self.busy_poll.is_zero() {
+            // Measured: a real-time shard spinning 20 us after each batch at
+            // 150 kpps starved its core's kernel work (frames came back too
+            // late: fill ring empty, 1.7 % lost, p99 3.8 ms).
+            return Err(DataplaneError::Config(
+                "rt_priority and busy_poll exclude each other: a real-time shard that \
+                 spins starves the kernel work of its core"
+                    .to_string(),
             ));
         }
         self.xsk.validate()
@@ -525,6 +537,9 @@ mod tests {
             c.rt_priority = Some(p);
             assert_eq!(c.validate().is_ok(), ok, "{p}");
         }
+        c.rt_priority = Some(10);
+        c.busy_poll = Duration::from_micros(20);
+        assert!(c.validate().is_err(), "real-time and busy-poll together");
     }
 
     #[test]
