@@ -227,7 +227,8 @@ director_stop() {
     fi
 }
 
-# Make the running data-path process's shard threads SCHED_FIFO ($SHARD_RT).
+# Make the running xdpvs's shard threads SCHED_FIFO ($SHARD_RT): `xdpvs run`
+# has no setting for it yet (xdpvs-bare takes --rt-priority).
 shard_realtime() {
     [ "$SHARD_RT" -gt 0 ] 2>/dev/null || return 0
     local t
@@ -253,10 +254,7 @@ dir_proc_start() {
         ip netns exec xdpvs-dir nice -n "$NICE" "$@" >>"$log" 2>&1 &
         DIR_PID=$!
         for i in $(seq 1 200); do
-            if grep -q forwarding "$log"; then
-                shard_realtime
-                return 0
-            fi
+            grep -q forwarding "$log" && return 0
             kill -0 "$DIR_PID" 2>/dev/null || break
             sleep 0.1
         done
@@ -271,6 +269,7 @@ dir_proc_start() {
 director_start() { # $1 = generic|native
     xdpvs_config "$1" >"$DIR_CFG"
     dir_proc_start xdpvs "$OUT/director-$1.log" "$BIN/xdpvs" run --config "$DIR_CFG"
+    shard_realtime
 }
 
 # The bare AF_XDP forwarder (perf/bare): xdpvs's XDP filter, AF_XDP runtime
@@ -278,8 +277,10 @@ director_start() { # $1 = generic|native
 bare_start() {
     local macs
     macs=$(IFS=,; echo "${RS_MACS[*]}")
+    local rt=()
+    if [ "$SHARD_RT" -gt 0 ] 2>/dev/null; then rt=(--rt-priority "$SHARD_RT"); fi
     dir_proc_start xdpvs-bare "$OUT/bare.log" "$BIN/xdpvs-bare" --iface dr0 --mode generic \
-        --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs"
+        --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs" "${rt[@]}"
 }
 
 # RPS mask of the director's interface (0 = off).
