@@ -7,7 +7,8 @@
 # alternating rounds, through:
 #   xdpvs-generic / xdpvs-native  xdpvs run: DR, one fwmark service (UDP+TCP
 #                                 ports 10000-10099 of VIP 198.18.0.100), /24
-#                                 persistence, 3 real servers, one shard on CPU 1
+#                                 persistence, 3 real servers, one shard on CPU 1,
+#                                 prefault = true, the shard thread SCHED_FIFO
 #   kernel-fwd                    the director namespace routes the VIP to a real
 #                                 server (ip_forward, RPS on CPU 1): the physical
 #                                 reference
@@ -80,6 +81,13 @@ CONFIGS=(xdpvs-generic xdpvs-native kernel-fwd nft-dnat afxdp-bare)
 # threads run at this nice level, so that other work on a shared machine
 # disturbs the measurement less (restored on exit).
 NICE=-19
+# The shard threads of xdpvs and xdpvs-bare run under SCHED_FIFO at this
+# priority (0: normal tasks). The kernel baselines forward in softirq, which
+# preempts any task at once; a shard is a task, and woken by a packet it
+# waits for the running task's time slice to end (milliseconds when another
+# session compiles on the machine): that wait, not the AF_XDP path, was most
+# of xdpvs's p99 at the common rate (issue 15).
+SHARD_RT=${SHARD_RT:-10}
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$ROOT/perf/results/$STAMP}
@@ -183,6 +191,10 @@ control_socket = "$SOCK"
 metrics = "off"
 log_level = "info"
 conn_capacity = 4194304
+# Tables faulted in at start: otherwise the first packets of new flows take
+# the page faults of a fresh 4M-entry table (~36 % of the shard's time while
+# the 16384 flows arrive, a ~100 ms backlog of several ms at 150 kpps).
+prefault = true
 
 [[fwmark]]
 mark = 1
@@ -215,6 +227,18 @@ director_stop() {
     fi
 }
 
+# Make the running xdpvs's shard threads SCHED_FIFO ($SHARD_RT): `xdpvs run`
+# has no setting for it yet (xdpvs-bare takes --rt-priority).
+shard_realtime() {
+    [ "$SHARD_RT" -gt 0 ] 2>/dev/null || return 0
+    local t
+    for t in /proc/"$DIR_PID"/task/*; do
+        case "$(cat "$t/comm" 2>/dev/null)" in
+        xdpvs-shard-*) chrt -f -p "$SHARD_RT" "${t##*/}" >>"$LOG" 2>&1 || say "chrt failed for ${t##*/}" ;;
+        esac
+    done
+}
+
 # Start a data-path process in the director namespace (its pid in DIR_PID)
 # and wait for its "forwarding" line; retry while a just-closed AF_XDP socket
 # still holds the queue (EBUSY).
@@ -245,6 +269,7 @@ dir_proc_start() {
 director_start() { # $1 = generic|native
     xdpvs_config "$1" >"$DIR_CFG"
     dir_proc_start xdpvs "$OUT/director-$1.log" "$BIN/xdpvs" run --config "$DIR_CFG"
+    shard_realtime
 }
 
 # The bare AF_XDP forwarder (perf/bare): xdpvs's XDP filter, AF_XDP runtime
@@ -252,8 +277,10 @@ director_start() { # $1 = generic|native
 bare_start() {
     local macs
     macs=$(IFS=,; echo "${RS_MACS[*]}")
+    local rt=()
+    if [ "$SHARD_RT" -gt 0 ] 2>/dev/null; then rt=(--rt-priority "$SHARD_RT"); fi
     dir_proc_start xdpvs-bare "$OUT/bare.log" "$BIN/xdpvs-bare" --iface dr0 --mode generic \
-        --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs"
+        --cpu "$DIR_CPU" --vip "$VIP" --ports "$PORTS" --to "$macs" "${rt[@]}"
 }
 
 # RPS mask of the director's interface (0 = off).

@@ -54,6 +54,9 @@ struct Args {
     /// Real servers' MACs, comma-separated.
     #[arg(long)]
     to: String,
+    /// Run the shard thread under SCHED_FIFO at this priority (1-99).
+    #[arg(long)]
+    rt_priority: Option<u8>,
 }
 
 struct Bare {
@@ -117,6 +120,7 @@ fn run(a: Args) -> Result<(), String> {
             cpu: a.cpu,
             queues: vec![QueueSpec { ifindex, queue: 0 }],
         }],
+        rt_priority: a.rt_priority,
         ..RuntimeConfig::default()
     };
     let rt = ShardRuntime::new(rcfg).map_err(|e| format!("AF_XDP: {e}"))?;

@@ -66,6 +66,10 @@ struct Args {
     /// RX ring entries per socket (power of two).
     #[arg(long, default_value_t = 8192)]
     ring: u32,
+    /// Write a latency timeline here: per 10 ms of send time (from the first
+    /// packet's timestamp), packets and their p50/max latency in µs.
+    #[arg(long)]
+    timeline: Option<String>,
 }
 
 // ---- a minimal XDP filter, assembled here and loaded with bpf() ----------
@@ -253,6 +257,10 @@ struct Totals {
     seen: Vec<u64>,
 }
 
+/// Timeline bucket (send time) and most buckets kept (10 minutes).
+const TL_BUCKET_NS: u64 = 10_000_000;
+const TL_MAX_BUCKETS: usize = 60_000;
+
 /// Sequence numbers tracked for duplicates (2^30 = 128 MiB of bitmap at most).
 const SEEN_LIMIT: u64 = 1 << 30;
 
@@ -375,6 +383,8 @@ fn run(a: &Args) -> Result<(), String> {
     let mut last_rx = start;
     let mut got_any = false;
     let mut frames: Vec<RxFrame> = Vec::with_capacity(256);
+    let mut tl_t0: Option<u64> = None;
+    let mut timeline: Vec<Vec<u32>> = Vec::new();
     let mut pfds: Vec<libc::pollfd> = ports
         .iter()
         .flat_map(|p| p.xsk.fds().collect::<Vec<_>>())
@@ -429,6 +439,18 @@ fn run(a: &Args) -> Result<(), String> {
                             }
                             if now >= ts {
                                 hist.saturating_record((now - ts).max(1));
+                                if a.timeline.is_some() {
+                                    let t0 = *tl_t0.get_or_insert(ts);
+                                    let b = (ts.saturating_sub(t0) / TL_BUCKET_NS) as usize;
+                                    if b < TL_MAX_BUCKETS {
+                                        if b >= timeline.len() {
+                                            timeline.resize_with(b + 1, Vec::new);
+                                        }
+                                        if let Some(v) = timeline.get_mut(b) {
+                                            v.push(((now - ts) / 1000) as u32);
+                                        }
+                                    }
+                                }
                             } else {
                                 t.clock_skew += 1;
                             }
@@ -506,6 +528,22 @@ fn run(a: &Args) -> Result<(), String> {
     println!("{summary}");
     if let Some(path) = &a.json {
         std::fs::write(path, format!("{summary}\n")).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if let Some(path) = &a.timeline {
+        let mut o = String::from("# ms packets p50_us max_us\n");
+        for (i, v) in timeline.iter_mut().enumerate() {
+            v.sort_unstable();
+            let p50 = v.get(v.len() / 2).copied().unwrap_or(0);
+            let max = v.last().copied().unwrap_or(0);
+            o.push_str(&format!(
+                "{} {} {} {}\n",
+                i as u64 * TL_BUCKET_NS / 1_000_000,
+                v.len(),
+                p50,
+                max
+            ));
+        }
+        std::fs::write(path, o).map_err(|e| format!("{path}: {e}"))?;
     }
     if let Some(path) = &a.hgrm {
         std::fs::write(path, hgrm(&hist, 1000.0)).map_err(|e| format!("{path}: {e}"))?;

@@ -39,6 +39,7 @@ pub(crate) struct WorkerInit {
     pub busy_poll: Duration,
     pub poll_timeout: Duration,
     pub inbox_batches_per_iter: usize,
+    pub rt_priority: Option<u8>,
 }
 
 struct Worker<E> {
@@ -59,6 +60,26 @@ fn pin(cpu: usize) {
     match ids.into_iter().find(|c| c.id == cpu) {
         Some(c) if core_affinity::set_for_current(c) => {}
         _ => tracing::warn!(cpu, "could not pin shard thread"),
+    }
+}
+
+/// Put the calling thread under `SCHED_FIFO` at `prio` (see
+/// `RuntimeConfig::rt_priority`); on failure (no CAP_SYS_NICE, or an
+/// RLIMIT_RTPRIO too low) it keeps normal scheduling, with a warning.
+fn set_realtime(prio: u8) {
+    let param = libc::sched_param {
+        sched_priority: i32::from(prio),
+    };
+    // SAFETY: sched_setscheduler(2) with pid 0 changes the policy of the
+    // calling thread only; `param` is a valid sched_param that outlives the
+    // call, and the kernel only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        tracing::warn!(
+            prio,
+            err = %std::io::Error::last_os_error(),
+            "could not make the shard thread real-time (SCHED_FIFO); it stays a normal task"
+        );
     }
 }
 
@@ -94,6 +115,9 @@ impl WorkerInit {
     pub(crate) fn run<E: PacketHandler>(self, factory: impl FnOnce(u16, u16) -> E) -> ShardStats {
         if let Some(cpu) = self.cpu {
             pin(cpu);
+        }
+        if let Some(p) = self.rt_priority {
+            set_realtime(p);
         }
         let engine = factory(self.id, self.n);
         let batch = self.xsk.batch() as usize;
