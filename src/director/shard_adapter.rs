@@ -130,6 +130,17 @@ impl ShardAdapter {
         self
     }
 
+    /// Switch to the published snapshot if it changed. Called per batch
+    /// and per tick: with the fast path a shard may see no packet for a
+    /// long time, and a reload must still reach its offloaded flows.
+    fn follow_snapshot(&mut self) {
+        let s = self.snaps.load();
+        if !Arc::ptr_eq(&s, self.engine.snapshot()) {
+            self.engine.set_snapshot(Arc::clone(&s));
+            self.engine.set_offload(self.flows.is_some() && s.fast_path);
+        }
+    }
+
     /// Carry out the engine's install and remove commands (one batch: the
     /// commands of the frames processed since the last call). What the fast
     /// path counted on a removed entry goes back into the real server's
@@ -266,11 +277,7 @@ impl ShardAdapter {
 
 impl PacketHandler for ShardAdapter {
     fn begin_batch(&mut self, _now: Millis) {
-        let s = self.snaps.load();
-        if !Arc::ptr_eq(&s, self.engine.snapshot()) {
-            self.engine.set_snapshot(Arc::clone(&s));
-            self.engine.set_offload(self.flows.is_some() && s.fast_path);
-        }
+        self.follow_snapshot();
         self.offload_turn();
     }
 
@@ -301,6 +308,7 @@ impl PacketHandler for ShardAdapter {
     }
 
     fn tick(&mut self, now: Millis) {
+        self.follow_snapshot();
         match &self.flows {
             Some(f) => self.engine.tick_seen(now, f),
             None => self.engine.tick(now),
