@@ -39,9 +39,10 @@ fn config(lab: &Lab, xdp: &str, fwd: &str) -> String {
     let nat_port = |p: u16| if fwd == "nat" { Some(p) } else { None };
     // The generic-mode run also runs the opt-in tuning: tables on huge
     // pages, faulted in at start, and a short busy poll before a shard
-    // sleeps.
+    // sleeps; and it runs without the fast path (every packet through the
+    // AF_XDP sockets and the shards).
     let tuning = if xdp == "generic" {
-        "hugepages = true\nprefault = true\nbusy_poll_us = 20"
+        "hugepages = true\nprefault = true\nbusy_poll_us = 20\nfast_path = false"
     } else {
         ""
     };
@@ -527,6 +528,10 @@ fn dr_generic_mode_forwards_with_persistence() {
         "shard plan:\n{log}"
     );
     assert_eq!(shard_counter(&log, "rx").len(), 1, "one shard:\n{log}");
+    // `fast_path = false`: the download's packets all crossed the shard
+    // (with the fast path, a handful do).
+    let rx: u64 = shard_counter(&log, "rx").iter().sum();
+    assert!(rx > 1_000, "fast_path = false, yet the shard saw {rx} packets:\n{log}");
     // `hugepages = true` (config above): every shard advised its tables.
     let thp =
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
