@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the system tools the lab, the demo and the tests use (never needed
+# Installs the system tools the lab, the demo and the tests use (clang-14
+# only checks that bpf/xdpvs.o matches its source; never needed
 # to *build* xdpvs: that takes only the Rust toolchain). Idempotent.
 set -euo pipefail
 need=()
-for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps keepalived:keepalived tshark:tshark bird:bird2; do
+for tool in ip:iproute2 ethtool:ethtool curl:curl socat:socat python3:python3 nft:nftables ping:iputils-ping sha256sum:coreutils pgrep:procps kill:procps keepalived:keepalived tshark:tshark bird:bird2 clang-14:clang-14; do
     cmd=${tool%%:*}; pkg=${tool##*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

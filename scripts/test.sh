@@ -22,6 +22,13 @@ cargo clippy --release --all-targets -- -D warnings
 if [[ -x scripts/layers.sh ]]; then
     scripts/layers.sh
 fi
+# The committed XDP objects are what their C sources compile to.
+if command -v clang-14 >/dev/null 2>&1; then
+    bpf/build.sh --check
+elif [[ ${CI:-} == true || ${CI:-} == 1 ]]; then
+    echo "xdpvs: CI is set but clang-14 is missing: cannot check bpf/*.o against bpf/*.c" >&2
+    exit 1
+fi
 cargo test --release --lib --bins --tests -- --test-threads=2
 
 # The Debian package (scripts/package.sh): builds it, checks its files, the
