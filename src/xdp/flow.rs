@@ -55,15 +55,22 @@ pub fn encode_key(k: &FlowKey) -> [u8; FLOW_KEY_SIZE] {
     b
 }
 
+/// Copy `bytes` into `out` at `off` (a layout constant: always in range).
+fn put(out: &mut [u8], off: usize, bytes: &[u8]) {
+    if let Some(d) = out.get_mut(off..off + bytes.len()) {
+        d.copy_from_slice(bytes);
+    }
+}
+
 /// Write `a` at the start of `out` (16 bytes); returns the family (4 | 6).
 fn put_addr(out: &mut [u8], a: IpAddr) -> u8 {
     match a {
         IpAddr::V4(v) => {
-            out[..4].copy_from_slice(&v.octets());
+            put(out, 0, &v.octets());
             4
         }
         IpAddr::V6(v) => {
-            out[..16].copy_from_slice(&v.octets());
+            put(out, 0, &v.octets());
             6
         }
     }
@@ -93,9 +100,9 @@ pub fn encode_entry(e: &OffloadEntry, installed_ns: u64) -> [u8; FLOW_VALUE_SIZE
 }
 
 fn u64_at(b: &[u8; FLOW_VALUE_SIZE], off: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[off..off + 8]);
-    u64::from_ne_bytes(w)
+    b.get(off..off + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 /// What the program recorded on one entry.

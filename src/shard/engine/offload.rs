@@ -80,7 +80,7 @@ impl Ctx<'_> {
             // IPIP and GUE stay on the AF_XDP path (see the README).
             _ => return,
         };
-        if !self.dests.get(&c.dest).is_some_and(|d| d.at.is_some()) {
+        if self.dests.get(&c.dest).is_none_or(|d| d.at.is_none()) {
             return;
         }
         let entry = OffloadEntry {
