@@ -98,11 +98,14 @@ NICE=-19
 # of xdpvs's p99 at the common rate (issue 15).
 SHARD_RT=${SHARD_RT:-10}
 # The threaded-NAPI kthreads of dr0 (xdpvs configs, xdp-drop) run under
-# SCHED_FIFO one above the shard: as softirq would, they preempt the shard
-# they feed. As normal tasks the real-time shard starved them while it set up
-# the 16384 new flows (veth's 256-entry ring overflowed before dr0: 1-1.6 %
-# lost and a p99 of 3 ms at 114 kpps). NAPI_RT=0: normal tasks.
-NAPI_RT=${NAPI_RT:-$((SHARD_RT > 0 ? SHARD_RT + 1 : 0))}
+# SCHED_FIFO at the shard's priority: neither preempts the other, each runs
+# until it has no work. As normal tasks the real-time shard starved them
+# while it set up the 16384 new flows (veth's 256-entry ring overflowed
+# before dr0: 1-1.6 % lost at the common rate, p99 3 ms); one above the shard
+# (as softirq would be) starved the shard under floods instead (2.5 % lost
+# with fast_path = false, live ACKs 0.09 Mpps instead of 0.19). NAPI_RT=0:
+# normal tasks.
+NAPI_RT=${NAPI_RT:-$SHARD_RT}
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=${OUT:-$ROOT/perf/results/$STAMP}
@@ -455,7 +458,7 @@ measure() {
     else
         nice -n "$NICE" "$BIN/xdpvs-sink" --cpu "$GEN_CPU" --netns xdpvs-rs1,xdpvs-rs2,xdpvs-rs3 --ports "$PORTS" \
             --run-id "$RUN_ID" --duration "$((secs + 20))" --idle-exit 0.5 \
-            --json "$sj" --hgrm "$hg" >"$so" 2>&1 &
+            --json "$sj" --hgrm "$hg" --timeline "$OUT/$tag.timeline" >"$so" 2>&1 &
         SINK_PID=$!
         for i in $(seq 1 100); do
             grep -q ready "$so" 2>/dev/null && break
@@ -542,6 +545,17 @@ rec = {
     "napi_cpu_pct": (int(n1) - int(n0)) / 1e7 / secs if int(n1) > 0 else None,
     "per_rs": [p["received"] for p in sink["ports"]],
 }
+# The timeline (per 10 ms of send time: packets, p50, max): when the tail
+# happened. warm_ms = end of the last 10 ms with a p50 above 200 us (0: none);
+# max_after_us = the largest latency from 500 ms on (every flow long
+# established by then at the bench's rates).
+try:
+    tl = [list(map(int, l.split())) for l in open(tag_tl := sj.replace(".sink.json", ".timeline")) if l[0] != "#"]
+    hot = [b[0] + 10 for b in tl if b[1] and b[2] > 200]
+    rec["warm_ms"] = max(hot) if hot else 0
+    rec["max_after_us"] = max([b[3] for b in tl if b[0] >= 500 and b[1]] or [0])
+except Exception:
+    pass
 if fpa or fpb:
     rec["fast_pkts"] = fpb.get("packets", 0) - fpa.get("packets", 0)
     rec["slow_pkts"] = fpb.get("slow_packets", 0) - fpa.get("slow_packets", 0)
@@ -563,7 +577,8 @@ if "fast_pkts" in r:
 print("   %-14s %-6s offered %6.3f Mpps  %s %6.3f Mpps  drop %5.2f%%  p50 %7.1f us  p99 %8.1f us  cpu0 %3.0f%% (softirq %3.0f%%)  cpu1 %3.0f%% (softirq %3.0f%%, xdpvs %s, napi %s)  per-rs %s%s" % (
     r["config"], r["phase"], r["offered_pps"] / 1e6, "dr0 rx   " if r["config"] == "xdp-drop" else "delivered", r["pps"] / 1e6,
     r["drop_pct"], l["p50"], l["p99"], r["gen_cpu_pct"], r["gen_softirq_pct"], r["dir_cpu_pct"],
-    r["dir_softirq_pct"], "-" if x is None else "%.0f%%" % x, "-" if n is None else "%.0f%%" % n, r["per_rs"], fp))' | tee -a "$LOG" >&2
+    r["dir_softirq_pct"], "-" if x is None else "%.0f%%" % x, "-" if n is None else "%.0f%%" % n, r["per_rs"], fp)
+    + ("  [p50 > 200 us until %d ms; max after 500 ms %d us]" % (r["warm_ms"], r["max_after_us"]) if "warm_ms" in r else ""))' | tee -a "$LOG" >&2
 }
 
 # ---- phase 1: maximum throughput ---------------------------------------------
@@ -797,7 +812,8 @@ for c in lat_configs:
           med([r["drop_pct"] for r in rs]), L("p50"), L("p90"), L("p99"), L("p999"), L("max"), med([r["dir_cpu_pct"] for r in rs]),
           "%.0f" % med(xc) if xc else "-"))
     for r in rs:
-        print("%-14s   histogram: %s" % ("", r["hgrm"]))
+        print("%-14s   histogram: %s; p50 above 200 us until %s ms of the run, max after 500 ms %s us" % (
+            "", r["hgrm"], r.get("warm_ms", "?"), r.get("max_after_us", "?")))
 print()
 print("Phase 3: scale")
 for c in ["xdpvs-native", "nft-dnat", "kernel-fwd"]:
@@ -839,8 +855,17 @@ bare = mx.get("afxdp-bare", float("nan"))
 print("Ceiling: a bare AF_XDP forwarder (same XDP filter, runtime and loop, MAC rewrite only) %.3f Mpps = %.2fx kernel forwarding; xdpvs-slowpath is %.2fx of it" % (
     bare, bare / kf, slow / bare))
 drop = mx.get("xdp-drop", float("nan"))
-print("Ceiling: XDP_DROP on dr0 (threaded NAPI on CPU 1; rate = dr0 RX) %.3f Mpps = %.2fx kernel forwarding; xdpvs (%s) is %.2fx of it%s" % (
-    drop, drop / kf, best, xd / drop, " (at the ceiling: the generator is the limit)" if xd / drop >= 0.9 else ""))
+print("Ceiling: XDP_DROP on dr0 (threaded NAPI on CPU 1; rate = dr0 RX) %.3f Mpps = %.2fx kernel forwarding; xdpvs (%s) is %.2fx of it" % (
+    drop, drop / kf, best, xd / drop))
+# Who limits whom: a config that takes (nearly) all the generator offers is
+# limited by the generator (CPU 0), one that leaves frames at dr0's door by
+# the director (CPU 1).
+def limit(c):
+    rs = pick("max", c)
+    d = med([r["drop_pct"] for r in rs])
+    return "%s %.3f of %.3f offered (%s)" % (c, mx[c], med([r["offered_pps"] for r in rs]) / 1e6,
+        "generator-limited" if d < 3.0 else "director-limited, %.0f%% left at dr0" % d)
+print("Limits: " + "; ".join(limit(c) for c in ["xdp-drop", "xdpvs-generic", "xdpvs-native", "kernel-fwd"]))
 print("SUMMARY xdpvs_mpps=%.3f kernel_fwd_mpps=%.3f nft_dnat_mpps=%.3f vs_kernel=%.2f vs_nft=%.2f p99_us=%.1f idle_cpu_pct=%.3f p99_vs_kernel=%.2f" % (
     xd, kf, nf, xd / kf, xd / nf, p99x, idle_pct, p99_vs_kernel))
 PY
