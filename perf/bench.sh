@@ -550,7 +550,7 @@ rec = {
 # max_after_us = the largest latency from 500 ms on (every flow long
 # established by then at the bench's rates).
 try:
-    tl = [list(map(int, l.split())) for l in open(tag_tl := sj.replace(".sink.json", ".timeline")) if l[0] != "#"]
+    tl = [list(map(int, l.split())) for l in open(sj.replace(".sink.json", ".timeline")) if l[0] != "#"]
     hot = [b[0] + 10 for b in tl if b[1] and b[2] > 200]
     rec["warm_ms"] = max(hot) if hot else 0
     rec["max_after_us"] = max([b[3] for b in tl if b[0] >= 500 and b[1]] or [0])
