@@ -296,6 +296,12 @@ director_start() { # $1 = generic|native, $2 = log name, $3 = extra [director] l
     xdpvs_config "$1" "${3:-}" >"$DIR_CFG"
     dir_proc_start xdpvs "$OUT/director-$2.log" "$BIN/xdpvs" run --config "$DIR_CFG"
     shard_realtime
+    # XDPVS_CTRL_CPU=N: move xdpvs's control thread (the main thread, which
+    # xdpvs puts on a core without a shard: CPU 0 here, the generator's and
+    # the sink's) to CPU N (an experiment; unset: left where xdpvs put it).
+    if [ -n "${XDPVS_CTRL_CPU:-}" ]; then
+        taskset -pc "$XDPVS_CTRL_CPU" "$DIR_PID" >>"$LOG" 2>&1 || say "taskset of the control thread failed"
+    fi
 }
 
 # Threaded NAPI for dr0, its kthreads (napi/dr0-*) pinned to the director's
