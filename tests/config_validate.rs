@@ -224,6 +224,30 @@ fn director_values() {
         "unknown xdp_mode \"offload\" (expected one of native, generic)",
     );
     expect_err(
+        &d("fast_path_capacity = 300000000"),
+        "fast_path_capacity",
+        "director.fast_path_capacity",
+        "300000000 is out of range (0-268435456; 0: conn_capacity x shards)",
+    );
+    expect_err(
+        &d("shard_rt_priority = 100"),
+        "shard_rt_priority",
+        "director.shard_rt_priority",
+        "100 is out of range (0-99; 0: normal tasks)",
+    );
+    expect_err(
+        &d("shard_rt_priority = 10\nbusy_poll_us = 20"),
+        "shard_rt_priority",
+        "director.shard_rt_priority",
+        "a real-time shard must not busy-poll",
+    );
+    expect_err(
+        &d("fast_path = \"yes\""),
+        "fast_path",
+        "director.fast_path",
+        "a boolean (true or false)",
+    );
+    expect_err(
         &d("metrics = \"localhost\""),
         "metrics",
         "director.metrics",
@@ -1317,4 +1341,20 @@ fn exec_checks_and_notify_rules() {
         .unwrap()
         .unwrap();
     assert_eq!(h.port, 0);
+}
+
+#[test]
+fn fast_path_default_off_switch_and_round_trip() {
+    let c = ok(&cfg(WEB));
+    assert!(c.director.fast_path, "on by default");
+    assert_eq!(c.director.fast_path_capacity, 0);
+    let snap = xdpvs::config::build_snapshot(&c, None).unwrap();
+    assert!(snap.fast_path);
+    let text = format!("{DIRECTOR}fast_path = false\nfast_path_capacity = 4096\n{WEB}");
+    let c = ok(&text);
+    assert!(!c.director.fast_path);
+    assert_eq!(c.director.fast_path_capacity, 4096);
+    assert!(!xdpvs::config::build_snapshot(&c, None).unwrap().fast_path);
+    let again = ok(&c.to_toml());
+    assert_eq!(again.director, c.director);
 }

@@ -415,3 +415,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_whole_cache_is_read_in_batches() {
+    if skip("the_whole_cache_is_read_in_batches") {
+        return;
+    }
+    let (_, c) = cases().swap_remove(0);
+    let (_, entries) = establish(&c);
+    let prog = XdpProgram::load().unwrap();
+    let mut e = entries[0];
+    // More than one batch (1024 a call), across many buckets.
+    for i in 0..2500u16 {
+        e.key.sport = 1000 + i;
+        e.dest = xdpvs::service::model::DestId(u32::from(i % 7));
+        prog.flows().install(&e, 1).unwrap();
+    }
+    let all = prog.flows().all().unwrap();
+    assert_eq!(all.len(), 2500);
+    let mut by_dest = [0usize; 7];
+    for (_, u) in &all {
+        by_dest[u.dest as usize] += 1;
+    }
+    assert_eq!(by_dest.iter().sum::<usize>(), 2500);
+    assert!(by_dest.iter().all(|&n| n >= 357), "{by_dest:?}");
+}

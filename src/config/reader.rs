@@ -501,6 +501,9 @@ impl Reader {
         if let Some(n) = self.uint_opt(t, "fast_path_capacity") {
             d.fast_path_capacity = n;
         }
+        if let Some(n) = self.uint_opt(t, "shard_rt_priority") {
+            d.shard_rt_priority = n;
+        }
         d
     }
 

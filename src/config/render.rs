@@ -129,6 +129,7 @@ fn write_config(o: &mut String, cfg: &Config) -> std::fmt::Result {
     writeln!(o, "sloppy_udp = {}", d.sloppy_udp)?;
     writeln!(o, "fast_path = {}", d.fast_path)?;
     writeln!(o, "fast_path_capacity = {}", d.fast_path_capacity)?;
+    writeln!(o, "shard_rt_priority = {}", d.shard_rt_priority)?;
     writeln!(o)?;
     let t = cfg.timeouts;
     writeln!(o, "[timeouts]")?;

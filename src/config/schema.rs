@@ -100,6 +100,7 @@ pub(crate) const DIRECTOR_KEYS: &[&str] = &[
     "sloppy_udp",
     "fast_path",
     "fast_path_capacity",
+    "shard_rt_priority",
 ];
 
 /// `[director]`: process-wide settings.
@@ -154,6 +155,11 @@ pub struct Director {
     /// Most flows in the XDP flow cache (a NAT connection takes two); 0:
     /// `conn_capacity` times the number of shards. Read at start.
     pub fast_path_capacity: u32,
+    /// Run the shard threads under SCHED_FIFO at this priority (1-99); 0
+    /// (default): normal tasks. A woken real-time shard does not wait for
+    /// the time slice of another task on its core (p99 of new flows);
+    /// excludes `busy_poll_us`.
+    pub shard_rt_priority: u32,
 }
 
 impl Default for Director {
@@ -181,6 +187,7 @@ impl Default for Director {
             sloppy_udp: false,
             fast_path: true,
             fast_path_capacity: 0,
+            shard_rt_priority: 0,
         }
     }
 }

@@ -268,6 +268,22 @@ impl Validator<'_> {
                 ),
             );
         }
+        if d.shard_rt_priority > 99 {
+            self.err(
+                "director.shard_rt_priority",
+                format!(
+                    "{} is out of range (0-99; 0: normal tasks)",
+                    d.shard_rt_priority
+                ),
+            );
+        } else if d.shard_rt_priority > 0 && d.busy_poll_us > 0 {
+            self.err(
+                "director.shard_rt_priority",
+                "a real-time shard must not busy-poll (busy_poll_us = 0): it would starve \
+                 the kernel's work on its core"
+                    .to_string(),
+            );
+        }
         if d.busy_poll_us > 1_000_000 {
             self.err(
                 "director.busy_poll_us",

@@ -229,6 +229,9 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
     let rcfg = RuntimeConfig {
         shards,
         busy_poll: Duration::from_micros(u64::from(cfg.director.busy_poll_us)),
+        rt_priority: u8::try_from(cfg.director.shard_rt_priority)
+            .ok()
+            .filter(|p| *p > 0),
         ..RuntimeConfig::default()
     };
     let runtime = ShardRuntime::new(rcfg).map_err(|e| format!("AF_XDP sockets: {e}"))?;

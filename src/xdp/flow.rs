@@ -195,22 +195,19 @@ impl FlowCache {
         }
     }
 
-    /// Every entry's use (for statistics), walking the map: bounded by its
-    /// capacity. Two syscalls per entry (`BPF_MAP_LOOKUP_BATCH` would do
-    /// thousands per call; the control loop calls this every 2 s).
+    /// Every entry's use (for statistics): `BPF_MAP_LOOKUP_BATCH`, a
+    /// thousand entries a call.
     pub fn all(&self) -> Result<Vec<(Proto, FlowUse)>, XdpError> {
         let mut out = Vec::new();
-        let mut key = [0u8; FLOW_KEY_SIZE];
-        let mut has = self.map.next_key(None, &mut key)?;
-        let mut v = [0u8; FLOW_VALUE_SIZE];
-        while has && out.len() < self.capacity() as usize {
-            if self.map.lookup(&key, &mut v)? {
-                let proto = Proto::from_number(key[36]).unwrap_or(Proto::Tcp);
-                out.push((proto, FlowUse::of(&v)));
+        self.map.for_each_batch(|k, v| {
+            let proto = k
+                .get(36)
+                .and_then(|p| Proto::from_number(*p))
+                .unwrap_or(Proto::Tcp);
+            if let Ok(v) = <&[u8; FLOW_VALUE_SIZE]>::try_from(v) {
+                out.push((proto, FlowUse::of(v)));
             }
-            let cur = key;
-            has = self.map.next_key(Some(&cur), &mut key)?;
-        }
+        })?;
         Ok(out)
     }
 }

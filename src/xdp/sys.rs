@@ -20,6 +20,7 @@ const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
+const BPF_MAP_LOOKUP_BATCH: u32 = 24;
 /// `map_flags`: a hash map allocates entries as they are inserted instead of
 /// reserving its whole capacity at creation.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -92,6 +93,23 @@ struct MapElemAttr {
     value: u64,
     flags: u64,
 }
+
+/// The `batch` member of `union bpf_attr` (`BPF_MAP_*_BATCH`).
+#[repr(C)]
+#[derive(Default)]
+struct MapBatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Entries read per `BPF_MAP_LOOKUP_BATCH` call.
+const BATCH: usize = 1024;
 
 #[repr(C)]
 #[derive(Default)]
@@ -351,6 +369,59 @@ impl BpfMap {
                 self.name.as_str(),
                 e,
             )),
+        }
+    }
+
+    /// Every entry, read with `BPF_MAP_LOOKUP_BATCH` ([`BATCH`] entries a
+    /// call; hash maps, 5.6+): `f(key, value)` for each. At most
+    /// `max_entries` entries are visited. Entries added or removed during
+    /// the walk may or may not be seen, as with any walk of a live map.
+    pub fn for_each_batch(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<usize, XdpError> {
+        let (ks, vs) = (self.key_size.max(1), self.value_size.max(1));
+        let mut keys = vec![0u8; ks * BATCH];
+        let mut values = vec![0u8; vs * BATCH];
+        // Hash maps' batch token is a bucket index (u32); 8 bytes is room
+        // for any map type's.
+        let mut token_in = [0u8; 8];
+        let mut token_out = [0u8; 8];
+        let mut first = true;
+        let mut seen = 0usize;
+        loop {
+            let mut attr = MapBatchAttr {
+                in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+                out_batch: token_out.as_mut_ptr() as u64,
+                keys: keys.as_mut_ptr() as u64,
+                values: values.as_mut_ptr() as u64,
+                count: BATCH as u32,
+                map_fd: fd_u32(self.fd.as_fd()),
+                ..Default::default()
+            };
+            // SAFETY: in_batch is NULL or an 8-byte live buffer (read);
+            // out_batch an 8-byte live buffer (written, at most the map's
+            // token size, 4 bytes for hash maps); keys and values are live
+            // buffers of `count` keys and values of this map's sizes, which
+            // the kernel fills with at most `count` entries. Not per-CPU.
+            let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+            let n = (attr.count as usize).min(BATCH);
+            for i in 0..n {
+                if let (Some(k), Some(v)) = (
+                    keys.get(i * ks..(i + 1) * ks),
+                    values.get(i * vs..(i + 1) * vs),
+                ) {
+                    f(k, v);
+                }
+            }
+            seen += n;
+            match r {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(seen),
+                Err(e) => return Err(XdpError::sys("BPF_MAP_LOOKUP_BATCH", self.name.as_str(), e)),
+            }
+            if seen >= self.max_entries as usize {
+                return Ok(seen);
+            }
+            token_in = token_out;
+            first = false;
         }
     }
 
