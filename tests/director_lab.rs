@@ -7,14 +7,14 @@
 //! and run one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 mod labkit;
 
-use labkit::reals;
+use labkit::{reals, sha256_file};
 use xdpvs_lab::demo::DirectorProcess;
 use xdpvs_lab::{Lab, LabMode, Request, Response};
 
@@ -148,18 +148,6 @@ fn all_ok(what: &str, reqs: &[Request], res: &[Response], log: &str) {
             q.src, q.dst, q.port, r.error, r.status
         );
     }
-}
-
-fn sha256_file(p: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Sum of `key N` fields over the "shard i:" lines of the final counters.

@@ -25,7 +25,7 @@ use xdpvs::control::status::{ConnRow, Status};
 
 mod labkit;
 
-use labkit::{director_section, exe, lab_lock, reals, start_echo, Held};
+use labkit::{director_section, exe, lab_lock, reals, sha256_file, start_echo, Held};
 use xdpvs_lab::demo::DirectorProcess;
 use xdpvs_lab::{Lab, LabMode, Request};
 
@@ -167,18 +167,6 @@ impl Env {
     fn shard_sum(&self, f: impl Fn(&xdpvs::control::status::ShardStatus) -> u64) -> u64 {
         self.status().shards.iter().map(f).sum()
     }
-}
-
-fn sha256_file(p: &std::path::Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// A UDP flow with a fixed source port: `n` datagrams `every` apart, each

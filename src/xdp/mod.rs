@@ -338,20 +338,7 @@ impl XdpProgram {
     /// device in the caller's network namespace with more than `rx_queue`
     /// RX queues (the kernel checks).
     pub fn test_run(&self, frame: &[u8], ifindex: u32, rx_queue: u32) -> Result<u32, XdpError> {
-        if !(14..=MAX_TEST_FRAME).contains(&frame.len()) {
-            return Err(XdpError::FrameSize {
-                len: frame.len(),
-                min: 14,
-                max: MAX_TEST_FRAME,
-            });
-        }
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex }
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
-        let mut ctx = [0u8; 24];
-        for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
-            dst.copy_from_slice(&v.to_ne_bytes());
-        }
+        let ctx = test_ctx(frame, ifindex, rx_queue)?;
         let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1, None)?;
         Ok(run.retval)
     }
@@ -364,23 +351,30 @@ impl XdpProgram {
         ifindex: u32,
         rx_queue: u32,
     ) -> Result<(u32, Vec<u8>), XdpError> {
-        if !(14..=MAX_TEST_FRAME).contains(&frame.len()) {
-            return Err(XdpError::FrameSize {
-                len: frame.len(),
-                min: 14,
-                max: MAX_TEST_FRAME,
-            });
-        }
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
-        let mut ctx = [0u8; 24];
-        for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
-            dst.copy_from_slice(&v.to_ne_bytes());
-        }
+        let ctx = test_ctx(frame, ifindex, rx_queue)?;
         let mut out = vec![0u8; MAX_TEST_FRAME + 256];
         let run = sys::prog_test_run(self.prog.as_fd(), frame, Some(&ctx), 1, Some(&mut out))?;
         out.truncate(run.data_out);
         Ok((run.retval, out))
     }
+}
+
+/// The `struct xdp_md` of a test run of `frame` (size checked): data,
+/// data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+fn test_ctx(frame: &[u8], ifindex: u32, rx_queue: u32) -> Result<[u8; 24], XdpError> {
+    if !(14..=MAX_TEST_FRAME).contains(&frame.len()) {
+        return Err(XdpError::FrameSize {
+            len: frame.len(),
+            min: 14,
+            max: MAX_TEST_FRAME,
+        });
+    }
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, rx_queue, 0];
+    let mut ctx = [0u8; 24];
+    for (dst, v) in ctx.chunks_exact_mut(4).zip(md) {
+        dst.copy_from_slice(&v.to_ne_bytes());
+    }
+    Ok(ctx)
 }
 
 fn read_keys(map: &BpfMap) -> Result<Vec<AddrKey>, XdpError> {

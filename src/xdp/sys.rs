@@ -331,26 +331,28 @@ impl BpfMap {
 
     /// `BPF_MAP_LOOKUP_ELEM` into `value`. Returns false if the key is absent.
     pub fn lookup(&self, key: &[u8], value: &mut [u8]) -> Result<bool, XdpError> {
-        self.check("key", self.key_size, key.len())?;
-        self.check("value", self.value_size, value.len())?;
-        let mut attr = MapElemAttr {
-            map_fd: fd_u32(self.fd.as_fd()),
-            key: key.as_ptr() as u64,
-            value: value.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        // SAFETY: key (read) and value (written) are live buffers of exactly
-        // key_size and value_size bytes; this is not a per-CPU map.
-        match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(XdpError::sys("BPF_MAP_LOOKUP_ELEM", self.name.as_str(), e)),
-        }
+        self.read_elem(BPF_MAP_LOOKUP_ELEM, "BPF_MAP_LOOKUP_ELEM", key, value)
     }
 
     /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` into `value` (hash maps, 5.14+).
     /// Returns false if the key was absent.
     pub fn lookup_and_delete(&self, key: &[u8], value: &mut [u8]) -> Result<bool, XdpError> {
+        self.read_elem(
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+            key,
+            value,
+        )
+    }
+
+    /// A command that reads the value of `key` into `value`.
+    fn read_elem(
+        &self,
+        cmd: u32,
+        op: &'static str,
+        key: &[u8],
+        value: &mut [u8],
+    ) -> Result<bool, XdpError> {
         self.check("key", self.key_size, key.len())?;
         self.check("value", self.value_size, value.len())?;
         let mut attr = MapElemAttr {
@@ -360,15 +362,12 @@ impl BpfMap {
             ..Default::default()
         };
         // SAFETY: key (read) and value (written) are live buffers of exactly
-        // key_size and value_size bytes; this is not a per-CPU map.
-        match unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
+        // key_size and value_size bytes; this is not a per-CPU map; `cmd` is
+        // one of the two element reads, which touch nothing else.
+        match unsafe { bpf(cmd, &mut attr) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(XdpError::sys(
-                "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
-                self.name.as_str(),
-                e,
-            )),
+            Err(e) => Err(XdpError::sys(op, self.name.as_str(), e)),
         }
     }
 

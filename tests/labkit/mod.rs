@@ -168,3 +168,16 @@ pub fn reals(lab: &Lab, key: &str, fwd: &str, weights: &[u32], port: Option<u16>
     }
     s
 }
+
+/// `sha256sum FILE` (the content a download must match).
+pub fn sha256_file(p: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
