@@ -9,6 +9,8 @@
 #                                 ports 10000-10099 of VIP 198.18.0.100), /24
 #                                 persistence, 3 real servers, one shard on CPU 1,
 #                                 prefault = true, the shard thread SCHED_FIFO;
+#                                 its control thread on CPU 1 too (below the
+#                                 shard), CPU 0 being the generator's;
 #                                 default fast path (flow offload: established
 #                                 flows forwarded by the XDP program itself);
 #                                 dr0's NAPI threaded, pinned to CPU 1
@@ -58,7 +60,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -296,11 +298,19 @@ director_start() { # $1 = generic|native, $2 = log name, $3 = extra [director] l
     xdpvs_config "$1" "${3:-}" >"$DIR_CFG"
     dir_proc_start xdpvs "$OUT/director-$2.log" "$BIN/xdpvs" run --config "$DIR_CFG"
     shard_realtime
-    # XDPVS_CTRL_CPU=N: move xdpvs's control thread (the main thread, which
-    # xdpvs puts on a core without a shard: CPU 0 here, the generator's and
-    # the sink's) to CPU N (an experiment; unset: left where xdpvs put it).
-    if [ -n "${XDPVS_CTRL_CPU:-}" ]; then
-        taskset -pc "$XDPVS_CTRL_CPU" "$DIR_PID" >>"$LOG" 2>&1 || say "taskset of the control thread failed"
+    # xdpvs's control thread (the main thread: reloads, stats, the flow
+    # cache walk) goes on a core without a shard, which on this 2-core
+    # machine is CPU 0: the generator's and the sinks', which stand in for
+    # other machines. Everything of the director runs on the director's CPU
+    # instead, as the kernel baselines' work does (RPS): the control thread
+    # below the real-time shard and NAPI threads, so it takes only what they
+    # leave. Otherwise a 10k-service reload (~0.4 s of CPU) starves the
+    # generator, whose catch-up bursts overflow veth's 256-frame ring (frames
+    # lost before they reach the director). XDPVS_CTRL_CPU=N chooses another
+    # CPU; XDPVS_CTRL_CPU= (empty) leaves it where xdpvs put it.
+    local ctrl=${XDPVS_CTRL_CPU-$DIR_CPU}
+    if [ -n "$ctrl" ]; then
+        taskset -pc "$ctrl" "$DIR_PID" >>"$LOG" 2>&1 || say "taskset of the control thread failed"
     fi
 }
 
