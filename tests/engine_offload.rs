@@ -12,8 +12,11 @@ use std::net::IpAddr;
 
 use engine_harness::wire_builder::{et_of, eth_in, tcp, udp, V4};
 use engine_harness::{ip, Harness};
-use xdpvs::service::model::{DestId, Millis};
+use xdpvs::service::model::{DestId, FwdMethod, Millis};
 use xdpvs::shard::offload::{FastPathSeen, FlowAction, OffloadCmd};
+use xdpvs::shard::restart::SavedConn;
+use xdpvs::shard::sync::{SyncItem, SyncSettings};
+use xdpvs::shard::tcp_state::TcpState;
 use xdpvs::shard::verdict::Verdict;
 use xdpvs::wire::flow::FlowKey;
 
@@ -293,5 +296,100 @@ fn switching_it_off_takes_every_entry_back() {
     assert_eq!(c.len(), 3);
     assert!(c.iter().all(|c| matches!(c, OffloadCmd::Remove { .. })));
     forwarded(&mut h, &dgram(5003));
+    assert!(cmds(&mut h).is_empty());
+}
+
+fn sync_of(h: &mut Harness) -> Vec<SyncItem> {
+    let mut v = Vec::new();
+    h.engine.take_sync(&mut v);
+    v
+}
+
+#[test]
+fn a_connection_kept_alive_by_the_fast_path_is_sent_to_the_peers_again() {
+    let mut h = engine("dr", "");
+    h.engine.set_sync(SyncSettings {
+        send: true,
+        period: 50,
+    });
+    let seen = Seen::default();
+    forwarded(&mut h, &seg(3000, SYN));
+    forwarded(&mut h, &seg(3000, ACK));
+    assert_eq!(cmds(&mut h).len(), 1, "offloaded");
+    let first = sync_of(&mut h);
+    assert!(
+        first
+            .iter()
+            .any(|i| matches!(i, SyncItem::Conn { conn, .. } if conn.cport == 3000 && (59_000..=61_000).contains(&conn.left_ms))),
+        "sent at ESTABLISHED: {first:?}"
+    );
+    // Only the fast path sees it now, every 10 s, for 3 minutes (tcp = 60 s):
+    // the engine sees no packet, so only its re-arming can tell the peers.
+    let mut resent = Vec::new();
+    for _ in 0..18 {
+        seen.at(3000, h.now);
+        advance(&mut h, 10_000, &seen);
+        for i in sync_of(&mut h) {
+            if let SyncItem::Conn { conn, .. } = i {
+                resent.push((h.now, conn));
+            }
+        }
+    }
+    assert_eq!(h.engine.conns().len(), 1, "alive on the engine's side");
+    assert!(resent.len() >= 2, "re-sent as it was re-armed: {resent:?}");
+    for (_, c) in &resent {
+        assert_eq!((c.cport, c.state), (3000, TcpState::Established as u8));
+        // What it has left is what its re-armed timer has: at most the
+        // timeout, and more than the time until the next re-arm.
+        assert!(c.left_ms > 40_000 && c.left_ms <= 61_000, "{c:?}");
+    }
+    // With sync off, nothing is queued.
+    h.engine.set_sync(SyncSettings::default());
+    seen.at(3000, h.now);
+    advance(&mut h, 70_000, &seen);
+    assert!(sync_of(&mut h).is_empty());
+}
+
+#[test]
+fn a_peers_update_that_leaves_established_takes_the_entry_back() {
+    let mut h = engine("dr", "");
+    forwarded(&mut h, &seg(4000, SYN));
+    forwarded(&mut h, &seg(4000, ACK));
+    assert_eq!(cmds(&mut h).len(), 1, "offloaded");
+    let mut one = None;
+    h.engine.conns().for_each(|_, c| one = Some(*c));
+    let c = one.expect("one connection");
+    let saved = |state: TcpState, left_ms: u64| SyncItem::Conn {
+        conn: SavedConn {
+            proto: 6,
+            caddr: c.caddr,
+            cport: c.cport,
+            vaddr: c.vaddr,
+            vport: c.vport,
+            raddr: c.raddr,
+            rport: c.rport,
+            state: state as u8,
+            left_ms,
+        },
+        fwd: FwdMethod::Dr,
+        fwmark: 0,
+    };
+    // The peer says it is still established: the entry stays.
+    let now = h.now;
+    h.engine
+        .apply_sync(now, &saved(TcpState::Established, 60_000))
+        .expect("applied");
+    assert!(cmds(&mut h).is_empty(), "kept while established");
+    // The client's FIN went through the other director.
+    h.engine
+        .apply_sync(now, &saved(TcpState::FinWait, 10_000))
+        .expect("applied");
+    let cm = cmds(&mut h);
+    assert!(
+        matches!(cm.as_slice(), [OffloadCmd::Remove { key, reply: false, .. }] if key.sport == 4000),
+        "{cm:?}"
+    );
+    // Its next packet is the engine's again, and is not offloaded again.
+    forwarded(&mut h, &seg(4000, ACK));
     assert!(cmds(&mut h).is_empty());
 }

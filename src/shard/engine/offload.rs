@@ -175,7 +175,16 @@ impl Engine {
 
     /// [`Engine::tick`], asking `seen` before a connection with an entry
     /// expires when the fast path last forwarded one of its packets.
+    ///
+    /// A connection re-armed that way is sent to the sync peers again: its
+    /// packets no longer cross the engine, so neither its state changes nor
+    /// the periodic re-sends ([`crate::shard::sync::SyncSettings::period`])
+    /// would tell a backup it is alive, and the backup's copy would expire
+    /// while the flow goes on (IPVS re-sends a connection whose timer was
+    /// refreshed, `sync_refresh_period`).
     pub fn tick_seen(&mut self, now: Millis, seen: &dyn FastPathSeen) {
+        let mut rearmed: Vec<crate::service::model::FlowKey> = Vec::new();
+        let syncing = self.sync.settings.send;
         self.tick_with(now, &mut |c: &Conn| {
             if c.flags & F_OFF_IN == 0 && c.flags & F_OFF_OUT == 0 {
                 return None;
@@ -186,7 +195,24 @@ impl Engine {
             let b = (c.flags & F_OFF_OUT != 0)
                 .then(|| seen.last_seen(&c.out_key()))
                 .flatten();
-            a.max(b)
+            let last = a.max(b);
+            if syncing && last.is_some() {
+                rearmed.push(c.in_key());
+            }
+            last
         });
+        if rearmed.is_empty() {
+            return;
+        }
+        let mut ctx = self.ctx();
+        for key in rearmed {
+            // Still there and still running: it was re-armed.
+            let Some(h) = ctx.conns.lookup_in(&key) else {
+                continue;
+            };
+            if ctx.conns.get(h).is_some_and(|c| c.expires > now) {
+                ctx.sync_conn(now, h);
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::shard::tcp_state::{self, TcpState};
 use crate::shard::template::TemplateKey;
 
 use super::accounting::{release_conn, slot_of, F_ACTIVE, F_COUNTED};
+use super::offload::{unload, F_OFFLOADED};
 use super::schedule::{dest_port, template_key};
 use super::sync::{saved_conn, saved_template};
 use super::Engine;
@@ -171,14 +172,20 @@ impl Engine {
                 match self.conns.get(h) {
                     Some(old) if old.dest == d.id => {
                         self.conns.restore(h, now, state, c.left_ms);
+                        let mut f = old.flags;
+                        // A TCP connection the peer saw leave ESTABLISHED
+                        // (its FIN or RST crossed the other director) no
+                        // longer takes this director's fast path.
+                        if proto == Proto::Tcp
+                            && state != TcpState::Established
+                            && f & F_OFFLOADED != 0
+                        {
+                            unload(&mut self.off, &old);
+                            f &= !F_OFFLOADED;
+                        }
                         let was = old.flags & F_ACTIVE != 0;
                         if was != active && old.flags & F_COUNTED != 0 {
-                            let f = if active {
-                                old.flags | F_ACTIVE
-                            } else {
-                                old.flags & !F_ACTIVE
-                            };
-                            self.conns.set_flags(h, f);
+                            f = if active { f | F_ACTIVE } else { f & !F_ACTIVE };
                             let dc =
                                 &mut slot_of(&mut self.dests, &mut self.dest_keys, &snap, d.id).c;
                             if active {
@@ -188,6 +195,9 @@ impl Engine {
                                 dc.inactive += 1;
                                 dc.active = dc.active.saturating_sub(1);
                             }
+                        }
+                        if f != old.flags {
+                            self.conns.set_flags(h, f);
                         }
                         return Ok(());
                     }
