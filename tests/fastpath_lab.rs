@@ -18,7 +18,7 @@
 //! Root only (network namespaces, XDP).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use xdpvs::control::status::{ConnRow, Status};
@@ -109,18 +109,11 @@ impl Env {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.lab.env("LAB_NS_DIR")])
-            .arg(exe())
-            .args(args)
-            .arg("-s")
-            .arg(self.lab.dir().join("xdpvs.sock"))
-            .output()
-            .expect("cli")
+        labkit::cli(&self.lab, args)
     }
 
     fn status(&self) -> Status {
-        serde_json::from_slice(&self.cli(&["list", "--json"]).stdout).expect("status")
+        labkit::status(&self.lab)
     }
 
     fn conns(&self) -> Vec<ConnRow> {

@@ -7,8 +7,9 @@
 //!
 //! - requests from every client group over many source ports reach both
 //!   directors and still one real server per group;
-//! - a rate-limited 20 MB download continues byte-exact after the link of
-//!   the director carrying it goes down; every group keeps its server;
+//! - a rate-limited 20 MB download, forwarded by the carrying director's
+//!   XDP program (fast path), continues byte-exact after that director's
+//!   link goes down; every group keeps its server;
 //! - the dead director comes back, resyncs (announced only then), and after
 //!   the *other* one dies, a download opened before the rejoin completes.
 //!
@@ -171,6 +172,17 @@ fn ha_sync_failover_keeps_connections_and_groups() {
         }
         let carrier = carrier.expect("the download reached a director");
         std::thread::sleep(Duration::from_millis(1000));
+        // The download is forwarded by the carrier's XDP program (the
+        // default fast path) when its link goes: the takeover is of an
+        // offloaded flow, which the survivor knows only from sync.
+        let fp = lab
+            .director_status(carrier)
+            .map(|v| v["fast_path"].clone())
+            .unwrap_or_default();
+        assert!(
+            fp["flows"].as_u64().unwrap_or(0) >= 1 && fp["packets"].as_u64().unwrap_or(0) > 0,
+            "the download is not on director {carrier}'s fast path: {fp}"
+        );
         let t_cut = Instant::now();
         lab.link_down(carrier).expect("link down");
         let moved = lab

@@ -8,7 +8,7 @@
 //! Root only (network namespaces, XDP); under CI a skip is a failure.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod labkit;
@@ -135,19 +135,8 @@ struct Env {
 }
 
 impl Env {
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.lab.env("LAB_NS_DIR")])
-            .arg(exe())
-            .args(args)
-            .arg("-s")
-            .arg(self.lab.dir().join("xdpvs.sock"))
-            .output()
-            .expect("cli")
-    }
-
     fn status(&self) -> Status {
-        serde_json::from_slice(&self.cli(&["list", "--json"]).stdout).expect("status")
+        labkit::status(&self.lab)
     }
 
     /// Health of every real server, as "service addr health" lines.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod labkit;
 
-use labkit::{exe, start_echo, Held};
+use labkit::{exe, start_echo, status, Held};
 use xdpvs_lab::demo::DirectorProcess;
 use xdpvs_lab::{Lab, LabMode, Request};
 
@@ -100,6 +100,23 @@ fn wait_exit(d: &mut DirectorProcess) -> String {
     }
 }
 
+/// The running director forwards at least one flow in its XDP program and
+/// has forwarded packets there (polled: the counters are read every tick).
+fn offloaded(lab: &Lab, when: &str) {
+    let t0 = Instant::now();
+    loop {
+        let fp = status(lab).fast_path.unwrap_or_default();
+        if fp.on && fp.flows >= 1 && fp.installs >= 1 && fp.packets >= 1 {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{when}: the held session is not on the fast path: {fp:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn restart_and_takeover_keep_sessions_and_persistence() {
     if xdpvs::dataplane::testutil::skip_without_root("restart") {
@@ -129,6 +146,10 @@ fn restart_and_takeover_keep_sessions_and_persistence() {
         .unwrap_or_default()
         .to_string();
     assert!(first.ends_with("ping 1") && rs.starts_with("rs"), "{first}");
+    // The held session is established: the XDP program forwards it (the
+    // default fast path), so what follows is a restart under offloaded flows.
+    assert_eq!(held.ask(10), format!("{rs} ping 10"));
+    offloaded(&lab, "before the restart");
 
     // 1. Restart: SIGTERM saves, the next start restores.
     let log_a = a.stop();
@@ -141,6 +162,10 @@ fn restart_and_takeover_keep_sessions_and_persistence() {
         format!("{rs} ping 2"),
         "the held session broke across a restart"
     );
+    // Restored connections come back without an entry: the next packet
+    // crosses the engine, which installs it again.
+    assert_eq!(held.ask(20), format!("{rs} ping 20"));
+    offloaded(&lab, "after the restart");
     // Ask in another order than before: a fresh scheduler would pick
     // differently, restored templates keep every group where it was.
     assert_eq!(
@@ -164,6 +189,8 @@ fn restart_and_takeover_keep_sessions_and_persistence() {
         format!("{rs} ping 3"),
         "the held session broke across a takeover"
     );
+    assert_eq!(held.ask(30), format!("{rs} ping 30"));
+    offloaded(&lab, "after the takeover");
     assert_eq!(
         groups(&lab, &[1, 3, 0, 2]),
         before,

@@ -82,18 +82,11 @@ impl Env {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.lab.env("LAB_NS_DIR")])
-            .arg(exe())
-            .args(args)
-            .arg("-s")
-            .arg(self.lab.dir().join("xdpvs.sock"))
-            .output()
-            .expect("cli")
+        labkit::cli(&self.lab, args)
     }
 
     fn status(&self) -> Status {
-        serde_json::from_slice(&self.cli(&["list", "--json"]).stdout).expect("status")
+        labkit::status(&self.lab)
     }
 
     /// The health column of the real server at `addr` ("sorry" for the

@@ -181,3 +181,27 @@ pub fn sha256_file(p: &std::path::Path) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// `xdpvs ARGS -s SOCKET` in the director's namespace, against the lab's
+/// control socket (`xdpvs.sock` in the lab's directory).
+pub fn cli(lab: &Lab, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.env("LAB_NS_DIR")])
+        .arg(exe())
+        .args(args)
+        .arg("-s")
+        .arg(lab.dir().join("xdpvs.sock"))
+        .output()
+        .expect("cli")
+}
+
+/// The running director's state (`xdpvs list --json`).
+pub fn status(lab: &Lab) -> xdpvs::control::status::Status {
+    let out = cli(lab, &["list", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "xdpvs list --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
