@@ -12,6 +12,27 @@ use crate::config::schema::{Config, DEFAULT_CONTROL_SOCKET};
 use crate::control::api::{call, RealSpec, Request, Response};
 use crate::control::status::{render_conns, render_list, ListMode};
 
+/// Standard output for the commands' results. A reader that goes away
+/// (`xdpvs list --json | head`) ends the output quietly instead of a panic
+/// (`println!` panics on EPIPE; Rust ignores SIGPIPE).
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(args).and_then(|()| out.flush());
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { write_out(format_args!($($t)*)) };
+}
+
+macro_rules! outln {
+    () => { write_out(format_args!("\n")) };
+    ($($t:tt)*) => {{
+        write_out(format_args!($($t)*));
+        write_out(format_args!("\n"));
+    }};
+}
+
 /// The config file of an installed package (`packaging/`).
 pub const PACKAGE_CONFIG: &str = "/etc/xdpvs/xdpvs.toml";
 /// The config file of a hand-made installation.
@@ -243,7 +264,7 @@ fn done(r: Result<Response, ExitCode>) -> ExitCode {
     match r {
         Ok(r) => {
             if !r.message.is_empty() {
-                println!("{}", r.message);
+                outln!("{}", r.message);
             }
             ExitCode::SUCCESS
         }
@@ -259,12 +280,12 @@ pub fn list(a: &ListArgs) -> ExitCode {
         };
         let rows = r.conns.unwrap_or_default();
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             );
         } else {
-            print!("{}", render_conns(&rows));
+            out!("{}", render_conns(&rows));
         }
         return ExitCode::SUCCESS;
     }
@@ -275,20 +296,20 @@ pub fn list(a: &ListArgs) -> ExitCode {
     let st = r.status.unwrap_or_default();
     if a.sync {
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&st.sync).unwrap_or_default()
             );
         } else {
             match &st.sync {
-                Some(s) => print!("{}", s.render()),
-                None => println!("sync: off (no [sync] section)"),
+                Some(s) => out!("{}", s.render()),
+                None => outln!("sync: off (no [sync] section)"),
             }
         }
         return ExitCode::SUCCESS;
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     let mode = if a.stats {
@@ -300,7 +321,7 @@ pub fn list(a: &ListArgs) -> ExitCode {
     } else {
         ListMode::Plain
     };
-    print!("{}", render_list(&st, mode));
+    out!("{}", render_list(&st, mode));
     ExitCode::SUCCESS
 }
 
@@ -312,20 +333,22 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
     };
     let st = r.status.unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    print!("{}", render_list(&st, ListMode::Stats));
-    println!(
+    out!("{}", render_list(&st, ListMode::Stats));
+    outln!(
         "reloads {} (refused {}), last: {}",
-        st.reloads, st.reloads_refused, st.last_reload
+        st.reloads,
+        st.reloads_refused,
+        st.last_reload
     );
-    print!("{}", st.announce.render());
+    out!("{}", st.announce.render());
     if let Some(s) = &st.sync {
-        print!("{}", s.render());
+        out!("{}", s.render());
     }
     if let Some(f) = &st.fast_path {
-        print!("{}", f.render());
+        out!("{}", f.render());
     }
     for (i, s) in st.shards.iter().enumerate() {
         let drops: Vec<String> = s
@@ -335,7 +358,7 @@ pub fn stats(target: &Target, json: bool) -> ExitCode {
             .map(|(r, n)| format!("{r}={n}"))
             .collect();
         let io: Vec<String> = s.io_loss.iter().map(|(r, n)| format!("{r}={n}")).collect();
-        println!(
+        outln!(
             "shard {i}: rx {} tx {} handoff_out {} handoff_in {} not_ours {} conns {} (new {} expired {} evicted {}) templates {} (expired {}) drops [{}] io_loss [{}]",
             s.rx,
             s.tx,
@@ -366,7 +389,7 @@ pub fn zero(target: &Target) -> ExitCode {
 pub fn save(target: &Target) -> ExitCode {
     match send(target, &Request::Save) {
         Ok(r) => {
-            print!("{}", r.toml.unwrap_or_default());
+            out!("{}", r.toml.unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(c) => c,
