@@ -1,6 +1,7 @@
 /* The flow cache: established flows the shards decided and offloaded, and
  * how the program forwards a packet of one (MAC rewrite, NAT with
- * incremental checksums, XDP_TX or redirect). The shards stay the only
+ * incremental checksums, IPIP/GUE encapsulation (encap.h), XDP_TX or
+ * redirect). The shards stay the only
  * authority: they install and remove entries; the program only reads an
  * entry and stamps its last-seen time and counters. */
 #ifndef XDPVS_FLOW_H
@@ -26,9 +27,11 @@ enum flow_action {
     FLOW_DR = 1,   /* new MACs only */
     FLOW_DNAT = 2, /* destination becomes addr:port (to the real server) */
     FLOW_SNAT = 3, /* source becomes addr:port (a NAT reply to the client) */
+    FLOW_IPIP = 4, /* outer IP header tun_src -> tun_dst pushed (encap.h) */
+    FLOW_GUE = 5,  /* outer IP + UDP tun_sport -> tun_dport pushed */
 };
 
-/* flow_map value (80 bytes). */
+/* flow_map value (120 bytes). */
 struct flow_entry {
     __u8 dst_mac[6];
     __u8 src_mac[6];
@@ -46,7 +49,20 @@ struct flow_entry {
     __u64 last_seen_ns; /* written by the program */
     __u64 packets;      /* written by the program */
     __u64 bytes;        /* IP bytes, as the engine counts */
+    /* IPIP / GUE only (zero otherwise): the outer header. */
+    __u8 tun_src[16];   /* outer source (IPv4: first 4 bytes) */
+    __u8 tun_dst[16];   /* outer destination: the real server */
+    __be16 tun_sport;   /* GUE: UDP source port (the flow's hash port) */
+    __be16 tun_dport;   /* GUE: UDP destination port (gue_port) */
+    __u8 tun_family;    /* outer family: 4 or 6 */
+    __u8 pad3[3];
 };
+
+_Static_assert(sizeof(struct flow_key) == 40, "flow_key: src/xdp/flow.rs FLOW_KEY_SIZE");
+_Static_assert(sizeof(struct flow_entry) == 120, "flow_entry: src/xdp/flow.rs FLOW_VALUE_SIZE");
+_Static_assert(__builtin_offsetof(struct flow_entry, bytes) == 72, "flow_entry.bytes");
+_Static_assert(__builtin_offsetof(struct flow_entry, tun_src) == 80, "flow_entry.tun_src");
+_Static_assert(__builtin_offsetof(struct flow_entry, tun_family) == 116, "flow_entry.tun_family");
 
 /* The packet being looked at, as the parser left it. */
 struct pkt {
@@ -58,6 +74,8 @@ struct pkt {
     __u8 proto;
     __u8 tcp_flags;
 };
+
+#include "encap.h"
 
 /* NAT rewrite: source (SNAT) or destination (DNAT) address and port,
  * IPv4 header checksum and TCP/UDP checksum updated incrementally. */
@@ -105,7 +123,8 @@ static __always_inline int flow_nat(struct pkt *p, const struct flow_entry *f)
 
 /* Forward a packet of an offloaded flow, or return -1 when it must take the
  * AF_XDP path: no entry, fast path off, a TCP SYN, FIN or RST (the engine
- * keeps the state table), or larger than the way out allows. */
+ * keeps the state table), or larger than the way out allows (with the outer
+ * header of a tunnel). */
 static __always_inline int flow_forward(struct xdp_md *ctx, struct ethhdr *eth,
                                         struct pkt *p, const struct flow_key *key)
 {
@@ -118,12 +137,22 @@ static __always_inline int flow_forward(struct xdp_md *ctx, struct ethhdr *eth,
     struct flow_entry *f = bpf_map_lookup_elem(&flow_map, key);
     if (!f)
         return -1;
-    if (p->l3_len > f->mtu)
+    __u32 over = encap_overhead(f);
+    if (p->l3_len + over > f->mtu)
         return -1;
-    if (f->action != FLOW_DR && flow_nat(p, f) < 0)
-        return -1;
-    __builtin_memcpy(eth->dst, f->dst_mac, 6);
-    __builtin_memcpy(eth->src, f->src_mac, 6);
+    if (over) {
+        /* `eth` and `p` are stale after this. */
+        int r = flow_encap(ctx, p, f);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            return XDP_ABORTED;
+    } else {
+        if (f->action != FLOW_DR && flow_nat(p, f) < 0)
+            return -1;
+        __builtin_memcpy(eth->dst, f->dst_mac, 6);
+        __builtin_memcpy(eth->src, f->src_mac, 6);
+    }
     f->last_seen_ns = bpf_ktime_get_ns();
     __sync_fetch_and_add(&f->packets, 1);
     __sync_fetch_and_add(&f->bytes, p->l3_len);

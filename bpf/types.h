@@ -16,6 +16,7 @@ typedef __u32 __be32;
 
 /* Network byte order constants (the target is little-endian bpfel). */
 #define bpf_htons(x) ((__be16)__builtin_bswap16(x))
+#define bpf_htonl(x) ((__be32)__builtin_bswap32(x))
 
 enum xdp_action { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 
@@ -34,8 +35,10 @@ struct xdp_md {
 #define ETH_P_8021AD 0x88a8
 
 #define IPPROTO_ICMP 1
+#define IPPROTO_IPIP 4
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define IPPROTO_IPV6 41
 #define IPPROTO_ICMPV6 58
 
 struct ethhdr {
@@ -98,6 +101,10 @@ struct udphdr {
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,
+                             __u32 seed) = (void *)28;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) = (void *)44;
+static long (*bpf_xdp_adjust_tail)(struct xdp_md *ctx, int delta) = (void *)65;
 static long (*bpf_redirect_map)(void *map, __u32 key, __u64 flags) = (void *)51;
 
 #endif

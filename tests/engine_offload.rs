@@ -141,22 +141,92 @@ fn udp_is_installed_at_its_first_packet_and_removed_when_it_expires() {
     assert_eq!(h.engine.conns().len(), 0);
 }
 
+fn tunnel_config(fwd: &str) -> String {
+    config(fwd, "").replace(
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\"]\ntunnel_src4 = \"198.18.0.2\"\ngue_port = 6080",
+    )
+}
+
 #[test]
-fn tunnels_and_the_switched_off_fast_path_install_nothing() {
+fn tunnels_are_installed_as_dr_is_with_their_outer_header() {
     for fwd in ["ipip", "gue"] {
-        let mut text = config(fwd, "");
-        text = text.replace(
-            "interfaces = [\"eth0\"]",
-            "interfaces = [\"eth0\"]\ntunnel_src4 = \"198.18.0.2\"",
-        );
-        let mut h = Harness::new(&text);
+        let mut h = Harness::new(&tunnel_config(fwd));
         h.engine.set_offload(true);
+        // UDP: at the first packet.
         forwarded(&mut h, &dgram(5000));
-        assert!(cmds(&mut h).is_empty(), "{fwd} stays on the AF_XDP path");
+        let c = cmds(&mut h);
+        let [OffloadCmd::Install(e)] = c.as_slice() else {
+            panic!("{fwd}: {c:?}");
+        };
+        assert!(!e.reply && e.key.sport == 5000, "{fwd}: {e:?}");
+        let (src, dst) = (ip("198.18.0.2"), ip("198.18.3.11"));
+        match e.action {
+            FlowAction::Ipip { src: s, dst: d } => {
+                assert_eq!((fwd, s, d), ("ipip", src, dst));
+            }
+            FlowAction::Gue {
+                src: s,
+                dst: d,
+                sport,
+                dport,
+            } => {
+                assert_eq!((fwd, s, d, dport), ("gue", src, dst, 6080));
+                // The port the engine's own GUE frames carry.
+                let k = e.key;
+                let p = xdpvs::shard::forward::hash_port(k.src, k.dst, 17, k.sport, k.dport);
+                assert_eq!(sport, p);
+            }
+            other => panic!("{fwd}: {other:?}"),
+        }
+        // TCP: at ESTABLISHED, not at the SYN; removed by the FIN.
+        forwarded(&mut h, &seg(1000, SYN));
+        assert!(cmds(&mut h).is_empty(), "{fwd}: not at the SYN");
+        forwarded(&mut h, &seg(1000, ACK));
+        assert!(
+            matches!(cmds(&mut h).as_slice(), [OffloadCmd::Install(e)] if e.key.sport == 1000),
+            "{fwd}: at ESTABLISHED"
+        );
+        forwarded(&mut h, &seg(1000, FIN | ACK));
+        assert!(
+            matches!(cmds(&mut h).as_slice(), [OffloadCmd::Remove { key, reply: false, .. }] if key.sport == 1000),
+            "{fwd}: the FIN takes it back"
+        );
     }
-    let mut h = Harness::new(&config("dr", ""));
+}
+
+#[test]
+fn a_new_outer_header_takes_the_tunnel_entries_back() {
+    let mut h = Harness::new(&tunnel_config("gue"));
+    h.engine.set_offload(true);
     forwarded(&mut h, &dgram(5000));
-    assert!(cmds(&mut h).is_empty(), "off by default in the engine");
+    assert_eq!(cmds(&mut h).len(), 1);
+    // Same config: nothing moves.
+    h.reload(&tunnel_config("gue"));
+    assert!(cmds(&mut h).is_empty());
+    // Another GUE port: the entry goes, the next packet installs it anew.
+    h.reload(&tunnel_config("gue").replace("gue_port = 6080", "gue_port = 6081"));
+    assert!(matches!(
+        cmds(&mut h).as_slice(),
+        [OffloadCmd::Remove { key, .. }] if key.sport == 5000
+    ));
+    forwarded(&mut h, &dgram(5000));
+    assert!(matches!(
+        cmds(&mut h).as_slice(),
+        [OffloadCmd::Install(e)] if matches!(e.action, FlowAction::Gue { dport: 6081, .. })
+    ));
+}
+
+#[test]
+fn the_switched_off_fast_path_installs_nothing() {
+    for fwd in ["dr", "nat", "ipip", "gue"] {
+        let mut h = Harness::new(&tunnel_config(fwd));
+        forwarded(&mut h, &dgram(5000));
+        assert!(
+            cmds(&mut h).is_empty(),
+            "{fwd}: off by default in the engine"
+        );
+    }
 }
 
 #[test]

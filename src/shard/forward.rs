@@ -553,6 +553,12 @@ pub fn flow_hash_port(info: &PacketInfo) -> u16 {
         Some(i) => (i.dst, i.src, i.proto, i.dport, i.sport),
         None => (info.src, info.dst, info.proto, info.sport, info.dport),
     };
+    hash_port(src, dst, p, sport, dport)
+}
+
+/// [`flow_hash_port`] of a flow's 5-tuple (`p`: IP protocol number), as the
+/// fast path's GUE entry carries it.
+pub fn hash_port(src: IpAddr, dst: IpAddr, p: u8, sport: u16, dport: u16) -> u16 {
     let mut h: u64 = 0x243f_6a88_85a3_08d3;
     h = mix(h, addr_bits(src));
     h = mix(h, addr_bits(dst));

@@ -3,8 +3,8 @@
 //!
 //! The engine stays the only authority. It queues an [`OffloadCmd::Install`]
 //! when it forwards a packet of a connection that may take the fast path
-//! (TCP in ESTABLISHED, or UDP; DR or NAT; untagged frames are the XDP side's
-//! concern), one per direction (NAT replies have their own entry), and an
+//! (TCP in ESTABLISHED, or UDP; DR, NAT, IPIP or GUE; untagged frames are the
+//! XDP side's concern), one per direction (NAT replies have their own entry), and an
 //! [`OffloadCmd::Remove`] whenever the connection leaves the table (closed,
 //! expired, evicted, removed), leaves ESTABLISHED, or its real server leaves
 //! the snapshot. The runtime carries the commands out in batches (the
@@ -31,6 +31,18 @@ pub enum FlowAction {
     Dnat { addr: IpAddr, port: u16 },
     /// NAT reply towards the client: source becomes `addr:port`.
     Snat { addr: IpAddr, port: u16 },
+    /// IP-in-IP: an outer IPv4/IPv6 header `src -> dst` is pushed
+    /// ([`crate::shard::forward::ipip`]).
+    Ipip { src: IpAddr, dst: IpAddr },
+    /// GUE: outer IP `src -> dst` and UDP `sport -> dport` are pushed
+    /// ([`crate::shard::forward::gue`]; `sport` is the flow's
+    /// [`crate::shard::forward::flow_hash_port`]).
+    Gue {
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    },
 }
 
 /// One flow-cache entry: the flow as it arrives and how to forward it.

@@ -3,13 +3,17 @@
 //! through.
 //!
 //! ```text
-//! key (40 bytes)                        value (80 bytes)
-//!  0 16 src    (IPv4: first 4 bytes)     0  6 dst_mac      36  2 port (BE)
-//! 16 16 dst                              6  6 src_mac      40  4 dest id
-//! 32  2 sport (BE)                      12  4 ifindex      48  8 installed_ns
-//! 34  2 dport (BE)                      16  2 mtu          56  8 last_seen_ns
-//! 36  1 proto                           18  1 action       64  8 packets
-//! 37  1 family (4 | 6)                  20 16 NAT addr     72  8 bytes
+//! key (40 bytes)                        value (120 bytes)
+//!  0 16 src    (IPv4: first 4 bytes)     0  6 dst_mac      40  4 dest id
+//! 16 16 dst                              6  6 src_mac      48  8 installed_ns
+//! 32  2 sport (BE)                      12  4 ifindex      56  8 last_seen_ns
+//! 34  2 dport (BE)                      16  2 mtu          64  8 packets
+//! 36  1 proto                           18  1 action       72  8 bytes
+//! 37  1 family (4 | 6)                  20 16 NAT addr     80 16 outer src
+//!                                       36  2 NAT port(BE) 96 16 outer dst
+//!                                      112  2 GUE sport (BE)
+//!                                      114  2 GUE dport (BE)
+//!                                      116  1 outer family (4 | 6; 0: none)
 //! ```
 //! Native-endian fields are the host's (the program runs on it).
 //!
@@ -31,17 +35,24 @@ use super::XdpError;
 /// Key size in bytes.
 pub const FLOW_KEY_SIZE: usize = 40;
 /// Value size in bytes.
-pub const FLOW_VALUE_SIZE: usize = 80;
+pub const FLOW_VALUE_SIZE: usize = 120;
 
 /// `enum flow_action` of `bpf/flow.h`.
 const ACTION_DR: u8 = 1;
 const ACTION_DNAT: u8 = 2;
 const ACTION_SNAT: u8 = 3;
+const ACTION_IPIP: u8 = 4;
+const ACTION_GUE: u8 = 5;
 
 const OFF_LAST_SEEN: usize = 56;
 const OFF_PACKETS: usize = 64;
 const OFF_BYTES: usize = 72;
 const OFF_DEST: usize = 40;
+const OFF_TUN_SRC: usize = 80;
+const OFF_TUN_DST: usize = 96;
+const OFF_TUN_SPORT: usize = 112;
+const OFF_TUN_DPORT: usize = 114;
+const OFF_TUN_FAMILY: usize = 116;
 
 /// The key of a flow as it arrives.
 pub fn encode_key(k: &FlowKey) -> [u8; FLOW_KEY_SIZE] {
@@ -84,15 +95,29 @@ pub fn encode_entry(e: &OffloadEntry, installed_ns: u64) -> [u8; FLOW_VALUE_SIZE
     b[6..12].copy_from_slice(&e.hop.src_mac);
     b[12..16].copy_from_slice(&e.hop.ifindex.to_ne_bytes());
     b[16..18].copy_from_slice(&e.hop.mtu.to_ne_bytes());
-    let (action, nat) = match e.action {
-        FlowAction::Dr => (ACTION_DR, None),
-        FlowAction::Dnat { addr, port } => (ACTION_DNAT, Some((addr, port))),
-        FlowAction::Snat { addr, port } => (ACTION_SNAT, Some((addr, port))),
+    let (action, nat, tun) = match e.action {
+        FlowAction::Dr => (ACTION_DR, None, None),
+        FlowAction::Dnat { addr, port } => (ACTION_DNAT, Some((addr, port)), None),
+        FlowAction::Snat { addr, port } => (ACTION_SNAT, Some((addr, port)), None),
+        FlowAction::Ipip { src, dst } => (ACTION_IPIP, None, Some((src, dst, 0, 0))),
+        FlowAction::Gue {
+            src,
+            dst,
+            sport,
+            dport,
+        } => (ACTION_GUE, None, Some((src, dst, sport, dport))),
     };
     b[18] = action;
     if let Some((addr, port)) = nat {
         put_addr(&mut b[20..36], addr);
         b[36..38].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((src, dst, sport, dport)) = tun {
+        let family = put_addr(&mut b[OFF_TUN_SRC..OFF_TUN_SRC + 16], src);
+        put_addr(&mut b[OFF_TUN_DST..OFF_TUN_DST + 16], dst);
+        put(&mut b, OFF_TUN_SPORT, &sport.to_be_bytes());
+        put(&mut b, OFF_TUN_DPORT, &dport.to_be_bytes());
+        b[OFF_TUN_FAMILY] = family;
     }
     b[OFF_DEST..OFF_DEST + 4].copy_from_slice(&e.dest.0.to_ne_bytes());
     b[48..56].copy_from_slice(&installed_ns.to_ne_bytes());
@@ -260,5 +285,32 @@ mod tests {
         assert_eq!(&v[36..38], &8080u16.to_be_bytes());
         assert_eq!(FlowUse::of(&v).dest, 7);
         assert_eq!(u64_at(&v, 48), 99);
+        assert!(v[80..120].iter().all(|&x| x == 0), "no tunnel");
+        let g = OffloadEntry {
+            action: FlowAction::Gue {
+                src: "198.18.0.2".parse().unwrap(),
+                dst: "2001:db8::11".parse().unwrap(),
+                sport: 0xc123,
+                dport: 6080,
+            },
+            ..e
+        };
+        let v = encode_entry(&g, 1);
+        assert_eq!(v[18], ACTION_GUE);
+        assert!(v[20..38].iter().all(|&x| x == 0), "no NAT");
+        assert_eq!(&v[80..84], &[198, 18, 0, 2]);
+        assert!(v[84..96].iter().all(|&x| x == 0));
+        assert_eq!(&v[96..98], &[0x20, 0x01]);
+        assert_eq!(&v[112..117], &[0xc1, 0x23, 0x17, 0xc0, 4]);
+        let i = OffloadEntry {
+            action: FlowAction::Ipip {
+                src: "2001:db8::2".parse().unwrap(),
+                dst: "2001:db8::11".parse().unwrap(),
+            },
+            ..e
+        };
+        let v = encode_entry(&i, 1);
+        assert_eq!(v[18], ACTION_IPIP);
+        assert_eq!(&v[112..120], &[0, 0, 0, 0, 6, 0, 0, 0]);
     }
 }

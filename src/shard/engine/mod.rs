@@ -394,6 +394,17 @@ impl Engine {
         if !gone.is_empty() {
             self.unload_where(|c| gone.contains(&c.dest));
         }
+        // Offloaded tunnel entries carry the outer source and GUE port:
+        // when those change, the connections go back through the engine
+        // (which installs them again, with the new outer header).
+        if (
+            self.snap.tunnel_src4,
+            self.snap.tunnel_src6,
+            self.snap.gue_port,
+        ) != (snap.tunnel_src4, snap.tunnel_src6, snap.gue_port)
+        {
+            self.unload_where(|c| matches!(c.fwd, FwdMethod::Ipip | FwdMethod::Gue));
+        }
         self.conns.set_timeouts(snap.timeouts);
         self.svc = svc;
         self.snap = snap;

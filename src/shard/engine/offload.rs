@@ -3,8 +3,11 @@
 //! went out, and taken back whenever the connection may no longer be
 //! forwarded without the engine.
 
+use std::net::IpAddr;
+
 use crate::service::model::{DestId, FwdMethod, Millis, Proto};
 use crate::shard::conn::{Conn, ConnHandle};
+use crate::shard::forward;
 use crate::shard::nexthop::NextHop;
 use crate::shard::offload::{FastPathSeen, FlowAction, Offload, OffloadCmd, OffloadEntry};
 use crate::shard::tcp_state::TcpState;
@@ -77,7 +80,28 @@ impl Ctx<'_> {
                 addr: c.vaddr,
                 port: c.vport,
             },
-            // IPIP and GUE stay on the AF_XDP path (see the README).
+            (FwdMethod::Ipip | FwdMethod::Gue, false) => {
+                // The outer header exactly as `transmit_hop` pushes it.
+                let src = match c.raddr {
+                    IpAddr::V4(_) => self.snap.tunnel_src4.map(IpAddr::V4),
+                    IpAddr::V6(_) => self.snap.tunnel_src6.map(IpAddr::V6),
+                };
+                let Some(src) = src else {
+                    return;
+                };
+                if c.fwd == FwdMethod::Ipip {
+                    FlowAction::Ipip { src, dst: c.raddr }
+                } else {
+                    let k = c.in_key();
+                    FlowAction::Gue {
+                        src,
+                        dst: c.raddr,
+                        sport: forward::hash_port(k.src, k.dst, k.proto.number(), k.sport, k.dport),
+                        dport: self.snap.gue_port,
+                    }
+                }
+            }
+            // DR and tunnels have no replies through the director.
             _ => return,
         };
         if self.dests.get(&c.dest).is_none_or(|d| d.at.is_none()) {
