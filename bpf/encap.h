@@ -23,10 +23,12 @@
 #define OUTER_TTL 64
 /* GUE over IPv6: the inner packet is summed in chunks of CSUM_CHUNK bytes
  * (bpf_csum_diff takes at most 512), then in parts of 256, 128, ..., 4, 2
- * and 1 bytes; an inner packet above CSUM_MAX (jumbo frames beyond 9 KB)
- * takes the AF_XDP path. */
+ * and 1 bytes; an inner packet above CSUM_MAX (1535 bytes: more than a
+ * 1500-byte MTU leaves room for) takes the AF_XDP path. Every chunk more
+ * multiplies the paths the verifier walks: with 18 (9 KB jumbo frames) it
+ * processed 979,273 instructions of its 1,000,000 limit; with 2, 156,869. */
 #define CSUM_CHUNK 512
-#define CSUM_CHUNKS 18
+#define CSUM_CHUNKS 2
 #define CSUM_MAX (CSUM_CHUNK * (CSUM_CHUNKS + 1) - 1)
 
 /* Bytes an entry pushes in front of the inner IP packet (0: no tunnel). */
