@@ -50,20 +50,23 @@ const STATE_SIZE: usize = 48;
 impl LiveFlows {
     /// The map value: counters at sequence 0, then the flows (native order).
     fn state(&self) -> [u8; STATE_SIZE] {
-        let mut v = [0u8; STATE_SIZE];
         // seq (u64) and the four counters (u32) stay 0: bytes 0..24.
-        let words = [
+        let mut bytes: Vec<u8> = vec![0u8; 24];
+        for w in [
             self.flows,
             self.n_src,
             self.n_sport,
             self.n_dport,
             self.src_base,
-        ];
-        for (i, w) in words.iter().enumerate() {
-            v[24 + 4 * i..28 + 4 * i].copy_from_slice(&w.to_ne_bytes());
+        ] {
+            bytes.extend_from_slice(&w.to_ne_bytes());
         }
-        v[44..46].copy_from_slice(&self.sport_lo.to_ne_bytes());
-        v[46..48].copy_from_slice(&self.dport_lo.to_ne_bytes());
+        bytes.extend_from_slice(&self.sport_lo.to_ne_bytes());
+        bytes.extend_from_slice(&self.dport_lo.to_ne_bytes());
+        let mut v = [0u8; STATE_SIZE];
+        for (d, b) in v.iter_mut().zip(bytes) {
+            *d = b;
+        }
         v
     }
 }
@@ -92,11 +95,12 @@ impl LiveGen {
         batch: u32,
     ) -> Result<LiveGen, XdpError> {
         let bad = |why: &str| XdpError::Object(format!("live generator: {why}"));
+        let at = |i: usize| template.get(i).copied();
         if template.len() < MIN_FRAME
-            || template[12..14] != [0x08, 0x00]
-            || template[14] != 0x45
-            || template[23] != 17
-            || u16::from_be_bytes([template[38], template[39]]) != 28
+            || (at(12), at(13)) != (Some(0x08), Some(0x00))
+            || at(14) != Some(0x45)
+            || at(23) != Some(17)
+            || (at(38), at(39)) != (Some(0), Some(28))
         {
             return Err(bad(
                 "the template must be Ethernet + IPv4 (no options) + UDP with a 20-byte payload",
@@ -172,7 +176,9 @@ impl LiveGen {
         let mut v = [0u8; STATE_SIZE];
         self.state.lookup(&0u32.to_ne_bytes(), &mut v)?;
         let mut s = [0u8; 8];
-        s.copy_from_slice(&v[..8]);
+        for (d, b) in s.iter_mut().zip(v) {
+            *d = b;
+        }
         Ok(u64::from_ne_bytes(s))
     }
 }
