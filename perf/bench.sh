@@ -462,7 +462,11 @@ dir_cpu_ns() {
 
 RUN_ID=0
 # The generator's mode for measure(): live (phase 1, UDP flat out) or afxdp.
+# BENCH_GEN=afxdp runs phase 1 with the AF_XDP generator too (the figures
+# before the live mode, for comparison).
 GEN_MODE=afxdp
+PHASE1_GEN=${BENCH_GEN:-live}
+case $PHASE1_GEN in live | afxdp) ;; *) die "BENCH_GEN must be live or afxdp" ;; esac
 # measure CONFIG PHASE RATE SECS COUNT PROTO FLOWS [extra loadgen args...]
 # Appends one JSON line to $RUNS.
 measure() {
@@ -630,7 +634,7 @@ for r in $(seq 1 "$ROUNDS"); do
         if [ "$r" = 1 ] && [[ $cfg == xdpvs-* ]]; then
             idle_measure "${cfg#xdpvs-}" 2>&1 | tee -a "$LOG" >&2
         fi
-        GEN_MODE=live measure "$cfg" max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
+        GEN_MODE=$PHASE1_GEN measure "$cfg" max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
         if [ "$cfg" = xdp-drop ]; then
             # The AF_XDP generator's own ceiling (the mode of the other phases).
             measure xdp-drop-afxdp max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
