@@ -39,8 +39,10 @@
 # BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX out of lan0; about twice the AF_XDP
 # mode's rate) for the flat-out UDP runs of phase 1, and in AF_XDP mode for
 # the rest: fixed rates (a live BPF_PROG_RUN call has a fixed cost of
-# ~20-30 ms, so it cannot pace) and TCP (live mode sends UDP only). The LAN
-# bridge runs without bridge netfilter (a switch does not run iptables).
+# ~20-30 ms, so it cannot pace) and TCP (live mode sends UDP only). Live runs
+# need an XDP program on the bridge port rt (bpf/xdp_pass.o, attached for
+# them only). The LAN bridge runs without bridge netfilter (a switch does not
+# run iptables).
 #
 # Phases: (1) flat out, 64-byte UDP, 16384 flows -> Mpps, drop %, CPU;
 # (2) every config at the same offered rate, half of the slowest config's
@@ -67,7 +69,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) sed -n '2,55p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,57p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -461,6 +463,22 @@ dir_cpu_ns() {
 }
 
 RUN_ID=0
+# The router's bridge port rt must have an XDP program to receive the live
+# generator's XDP_TX frames from lan0 (lab.sh attaches none), and should not
+# have one for the AF_XDP generator: its frames arrive as skbs without XDP's
+# headroom and are copied (~30 % of that generator's rate).
+RT_XDP=off
+rt_xdp() { # $1 = live | afxdp
+    local want=off
+    [ "$1" = live ] && want=on
+    [ "$want" = "$RT_XDP" ] && return 0
+    if [ "$want" = on ]; then
+        ip -n xdpvs-lan link set dev rt xdpdrv obj "$ROOT/bpf/xdp_pass.o" sec xdp || die "attaching xdp_pass.o to rt failed"
+    else
+        ip -n xdpvs-lan link set dev rt xdpdrv off || die "detaching rt's XDP program failed"
+    fi
+    RT_XDP=$want
+}
 # The generator's mode for measure(): live (phase 1, UDP flat out) or afxdp.
 # BENCH_GEN=afxdp runs phase 1 with the AF_XDP generator too (the figures
 # before the live mode, for comparison).
@@ -493,6 +511,7 @@ measure() {
         done
         grep -q ready "$so" || die "sink not ready after 10 s"
     fi
+    rt_xdp "$GEN_MODE"
     echo '{}' >"$fa"
     echo '{}' >"$fb"
     case $cfg in xdpvs-*) nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$fa" 2>>"$LOG" || true ;; esac

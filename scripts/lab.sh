@@ -80,9 +80,8 @@ veth() {
     offload_off "$ns2" "$if2"
 }
 
-# The veth ends facing the director's data interfaces (and, in the dr lab,
-# the router's bridge port rt, for the bench's live-frames generator on
-# lan0) get a program that passes every frame (bpf/xdp_pass.o; LAB_XDP_PASS names another copy): on
+# The veth ends facing the director's data interfaces get a program that
+# passes every frame (bpf/xdp_pass.o; LAB_XDP_PASS names another copy): on
 # veth a frame the director sends with XDP_TX or a redirect (its fast path)
 # reaches the other end only when that end has an XDP program. A physical
 # NIC needs nothing of the kind.
@@ -181,9 +180,11 @@ up_dr() {
     common_up
     # router on the LAN
     lan_port "$NS_RT" lan0 rt
-    # The bench's generator (xdpvs-loadgen --mode live) sends from lan0
-    # with XDP_TX: the bridge port must have an XDP program to receive it.
-    xdp_pass "$NS_LAN" rt
+    # No XDP program on rt: a generator sending from lan0 with XDP_TX
+    # (xdpvs-loadgen --mode live) needs one there to be received, but it
+    # costs every ordinary frame from lan0 a copy (their skbs lack XDP's
+    # headroom: the AF_XDP generator lost ~30 %). perf/bench.sh attaches
+    # bpf/xdp_pass.o to rt for its live-mode runs only.
     addr4 "$NS_RT" lan0 198.18.0.1/24
     addr6 "$NS_RT" lan0 2001:db8::1/64
     # director, one arm

@@ -14,9 +14,9 @@
 //! `--mode live`: no socket: `bpf/loadgen.c` run with BPF_PROG_RUN and
 //! BPF_F_TEST_XDP_LIVE_FRAMES on the interface (src/xdp/livegen.rs) writes
 //! each packet into a recycled kernel frame and sends it with XDP_TX, at
-//! several times the AF_XDP mode's rate. UDP only (the same packets, flows
+//! about twice the AF_XDP mode's rate on the bench's lab. UDP only (the same packets, flows
 //! and payload as the AF_XDP mode). The interface's peer must have an XDP
-//! program (scripts/lab.sh puts bpf/xdp_pass.o on the router's bridge port
+//! program (perf/bench.sh attaches bpf/xdp_pass.o to the router's bridge port
 //! `rt`). "sent" is what the interface's counters say left it (tx_packets,
 //! which for XDP frames on veth counts what the peer took), not the frames
 //! generated ("generated").
