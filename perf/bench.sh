@@ -821,7 +821,8 @@ def pick(phase, cfg):
     return [r for r in runs if r["phase"] == phase and r["config"] == cfg]
 print()
 print("Phase 1: flat out (64-byte UDP, 16384 flows), median of %d round(s)" % len(pick("max", "kernel-fwd")))
-print("(xdp-drop delivers nothing: its Mpps is what reached dr0, dr0's RX packet counter; generator: live frames, xdp-drop-afxdp: AF_XDP)")
+print("(xdp-drop delivers nothing: its Mpps is what reached dr0, dr0's RX packet counter; phase 1's generator: %s, xdp-drop-afxdp: AF_XDP)" % (
+    ",".join(sorted({r.get("gen_mode", "afxdp") for r in runs if r["phase"] == "max" and r["config"] != "xdp-drop-afxdp"})) or "?"))
 print("%-14s %8s %8s %7s %8s %8s %8s %8s %8s %8s" % ("config", "offered", "Mpps", "drop%", "cpu1%", "softirq1%", "xdpvs%", "napi%", "cpu0%", "softirq0%"))
 mx = {}
 def medo(rs, k):
@@ -905,8 +906,9 @@ print("Ceiling: a bare AF_XDP forwarder (same XDP filter, runtime and loop, MAC 
     bare, bare / kf, slow / bare))
 drop = mx.get("xdp-drop", float("nan"))
 drop_af = mx.get("xdp-drop-afxdp", float("nan"))
-print("Generator ceiling (into XDP_DROP on dr0): live frames %.3f Mpps (phase 1), AF_XDP %.3f Mpps (phases 2-3): %.2fx" % (
-    drop, drop_af, drop / drop_af if drop_af else float("nan")))
+gen1 = ",".join(sorted({r.get("gen_mode", "afxdp") for r in pick("max", "xdp-drop")})) or "?"
+print("Generator ceiling (into XDP_DROP on dr0): phase 1's generator (%s) %.3f Mpps, AF_XDP (phases 2-3) %.3f Mpps: %.2fx" % (
+    gen1, drop, drop_af, drop / drop_af if drop_af else float("nan")))
 print("Ceiling: XDP_DROP on dr0 (threaded NAPI on CPU 1; rate = dr0 RX) %.3f Mpps = %.2fx kernel forwarding; xdpvs (%s) is %.2fx of it" % (
     drop, drop / kf, best, xd / drop))
 # Who limits whom: a config that takes (nearly) all the generator offers is
