@@ -207,8 +207,8 @@ DR0_GRO=$(nsx xdpvs-dir ethtool -k dr0 | awk '/^generic-receive-offload:/ {print
 say "dr0 GRO as built: $DR0_GRO"
 nsx xdpvs-dir sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.dr0.send_redirects=0 >/dev/null
 # The LAN switch without bridge netfilter (per namespace): bridged IPv4 went
-# through the namespace's (empty) iptables hooks, ~60 % of the bridge's cost
-# per frame on the generator's CPU, as no switch does.
+# through the namespace's (empty) iptables hooks, as no switch does; off, the
+# live generator's kernel time per frame fell from 1.4-1.9 to 0.9-1.25 us.
 nsx xdpvs-lan sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
     net.bridge.bridge-nf-call-arptables=0 >/dev/null 2>>"$LOG" || say "bridge netfilter could not be turned off in xdpvs-lan"
 
