@@ -29,11 +29,22 @@
 #                                 NAPI threaded on CPU 1: the ceiling of the
 #                                 fast path's path (generator, bridge, veth, an
 #                                 XDP program); rate = dr0's RX packet counter
+#   xdp-drop-afxdp                xdp-drop with the AF_XDP generator (phase 1
+#                                 only): that generator's own ceiling, for the
+#                                 phases that still use it
 #
-# Traffic: xdpvs-loadgen (AF_XDP TX) in the router namespace on lan0 (the LAN
-# side, as the router would), pinned to CPU 0, frames addressed to the
-# director's MAC; xdpvs-sink (XDP + AF_XDP RX) on the 3 real servers counts,
-# checks sequence numbers and checksums, and records one-way latency.
+# Traffic: xdpvs-loadgen in the router namespace on lan0 (the LAN side, as
+# the router would), pinned to CPU 0, frames addressed to the director's MAC;
+# xdpvs-sink (XDP + AF_XDP RX) on the 3 real servers counts, checks sequence
+# numbers and checksums, and records one-way latency. The generator runs in
+# live-frames mode (--mode live: bpf/loadgen.c run by BPF_PROG_RUN with
+# BPF_F_TEST_XDP_LIVE_FRAMES, XDP_TX out of lan0; about twice the AF_XDP
+# mode's rate) for the flat-out UDP runs of phase 1, and in AF_XDP mode for
+# the rest: fixed rates (a live BPF_PROG_RUN call has a fixed cost of
+# ~20-30 ms, so it cannot pace) and TCP (live mode sends UDP only). Live runs
+# need an XDP program on the bridge port rt (bpf/xdp_pass.o, attached for
+# them only). The LAN bridge runs without bridge netfilter (a switch does not
+# run iptables).
 #
 # Phases: (1) flat out, 64-byte UDP, 16384 flows -> Mpps, drop %, CPU;
 # (2) every config at the same offered rate, half of the slowest config's
@@ -60,7 +71,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -197,6 +208,11 @@ nsx xdpvs-lan sh -c 'echo 3 > /sys/class/net/dir/queues/tx-0/xps_cpus; echo 0 > 
 DR0_GRO=$(nsx xdpvs-dir ethtool -k dr0 | awk '/^generic-receive-offload:/ {print $2}')
 say "dr0 GRO as built: $DR0_GRO"
 nsx xdpvs-dir sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.dr0.send_redirects=0 >/dev/null
+# The LAN switch without bridge netfilter (per namespace): bridged IPv4 went
+# through the namespace's (empty) iptables hooks, as no switch does; off, the
+# live generator's kernel time per frame fell from 1.4-1.9 to 0.9-1.25 us.
+nsx xdpvs-lan sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 \
+    net.bridge.bridge-nf-call-arptables=0 >/dev/null 2>>"$LOG" || say "bridge netfilter could not be turned off in xdpvs-lan"
 
 # ---- director configurations ----------------------------------------------
 SOCK=$OUT/xdpvs.sock
@@ -457,6 +473,28 @@ dir_cpu_ns() {
 }
 
 RUN_ID=0
+# The router's bridge port rt must have an XDP program to receive the live
+# generator's XDP_TX frames from lan0 (lab.sh attaches none), and should not
+# have one for the AF_XDP generator: its frames arrive as skbs without XDP's
+# headroom and are copied (~30 % of that generator's rate).
+RT_XDP=off
+rt_xdp() { # $1 = live | afxdp
+    local want=off
+    [ "$1" = live ] && want=on
+    [ "$want" = "$RT_XDP" ] && return 0
+    if [ "$want" = on ]; then
+        ip -n xdpvs-lan link set dev rt xdpdrv obj "$ROOT/bpf/xdp_pass.o" sec xdp || die "attaching xdp_pass.o to rt failed"
+    else
+        ip -n xdpvs-lan link set dev rt xdpdrv off || die "detaching rt's XDP program failed"
+    fi
+    RT_XDP=$want
+}
+# The generator's mode for measure(): live (phase 1, UDP flat out) or afxdp.
+# BENCH_GEN=afxdp runs phase 1 with the AF_XDP generator too (the figures
+# before the live mode, for comparison).
+GEN_MODE=afxdp
+PHASE1_GEN=${BENCH_GEN:-live}
+case $PHASE1_GEN in live | afxdp) ;; *) die "BENCH_GEN must be live or afxdp" ;; esac
 # measure CONFIG PHASE RATE SECS COUNT PROTO FLOWS [extra loadgen args...]
 # Appends one JSON line to $RUNS.
 measure() {
@@ -467,7 +505,7 @@ measure() {
     local sj=$OUT/$tag.sink.json hg=$OUT/$tag.hgrm so=$OUT/$tag.sink.out
     local fa=$OUT/$tag.stats-a.json fb=$OUT/$tag.stats-b.json
     local i
-    if [ "$cfg" = xdp-drop ]; then
+    if [[ $cfg == xdp-drop* ]]; then
         # Nothing is delivered: no sink; the rate is dr0's RX counter.
         echo '{"unique": 0, "lat_us": null, "reordered": 0, "duplicates": 0, "bad_csum": 0, "xsk_drops": 0, "ports": []}' >"$sj"
         hg=""
@@ -483,6 +521,7 @@ measure() {
         done
         grep -q ready "$so" || die "sink not ready after 10 s"
     fi
+    rt_xdp "$GEN_MODE"
     echo '{}' >"$fa"
     echo '{}' >"$fb"
     case $cfg in xdpvs-*) nsx xdpvs-dir "$BIN/xdpvs" stats --json -s "$SOCK" >"$fa" 2>>"$LOG" || true ;; esac
@@ -494,7 +533,7 @@ measure() {
     lj=$(timeout $((secs + 15)) ip netns exec xdpvs-rt nice -n "$NICE" "$BIN/xdpvs-loadgen" --iface lan0 \
         --dst-mac "$DIR_MAC" --dst "$VIP" --dst-ports "$PORTS" --src 198.18.100.0/22 \
         --flows "$flows" --proto "$proto" --rate "$rate" --count "$count" --duration "$secs" \
-        --run-id "$RUN_ID" --cpu "$GEN_CPU" "$@" 2>>"$LOG") || die "loadgen failed ($tag)"
+        --run-id "$RUN_ID" --cpu "$GEN_CPU" --mode "$GEN_MODE" "$@" 2>>"$LOG") || die "loadgen failed ($tag)"
     c1=$(cpu_snap)
     d1=$(dir_cpu_ns)
     n1=$(napi_cpu_ns)
@@ -545,10 +584,10 @@ secs = gen["secs"] or 1e-9
 dr0_rx = int(r1) - int(r0)
 # xdp-drop delivers nothing: its rate is what reached dr0 (its RX counter;
 # with native XDP on veth that counts every frame the program saw).
-got = dr0_rx if cfg == "xdp-drop" else sink["unique"]
+got = dr0_rx if cfg.startswith("xdp-drop") else sink["unique"]
 rec = {
     "config": cfg, "phase": phase, "tag": tag, "hgrm": hg,
-    "sent": gen["sent"], "received": got, "secs": secs,
+    "sent": gen["sent"], "received": got, "secs": secs, "gen_mode": gen.get("mode", "afxdp"),
     "offered_pps": gen["sent"] / secs, "pps": got / secs,
     "drop_pct": 100.0 * (1 - got / gen["sent"]) if gen["sent"] else 0.0,
     "dr0_rx": dr0_rx,
@@ -591,7 +630,7 @@ if "fast_pkts" in r:
     t = r["fast_pkts"] + r["slow_pkts"]
     fp = "  fast %d slow %d (%.1f%% fast)" % (r["fast_pkts"], r["slow_pkts"], 100.0 * r["fast_pkts"] / t if t else 0.0)
 print("   %-14s %-6s offered %6.3f Mpps  %s %6.3f Mpps  drop %5.2f%%  p50 %7.1f us  p99 %8.1f us  cpu0 %3.0f%% (softirq %3.0f%%)  cpu1 %3.0f%% (softirq %3.0f%%, xdpvs %s, napi %s)  per-rs %s%s" % (
-    r["config"], r["phase"], r["offered_pps"] / 1e6, "dr0 rx   " if r["config"] == "xdp-drop" else "delivered", r["pps"] / 1e6,
+    r["config"], r["phase"], r["offered_pps"] / 1e6, "dr0 rx   " if r["config"].startswith("xdp-drop") else "delivered", r["pps"] / 1e6,
     r["drop_pct"], l["p50"], l["p99"], r["gen_cpu_pct"], r["gen_softirq_pct"], r["dir_cpu_pct"],
     r["dir_softirq_pct"], "-" if x is None else "%.0f%%" % x, "-" if n is None else "%.0f%%" % n, r["per_rs"], fp)
     + ("  [p50 > 200 us until %d ms; max after 500 ms %d us]" % (r["warm_ms"], r["max_after_us"]) if "warm_ms" in r else ""))' | tee -a "$LOG" >&2
@@ -624,7 +663,11 @@ for r in $(seq 1 "$ROUNDS"); do
         if [ "$r" = 1 ] && [[ $cfg == xdpvs-* ]]; then
             idle_measure "${cfg#xdpvs-}" 2>&1 | tee -a "$LOG" >&2
         fi
-        measure "$cfg" max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
+        GEN_MODE=$PHASE1_GEN measure "$cfg" max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
+        if [ "$cfg" = xdp-drop ]; then
+            # The AF_XDP generator's own ceiling (the mode of the other phases).
+            measure xdp-drop-afxdp max 0 "$T_MAX" $((T_MAX * 5000000)) udp "$FLOWS"
+        fi
     done
 done
 
@@ -633,7 +676,7 @@ import json, sys, statistics
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {}
 for r in runs:
-    if r["phase"] == "max" and r["config"] != "xdp-drop":
+    if r["phase"] == "max" and not r["config"].startswith("xdp-drop"):
         by.setdefault(r["config"], []).append(r["pps"])
 slowest = min(statistics.median(v) for v in by.values())
 print(max(10000, int(slowest / 2 / 1000) * 1000))
@@ -780,15 +823,16 @@ try:
     rel = json.load(open(reload_p))
 except Exception:
     rel = {}
-configs = ["xdpvs-generic", "xdpvs-native", "xdpvs-slowpath", "kernel-fwd", "nft-dnat", "afxdp-bare", "xdp-drop"]
-lat_configs = [c for c in configs if c != "xdp-drop"]
+configs = ["xdpvs-generic", "xdpvs-native", "xdpvs-slowpath", "kernel-fwd", "nft-dnat", "afxdp-bare", "xdp-drop", "xdp-drop-afxdp"]
+lat_configs = [c for c in configs if not c.startswith("xdp-drop")]
 def med(xs):
     return st.median(xs) if xs else float("nan")
 def pick(phase, cfg):
     return [r for r in runs if r["phase"] == phase and r["config"] == cfg]
 print()
 print("Phase 1: flat out (64-byte UDP, 16384 flows), median of %d round(s)" % len(pick("max", "kernel-fwd")))
-print("(xdp-drop delivers nothing: its Mpps is what reached dr0, dr0's RX packet counter)")
+print("(xdp-drop delivers nothing: its Mpps is what reached dr0, dr0's RX packet counter; phase 1's generator: %s, xdp-drop-afxdp: AF_XDP)" % (
+    ",".join(sorted({r.get("gen_mode", "afxdp") for r in runs if r["phase"] == "max" and r["config"] != "xdp-drop-afxdp"})) or "?"))
 print("%-14s %8s %8s %7s %8s %8s %8s %8s %8s %8s" % ("config", "offered", "Mpps", "drop%", "cpu1%", "softirq1%", "xdpvs%", "napi%", "cpu0%", "softirq0%"))
 mx = {}
 def medo(rs, k):
@@ -871,6 +915,10 @@ bare = mx.get("afxdp-bare", float("nan"))
 print("Ceiling: a bare AF_XDP forwarder (same XDP filter, runtime and loop, MAC rewrite only) %.3f Mpps = %.2fx kernel forwarding; xdpvs-slowpath is %.2fx of it" % (
     bare, bare / kf, slow / bare))
 drop = mx.get("xdp-drop", float("nan"))
+drop_af = mx.get("xdp-drop-afxdp", float("nan"))
+gen1 = ",".join(sorted({r.get("gen_mode", "afxdp") for r in pick("max", "xdp-drop")})) or "?"
+print("Generator ceiling (into XDP_DROP on dr0): phase 1's generator (%s) %.3f Mpps, AF_XDP (phases 2-3) %.3f Mpps: %.2fx" % (
+    gen1, drop, drop_af, drop / drop_af if drop_af else float("nan")))
 print("Ceiling: XDP_DROP on dr0 (threaded NAPI on CPU 1; rate = dr0 RX) %.3f Mpps = %.2fx kernel forwarding; xdpvs (%s) is %.2fx of it" % (
     drop, drop / kf, best, xd / drop))
 # Who limits whom: a config that takes (nearly) all the generator offers is

@@ -180,6 +180,11 @@ up_dr() {
     common_up
     # router on the LAN
     lan_port "$NS_RT" lan0 rt
+    # No XDP program on rt: a generator sending from lan0 with XDP_TX
+    # (xdpvs-loadgen --mode live) needs one there to be received, but it
+    # costs every ordinary frame from lan0 a copy (their skbs lack XDP's
+    # headroom: the AF_XDP generator lost ~30 %). perf/bench.sh attaches
+    # bpf/xdp_pass.o to rt for its live-mode runs only.
     addr4 "$NS_RT" lan0 198.18.0.1/24
     addr6 "$NS_RT" lan0 2001:db8::1/64
     # director, one arm

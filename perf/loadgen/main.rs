@@ -11,6 +11,16 @@
 //! `ip netns exec xdpvs-rt xdpvs-loadgen --iface lan0 --dst-mac ... --count 1000000 --duration 10`.
 //! Prints a JSON summary on stdout.
 //!
+//! `--mode live`: no socket: `bpf/loadgen.c` run with BPF_PROG_RUN and
+//! BPF_F_TEST_XDP_LIVE_FRAMES on the interface (src/xdp/livegen.rs) writes
+//! each packet into a recycled kernel frame and sends it with XDP_TX, at
+//! about twice the AF_XDP mode's rate on the bench's lab. UDP only (the same packets, flows
+//! and payload as the AF_XDP mode). The interface's peer must have an XDP
+//! program (perf/bench.sh attaches bpf/xdp_pass.o to the router's bridge port
+//! `rt`). "sent" is what the interface's counters say left it (tx_packets,
+//! which for XDP frames on veth counts what the peer took), not the frames
+//! generated ("generated").
+//!
 //! `--syn-flood`: TCP SYNs (no payload unless `--with-payload`) from random
 //! spoofed sources in `--flood-src` (default, and at most, 198.18.0.0/15),
 //! random source ports and sequence numbers, to `--dst`:`--dst-ports`.
@@ -35,6 +45,14 @@ enum Proto {
     Ack,
     /// TCP: a SYN for the first packet of each flow, then ACKs.
     Tcp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// AF_XDP copy-mode TX socket (any --proto, --syn-flood).
+    Afxdp,
+    /// BPF_PROG_RUN with live frames (UDP only).
+    Live,
 }
 
 #[derive(Parser, Debug)]
@@ -108,6 +126,16 @@ struct Args {
     /// Put the timestamp/sequence payload into flood SYNs too.
     #[arg(long)]
     with_payload: bool,
+    /// How to send: an AF_XDP socket, or live frames of BPF_PROG_RUN.
+    #[arg(long, value_enum, default_value = "afxdp")]
+    mode: Mode,
+    /// Live mode, flat out: target milliseconds of one BPF_PROG_RUN call
+    /// (sized from the rate measured so far, and never past --duration).
+    /// Each call has a fixed cost of ~20-30 ms on these machines (the
+    /// process sleeps in it), so calls must be long: 8192-packet calls ran
+    /// at a quarter of the rate, 250 ms calls lost ~12 %, 500 ms ~6 %.
+    #[arg(long, default_value_t = 500)]
+    live_call_ms: u64,
 }
 
 /// Everything needed to write packet `seq`.
@@ -329,6 +357,9 @@ fn build_gen(a: &Args) -> Result<Gen, String> {
 }
 
 fn run(a: &Args) -> Result<(), String> {
+    if a.mode == Mode::Live {
+        return run_live(a);
+    }
     let mut gen = build_gen(a)?;
     if a.size > 1514 {
         return Err("--size at most 1514".into());
@@ -446,6 +477,173 @@ fn run(a: &Args) -> Result<(), String> {
         eprintln!(
             "xdpvs-loadgen: {} frames still queued in the kernel after 2 s",
             queued - completed
+        );
+    }
+    Ok(())
+}
+
+/// TX counters of `iface` from /proc/net/dev (this process's namespace):
+/// (tx_packets, tx_dropped).
+fn tx_counters(iface: &str) -> Result<(u64, u64), String> {
+    let t = std::fs::read_to_string("/proc/net/dev").map_err(|e| format!("/proc/net/dev: {e}"))?;
+    for line in t.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() != iface {
+            continue;
+        }
+        let v: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs drop ...
+        if v.len() < 12 {
+            break;
+        }
+        return Ok((v[9], v[11]));
+    }
+    Err(format!("{iface} not in /proc/net/dev"))
+}
+
+/// `--mode live`: packets written and sent by bpf/loadgen.c in the kernel.
+fn run_live(a: &Args) -> Result<(), String> {
+    use xdpvs::xdp::livegen::{LiveFlows, LiveGen};
+    if a.syn_flood || a.proto != Proto::Udp {
+        return Err("--mode live sends UDP only (no --syn-flood, --proto udp)".into());
+    }
+    let mut gen = build_gen(a)?;
+    if a.size > 1514 {
+        return Err("--size at most 1514".into());
+    }
+    let mut template = vec![0u8; 2048];
+    let len = gen.write(&mut template, 0, 0);
+    template.truncate(len);
+    let u32_of = |v: u64, what: &str| u32::try_from(v).map_err(|_| format!("{what} too large"));
+    let flows = LiveFlows {
+        flows: u32_of(gen.flows, "--flows")?,
+        src_base: gen.src_base,
+        n_src: u32_of(gen.n_src, "--src")?,
+        sport_lo: gen.sport_lo,
+        n_sport: u32_of(gen.n_sport, "--src-ports")?,
+        dport_lo: gen.dport_lo,
+        n_dport: u32_of(gen.n_dport, "--dst-ports")?,
+    };
+    install_stop_handler();
+    fine_timer_slack();
+    if let Some(c) = a.cpu {
+        pin_cpu(c)?;
+    }
+    let ifindex = ifindex(&a.iface)?;
+    let batch = a.batch.clamp(1, 256) as u32;
+    let live =
+        LiveGen::load(&template, ifindex, a.queue, flows, batch).map_err(|e| e.to_string())?;
+    let call_ns = a.live_call_ms.clamp(1, 5_000) * 1_000_000;
+    // Packets per second measured so far (wall time, calls included);
+    // the first call assumes 0.25 Mpps.
+    let mut rate_est: f64 = 250_000.0;
+    let count = a.count;
+    let dur_ns = (a.duration * 1e9) as u64;
+    let rate = a.rate;
+    let (tx0, drop0) = tx_counters(&a.iface)?;
+
+    let start = mono_ns();
+    let deadline = start + dur_ns;
+    let mut done: u64 = 0;
+    let mut calls: u64 = 0;
+    let mut ns_sum: u128 = 0;
+    let mut now = start;
+    while done < count && !stopped() {
+        now = mono_ns();
+        if now >= deadline {
+            break;
+        }
+        let due = if rate == 0 {
+            count
+        } else {
+            let el = u128::from(now - start);
+            ((el * u128::from(rate) / 1_000_000_000) as u64 + 1).min(count)
+        };
+        let want = if rate == 0 {
+            // Long calls (fixed cost per call), none past the deadline.
+            let left_ns = deadline - now;
+            let ns = call_ns.min(left_ns);
+            if ns < call_ns && left_ns < 20_000_000 {
+                break; // less than 20 ms left: a call would only overshoot
+            }
+            let n = (rate_est * ns as f64 / 1e9) as u64;
+            (due - done).min(n.max(64)).min(u64::from(u32::MAX))
+        } else {
+            (due - done).min(u64::from(batch))
+        };
+        if want == 0 {
+            // Sleep until the next packet is due (at most 1 ms).
+            let next = start + (u128::from(done) * 1_000_000_000 / u128::from(rate)) as u64;
+            let wait = next.saturating_sub(mono_ns()).min(1_000_000);
+            if wait > 2_000 {
+                std::thread::sleep(std::time::Duration::from_nanos(wait));
+            } else {
+                std::hint::spin_loop();
+            }
+            continue;
+        }
+        calls += 1;
+        let t0 = mono_ns();
+        match live.run(want as u32).map_err(|e| e.to_string())? {
+            Some(ns) => {
+                done += want;
+                ns_sum += u128::from(ns) * u128::from(want);
+                let el = mono_ns().saturating_sub(t0).max(1);
+                if want >= 1024 {
+                    rate_est = want as f64 * 1e9 / el as f64;
+                }
+            }
+            None => {
+                done = live.seq().map_err(|e| e.to_string())?;
+                break;
+            }
+        }
+    }
+    let send_end = mono_ns().max(now);
+    let generated = live.seq().map_err(|e| e.to_string())?;
+    // The peer takes the last frames in its NAPI poll (softirq, this CPU):
+    // give it a moment before reading the counters.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let (tx1, drop1) = tx_counters(&a.iface)?;
+    // Other traffic of the namespace (neighbour discovery) could add a few:
+    // never report more than was generated.
+    let sent = (tx1 - tx0).min(generated);
+    let tx_dropped = drop1 - drop0;
+    let secs = (send_end - start) as f64 / 1e9;
+    let summary = serde_json::json!({
+        "mode": "live",
+        "queued": generated,
+        "generated": generated,
+        "sent": sent,
+        "rejected": generated - sent,
+        "tx_dropped": tx_dropped,
+        "secs": secs,
+        "pps": if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+        "target_pps": rate,
+        "frame_len": template.len(),
+        "kicks": calls,
+        "prog_run_calls": calls,
+        "ns_per_frame": if done > 0 { (ns_sum / u128::from(done)) as u64 } else { 0 },
+        "tx_invalid": 0,
+        "rx_dropped": 0,
+        "flows": gen.flows,
+        "proto": "udp",
+        "syn_flood": false,
+        "dst": Ipv4Addr::from(gen.dst).to_string(),
+        "start_ns": start,
+        "end_ns": send_end,
+    });
+    println!("{summary}");
+    if sent < generated {
+        eprintln!(
+            "xdpvs-loadgen: {} of {generated} generated frames did not leave {} (tx_dropped {tx_dropped})",
+            generated - sent,
+            a.iface
         );
     }
     Ok(())

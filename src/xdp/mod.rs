@@ -24,6 +24,7 @@ pub mod asm;
 pub mod error;
 pub mod flow;
 pub mod keys;
+pub mod livegen;
 pub mod object;
 pub mod sys;
 
