@@ -16,7 +16,7 @@ use xdpvs_lab::demo::DirectorProcess;
 use xdpvs_lab::{Lab, LabMode, Request};
 
 mod labkit;
-use labkit::rss_kib;
+use labkit::{rss_kib, sha256_file};
 
 static LAB: Mutex<()> = Mutex::new(());
 
@@ -215,18 +215,7 @@ fn reload_storm_under_traffic_keeps_the_stream_and_the_client_server() {
 /// A long TCP stream through the director: curl downloads the 16 MiB file
 /// at `rate`. Returns the process, the output path and the expected sha256.
 fn start_stream(e: &Env, rate: &str) -> (std::process::Child, PathBuf, String) {
-    let sha = |p: &Path| {
-        let out = Command::new("sha256sum")
-            .arg(p)
-            .output()
-            .expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let expect = sha(&e.lab.dir().join("rs1/big"));
+    let expect = sha256_file(&e.lab.dir().join("rs1/big"));
     let dl = e.lab.dir().join("stream.out");
     let ns_cl = e.lab.env("LAB_NS_CLIENT");
     let curl = Command::new("ip")

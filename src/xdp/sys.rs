@@ -572,27 +572,18 @@ pub fn prog_test_run(
     repeat: u32,
     data_out: Option<&mut [u8]>,
 ) -> Result<TestRun, XdpError> {
-    let len = |n: usize| {
-        u32::try_from(n).map_err(|_| {
-            XdpError::sys(
-                "BPF_PROG_TEST_RUN",
-                "input size",
-                io::Error::from_raw_os_error(libc::E2BIG),
-            )
-        })
-    };
     let (out_ptr, out_len) = match data_out {
-        Some(b) => (b.as_mut_ptr() as u64, len(b.len())?),
+        Some(b) => (b.as_mut_ptr() as u64, run_len(b.len())?),
         None => (0, 0),
     };
     let mut attr = TestRunAttr {
         prog_fd: fd_u32(prog),
-        data_size_in: len(data.len())?,
+        data_size_in: run_len(data.len())?,
         data_in: data.as_ptr() as u64,
         data_size_out: out_len,
         data_out: out_ptr,
         repeat,
-        ctx_size_in: ctx_in.map_or(Ok(0), |c| len(c.len()))?,
+        ctx_size_in: ctx_in.map_or(Ok(0), |c| run_len(c.len()))?,
         ctx_in: ctx_in.map_or(0, |c| c.as_ptr() as u64),
         ..Default::default()
     };
@@ -606,6 +597,17 @@ pub fn prog_test_run(
         retval: attr.retval,
         duration_ns: attr.duration,
         data_out: (attr.data_size_out as usize).min(out_len as usize),
+    })
+}
+
+/// A `BPF_PROG_TEST_RUN` buffer size as the kernel's `u32`.
+fn run_len(n: usize) -> Result<u32, XdpError> {
+    u32::try_from(n).map_err(|_| {
+        XdpError::sys(
+            "BPF_PROG_TEST_RUN",
+            "input size",
+            io::Error::from_raw_os_error(libc::E2BIG),
+        )
     })
 }
 
@@ -628,21 +630,12 @@ pub fn prog_test_run_live(
     repeat: u32,
     batch_size: u32,
 ) -> Result<TestRun, XdpError> {
-    let len = |n: usize| {
-        u32::try_from(n).map_err(|_| {
-            XdpError::sys(
-                "BPF_PROG_TEST_RUN",
-                "input size",
-                io::Error::from_raw_os_error(libc::E2BIG),
-            )
-        })
-    };
     let mut attr = TestRunAttr {
         prog_fd: fd_u32(prog),
-        data_size_in: len(data.len())?,
+        data_size_in: run_len(data.len())?,
         data_in: data.as_ptr() as u64,
         repeat,
-        ctx_size_in: len(ctx_in.len())?,
+        ctx_size_in: run_len(ctx_in.len())?,
         ctx_in: ctx_in.as_ptr() as u64,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size,
