@@ -79,6 +79,7 @@ pub struct LiveGen {
     frame: Vec<u8>,
     ctx: [u8; 24],
     batch: u32,
+    pin: Option<OwnedFd>,
 }
 
 impl LiveGen {
@@ -133,7 +134,27 @@ impl LiveGen {
             frame: template.to_vec(),
             ctx,
             batch,
+            pin: None,
         })
+    }
+
+    /// Attach the program natively (`BPF_LINK_CREATE`, driver mode) to
+    /// `ifindex`, an interface that receives nothing (an idle veth), until
+    /// the generator is dropped. That keeps it in the kernel's XDP
+    /// dispatcher: otherwise every `BPF_PROG_RUN` call with `repeat` > 1
+    /// adds it to the dispatcher and removes it again, each change waiting
+    /// for an RCU grace period (`synchronize_rcu` in
+    /// `bpf_dispatcher_change_prog`: the ~20-30 ms a call cost here).
+    /// Frames that interface receives would be sent back out of it.
+    pub fn pin_dispatcher(&mut self, ifindex: u32) -> Result<(), XdpError> {
+        let link = sys::link_create(
+            self.prog.as_fd(),
+            ifindex,
+            sys::BPF_XDP,
+            sys::XDP_FLAGS_DRV_MODE,
+        )?;
+        self.pin = Some(link);
+        Ok(())
     }
 
     /// Generate and send `repeat` packets (the next ones of the run).
