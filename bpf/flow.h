@@ -3,7 +3,8 @@
  * incremental checksums, IPIP/GUE encapsulation (encap.h), XDP_TX or
  * redirect). The shards stay the only
  * authority: they install and remove entries; the program only reads an
- * entry and stamps its last-seen time and counters. */
+ * entry and stamps its last-seen time, and counts per real server
+ * (dest_map). */
 #ifndef XDPVS_FLOW_H
 #define XDPVS_FLOW_H
 
@@ -31,6 +32,17 @@ enum flow_action {
     FLOW_GUE = 5,  /* outer IP + UDP tun_sport -> tun_dport pushed */
 };
 
+/* dest_map key and per-CPU value (src/xdp/flow.rs DEST_KEY_SIZE,
+ * DEST_VALUE_SIZE). */
+struct dest_key {
+    __u32 dest;  /* the real server's id */
+    __u32 reply; /* 1: a NAT reply (the engine's out counters) */
+};
+struct dest_ctr {
+    __u64 packets;
+    __u64 bytes; /* IP bytes, as the engine counts */
+};
+
 /* flow_map value (120 bytes). */
 struct flow_entry {
     __u8 dst_mac[6];
@@ -47,8 +59,8 @@ struct flow_entry {
     __u32 pad2;
     __u64 installed_ns;
     __u64 last_seen_ns; /* written by the program */
-    __u64 packets;      /* written by the program */
-    __u64 bytes;        /* IP bytes, as the engine counts */
+    __u64 packets;      /* unused (0): counted per real server, dest_map */
+    __u64 bytes;        /* unused (0) */
     /* IPIP / GUE only (zero otherwise): the outer header. */
     __u8 tun_src[16];   /* outer source (IPv4: first 4 bytes) */
     __u8 tun_dst[16];   /* outer destination: the real server */
@@ -121,6 +133,20 @@ static __always_inline int flow_nat(struct pkt *p, const struct flow_entry *f)
     return 0;
 }
 
+/* The counters of the entry's real server and direction on this CPU, made
+ * at its first packet here; 0 when dest_map is full (the packet then takes
+ * the AF_XDP path, where the engine counts it). */
+static __always_inline struct dest_ctr *dest_counters(const struct flow_entry *f)
+{
+    struct dest_key k = { .dest = f->dest, .reply = f->action == FLOW_SNAT };
+    struct dest_ctr *c = bpf_map_lookup_elem(&dest_map, &k);
+    if (c)
+        return c;
+    struct dest_ctr zero = {};
+    bpf_map_update_elem(&dest_map, &k, &zero, BPF_NOEXIST);
+    return bpf_map_lookup_elem(&dest_map, &k);
+}
+
 /* Forward a packet of an offloaded flow, or return -1 when it must take the
  * AF_XDP path: no entry, fast path off, a TCP SYN, FIN or RST (the engine
  * keeps the state table), or larger than the way out allows (with the outer
@@ -140,6 +166,9 @@ static __always_inline int flow_forward(struct xdp_md *ctx, struct ethhdr *eth,
     __u32 over = encap_overhead(f);
     if (p->l3_len + over > f->mtu)
         return -1;
+    struct dest_ctr *c = dest_counters(f);
+    if (!c)
+        return -1;
     if (over) {
         /* `eth` and `p` are stale after this. */
         int r = flow_encap(ctx, p, f);
@@ -153,9 +182,14 @@ static __always_inline int flow_forward(struct xdp_md *ctx, struct ethhdr *eth,
         __builtin_memcpy(eth->dst, f->dst_mac, 6);
         __builtin_memcpy(eth->src, f->src_mac, 6);
     }
-    f->last_seen_ns = bpf_ktime_get_ns();
-    __sync_fetch_and_add(&f->packets, 1);
-    __sync_fetch_and_add(&f->bytes, p->l3_len);
+    /* Per-CPU counters: plain adds. The stamp is written only when it
+     * moves (the engine reads it in milliseconds), sparing the entry's
+     * cache line most stores. */
+    c->packets += 1;
+    c->bytes += p->l3_len;
+    __u64 now = bpf_ktime_get_ns();
+    if (now - f->last_seen_ns >= 1000000)
+        f->last_seen_ns = now;
     if (f->ifindex == ctx->ingress_ifindex)
         return XDP_TX;
     return bpf_redirect(f->ifindex, 0);

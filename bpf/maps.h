@@ -26,6 +26,12 @@ MAP(xsk_map);
 MAP(flow_map);
 /* ARRAY u32 0 -> u32: 1 when the fast path is on (reloadable). */
 MAP(cfg_map);
+/* PERCPU_HASH dest_key -> dest_ctr: what the fast path forwarded, per real
+ * server and direction, per CPU (flow.h). Entries are made by the program
+ * at a real server's first fast packet; the control loop reads them (a walk
+ * proportional to the real servers, not to the flows) and removes those of
+ * real servers no longer configured. */
+MAP(dest_map);
 
 /* vip_map / real_map / local_map key (20 bytes). */
 struct addr_key {

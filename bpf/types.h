@@ -86,6 +86,8 @@ struct tcphdr {
     __be16 urg_ptr;
 };
 
+#define BPF_NOEXIST 1
+
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -99,6 +101,8 @@ struct udphdr {
 
 /* Helpers, by their fixed ids (include/uapi/linux/bpf.h). */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+                                 __u64 flags) = (void *)2;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 to_size,

@@ -530,10 +530,18 @@ measure() {
     n0=$(napi_cpu_ns)
     c0=$(cpu_snap)
     d0=$(dir_cpu_ns)
+    local perf_pid=""
+    if [ -n "${BENCH_PERF:-}" ] && [ "$phase" = max ]; then
+        # BENCH_PERF=1: where the director's CPU goes during the flat-out run
+        # (perf record -a -g on it; report with perf report -i FILE).
+        perf record -q -C "$DIR_CPU" -g -o "$OUT/perf-$tag.data" -- sleep "$secs" >>"$LOG" 2>&1 &
+        perf_pid=$!
+    fi
     lj=$(timeout $((secs + 15)) ip netns exec xdpvs-rt nice -n "$NICE" "$BIN/xdpvs-loadgen" --iface lan0 \
         --dst-mac "$DIR_MAC" --dst "$VIP" --dst-ports "$PORTS" --src 198.18.100.0/22 \
         --flows "$flows" --proto "$proto" --rate "$rate" --count "$count" --duration "$secs" \
         --run-id "$RUN_ID" --cpu "$GEN_CPU" --mode "$GEN_MODE" "$@" 2>>"$LOG") || die "loadgen failed ($tag)"
+    [ -z "$perf_pid" ] || wait "$perf_pid" 2>/dev/null || true
     c1=$(cpu_snap)
     d1=$(dir_cpu_ns)
     n1=$(napi_cpu_ns)

@@ -326,32 +326,18 @@ fn a_removed_real_server_takes_its_entries_back_at_the_reload() {
 }
 
 #[test]
-fn what_the_fast_path_counted_comes_back_into_the_listing() {
+fn live_entries_are_installs_less_refusals_and_removals() {
     let mut h = engine("dr", "");
-    forwarded(&mut h, &dgram(5000));
-    let dest = match cmds(&mut h).as_slice() {
-        [OffloadCmd::Install(e)] => e.dest,
-        c => panic!("{c:?}"),
-    };
-    let before = h
-        .engine
-        .dest_counters()
-        .get(&dest)
-        .copied()
-        .unwrap_or_default();
-    h.engine.fold_fast_path(dest, false, 1000, 64_000);
-    h.engine.fold_fast_path(dest, true, 10, 640);
-    let after = h
-        .engine
-        .dest_counters()
-        .get(&dest)
-        .copied()
-        .unwrap_or_default();
-    assert_eq!(after.inpkts - before.inpkts, 1000);
-    assert_eq!(after.inbytes - before.inbytes, 64_000);
-    assert_eq!(after.outpkts - before.outpkts, 10);
+    for sport in [5000, 5001, 5002] {
+        forwarded(&mut h, &dgram(sport));
+    }
+    assert_eq!(cmds(&mut h).len(), 3);
+    // The runtime: the cache refused one, and a removal found one entry.
+    h.engine.offload_refused();
+    h.engine.offload_removed();
     let s = h.engine.offload_stats();
-    assert_eq!((s.fast_packets, s.fast_bytes), (1010, 64_640));
+    assert_eq!((s.installs, s.install_failed, s.removed), (3, 1, 1));
+    assert_eq!(s.live(), 1);
 }
 
 #[test]

@@ -424,13 +424,12 @@ fn a_tunnel_packet_above_the_mtu_takes_the_slow_path_untouched() {
         // One byte more: within the MTU as it arrives, not once encapsulated.
         let body = vec![0x5a; fits + 1];
         let f = segment(c.l4, c.client, c.vip, c.cport, c.vport, flags, &body, false);
-        let before = prog.flows().get(&entries[0].key).unwrap().unwrap();
+        let before = counted(&prog);
         let (action, out) = prog.test_run_frame(&f, LO, 0).unwrap();
         // Towards the AF_XDP socket; none is registered, so: pass.
         assert_eq!(action, XDP_PASS, "{name}");
         assert_eq!(hex(&out), hex(&f), "{name}: untouched");
-        let after = prog.flows().get(&entries[0].key).unwrap().unwrap();
-        assert_eq!(after.packets, before.packets, "{name}: not counted");
+        assert_eq!(counted(&prog), before, "{name}: not counted");
         // The engine refuses it as today (too big for the way out).
         let (v, _) = h.process(&f);
         assert!(
@@ -440,20 +439,32 @@ fn a_tunnel_packet_above_the_mtu_takes_the_slow_path_untouched() {
     }
 }
 
+/// What the program counted, per (real server id, reply), over every CPU.
+fn counted(prog: &XdpProgram) -> Vec<(u32, bool, u64, u64)> {
+    let mut v: Vec<_> = prog
+        .flows()
+        .dest_counters()
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.dest, u.reply, u.packets, u.bytes))
+        .collect();
+    v.sort();
+    v
+}
+
 #[test]
-fn the_program_counts_and_stamps_what_it_forwards() {
-    if skip("the_program_counts_and_stamps_what_it_forwards") {
+fn the_program_counts_per_real_server_and_stamps_what_it_forwards() {
+    if skip("the_program_counts_per_real_server_and_stamps_what_it_forwards") {
         return;
     }
     let (_, c) = cases().swap_remove(0);
     let (_, entries) = establish(&c);
     let prog = load(&entries);
     let key = entries[0].key;
+    let dest = entries[0].dest.0;
     let before = prog.flows().get(&key).unwrap().unwrap();
-    assert_eq!(
-        (before.packets, before.bytes, before.last_seen_ns),
-        (0, 0, 0)
-    );
+    assert_eq!(before.last_seen_ns, 0);
+    assert_eq!(counted(&prog), vec![], "nothing before the first packet");
     for n in [10usize, 20, 30] {
         let f = segment(
             c.l4,
@@ -467,14 +478,47 @@ fn the_program_counts_and_stamps_what_it_forwards() {
         );
         assert_eq!(prog.test_run_frame(&f, LO, 0).unwrap().0, XDP_REDIRECT);
     }
-    let after = prog.flows().get(&key).unwrap().unwrap();
-    assert_eq!(after.packets, 3);
     // IP bytes, as the engine counts: 3 x (20 IP + 20 TCP) + payloads.
-    assert_eq!(after.bytes, 3 * 40 + 60);
+    assert_eq!(counted(&prog), vec![(dest, false, 3, 3 * 40 + 60)]);
+    let after = prog.flows().get(&key).unwrap().unwrap();
     assert!(after.last_seen_ns > 0);
-    let removed = prog.flows().remove(&key).unwrap().unwrap();
-    assert_eq!(removed.packets, 3);
+    // A SYN is the engine's: not counted here.
+    let syn = segment(c.l4, c.client, c.vip, c.cport, c.vport, SYN, &[], false);
+    assert_ne!(prog.test_run_frame(&syn, LO, 0).unwrap().0, XDP_REDIRECT);
+    assert_eq!(counted(&prog), vec![(dest, false, 3, 3 * 40 + 60)]);
+    // The counters outlive the entry; a removed real server's are dropped
+    // by the control loop.
+    prog.flows().remove(&key).unwrap().unwrap();
     assert!(prog.flows().get(&key).unwrap().is_none());
+    assert_eq!(counted(&prog), vec![(dest, false, 3, 3 * 40 + 60)]);
+    assert_eq!(prog.flows().forget_dests(|d| d == dest).unwrap(), vec![]);
+    let gone = prog.flows().forget_dests(|_| false).unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].packets, gone[0].bytes), (3, 180));
+    assert_eq!(counted(&prog), vec![]);
+}
+
+#[test]
+fn nat_replies_count_as_the_real_servers_out_direction() {
+    if skip("nat_replies_count_as_the_real_servers_out_direction") {
+        return;
+    }
+    let c = case("nat udp v4");
+    let (_, entries) = establish(&c);
+    let prog = load(&entries);
+    let reply = entries.iter().find(|e| e.reply).expect("a reply entry");
+    let f = segment(
+        c.l4,
+        reply.key.src,
+        reply.key.dst,
+        reply.key.sport,
+        reply.key.dport,
+        0,
+        &[7u8; 12],
+        false,
+    );
+    assert_eq!(prog.test_run_frame(&f, LO, 0).unwrap().0, XDP_REDIRECT);
+    assert_eq!(counted(&prog), vec![(reply.dest.0, true, 1, 20 + 8 + 12)]);
 }
 
 proptest! {

@@ -76,12 +76,14 @@ pub struct ControlState {
     pub announce: Announcer,
     /// The XDP flow cache (fast path), read for counters.
     pub flows: Option<crate::xdp::FlowCache>,
+    /// What the fast path forwarded for real servers since removed from
+    /// the config (their counters leave the XDP side's map).
+    fast_retired: FastTotals,
 }
 
-/// What the fast path's live entries counted.
+/// What the fast path forwarded, all real servers together.
 #[derive(Clone, Copy, Debug, Default)]
-struct LiveFlows {
-    flows: u64,
+struct FastTotals {
     packets: u64,
     bytes: u64,
 }
@@ -103,6 +105,7 @@ impl ControlState {
         ControlState {
             announce,
             flows: None,
+            fast_retired: FastTotals::default(),
             periodic: None,
             path,
             cfg,
@@ -295,6 +298,7 @@ impl ControlState {
     pub fn tick_rates(&mut self, now: Instant) {
         self.log_drop_bursts();
         self.release_retired();
+        self.forget_removed_dests();
         let secs = self
             .last_rate
             .map(|t| now.duration_since(t).as_secs_f64())
@@ -313,19 +317,37 @@ impl ControlState {
         }
     }
 
+    /// Drop the fast path's counters of real servers no longer in the
+    /// snapshot (keeping their sum for the fast path's totals), so its map
+    /// holds the configured real servers only.
+    fn forget_removed_dests(&mut self) {
+        let Some(f) = &self.flows else {
+            return;
+        };
+        let snap = self.snaps.load();
+        match f.forget_dests(|id| snap.dest_index.contains_key(&DestId(id))) {
+            Ok(gone) => {
+                for u in gone {
+                    self.fast_retired.packets += u.packets;
+                    self.fast_retired.bytes += u.bytes;
+                }
+            }
+            Err(e) => tracing::warn!("reading the XDP fast path's counters: {e}"),
+        }
+    }
+
     /// The shards' counters per real server plus what the fast path
-    /// counted on its live entries (removed entries are already folded into
-    /// the shards' counters), and the live entries' totals.
-    fn totals(&self) -> (HashMap<DestId, DestCounters>, LiveFlows) {
+    /// forwarded for each (the XDP side's per-real server counters), and the
+    /// fast path's totals.
+    fn totals(&self) -> (HashMap<DestId, DestCounters>, FastTotals) {
         let mut totals = dest_totals(&self.reports);
-        let mut live = LiveFlows::default();
+        let mut fast = self.fast_retired;
         if let Some(f) = &self.flows {
-            match f.all() {
+            match f.dest_counters() {
                 Ok(all) => {
-                    for (_, u) in all {
-                        live.flows += 1;
-                        live.packets += u.packets;
-                        live.bytes += u.bytes;
+                    for u in all {
+                        fast.packets += u.packets;
+                        fast.bytes += u.bytes;
                         let t = totals.entry(DestId(u.dest)).or_default();
                         if u.reply {
                             t.outpkts += u.packets;
@@ -336,10 +358,10 @@ impl ControlState {
                         }
                     }
                 }
-                Err(e) => tracing::warn!("reading the XDP flow cache: {e}"),
+                Err(e) => tracing::warn!("reading the XDP fast path's counters: {e}"),
             }
         }
-        (totals, live)
+        (totals, fast)
     }
 
     /// The listing: counters since the last `zero`.
@@ -355,7 +377,7 @@ impl ControlState {
 
     fn status_with(&self, base: &HashMap<DestId, Counters>) -> Status {
         let snap = self.snaps.load();
-        let (totals, live) = self.totals();
+        let (totals, fast) = self.totals();
         let mut services = services_status(&snap, &totals, base);
         for (s, svc) in services.iter_mut().zip(snap.services.iter()) {
             let cfg_svc = self.cfg.services.iter().find(|c| c.key == svc.key);
@@ -480,17 +502,16 @@ impl ControlState {
             fast_path: self.flows.as_ref().map(|f| {
                 let mut fp = FastPathStatus {
                     on: snap.fast_path,
-                    flows: live.flows,
+                    flows: 0,
                     capacity: u64::from(f.capacity()),
-                    packets: live.packets,
-                    bytes: live.bytes,
+                    packets: fast.packets,
+                    bytes: fast.bytes,
                     ..FastPathStatus::default()
                 };
                 for slot in self.reports.iter() {
                     if let Ok(r) = slot.report.lock() {
                         let o = &r.engine.offload;
-                        fp.packets += o.fast_packets;
-                        fp.bytes += o.fast_bytes;
+                        fp.flows += o.live();
                         fp.installs += o.installs;
                         fp.removes += o.removes;
                         fp.install_failed += o.install_failed;

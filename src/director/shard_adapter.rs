@@ -142,9 +142,7 @@ impl ShardAdapter {
     }
 
     /// Carry out the engine's install and remove commands (one batch: the
-    /// commands of the frames processed since the last call). What the fast
-    /// path counted on a removed entry goes back into the real server's
-    /// counters.
+    /// commands of the frames processed since the last call).
     fn offload_turn(&mut self) {
         let Some(flows) = &self.flows else {
             return;
@@ -161,9 +159,9 @@ impl ShardAdapter {
                         self.engine.offload_refused();
                     }
                 }
-                OffloadCmd::Remove { key, dest, reply } => {
-                    if let Ok(Some(u)) = flows.remove(&key) {
-                        self.engine.fold_fast_path(dest, reply, u.packets, u.bytes);
+                OffloadCmd::Remove { key, .. } => {
+                    if let Ok(Some(_)) = flows.remove(&key) {
+                        self.engine.offload_removed();
                     }
                 }
             }

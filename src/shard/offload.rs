@@ -8,8 +8,10 @@
 //! [`OffloadCmd::Remove`] whenever the connection leaves the table (closed,
 //! expired, evicted, removed), leaves ESTABLISHED, or its real server leaves
 //! the snapshot. The runtime carries the commands out in batches (the
-//! shard adapter) and reports what the fast path counted back with
-//! [`crate::shard::engine::Engine::fold_fast_path`].
+//! shard adapter) and tells the engine which installs the cache refused and
+//! which removals found an entry. What the fast path forwards is counted
+//! per real server by the XDP program (`dest_map`) and added to the
+//! engine's counters by the control loop, not folded into the engine.
 //!
 //! Before a connection with an entry expires, the engine asks a
 //! [`FastPathSeen`] when the fast path last forwarded one of its packets and
@@ -99,10 +101,17 @@ pub struct OffloadStats {
     /// Installs the flow cache refused (full): those flows stay on the
     /// AF_XDP path.
     pub install_failed: u64,
-    /// Packets and bytes the fast path forwarded on removed entries, as
-    /// folded back into the real servers' counters.
-    pub fast_packets: u64,
-    pub fast_bytes: u64,
+    /// Removals that found an entry in the cache.
+    pub removed: u64,
+}
+
+impl OffloadStats {
+    /// Entries in the cache now: installed, not refused, not removed.
+    pub fn live(&self) -> u64 {
+        self.installs
+            .saturating_sub(self.install_failed)
+            .saturating_sub(self.removed)
+    }
 }
 
 /// The engine's queue of commands, bounded: when the runtime does not take

@@ -7,8 +7,8 @@
 //!  0 16 src    (IPv4: first 4 bytes)     0  6 dst_mac      40  4 dest id
 //! 16 16 dst                              6  6 src_mac      48  8 installed_ns
 //! 32  2 sport (BE)                      12  4 ifindex      56  8 last_seen_ns
-//! 34  2 dport (BE)                      16  2 mtu          64  8 packets
-//! 36  1 proto                           18  1 action       72  8 bytes
+//! 34  2 dport (BE)                      16  2 mtu          64  8 (packets: 0)
+//! 36  1 proto                           18  1 action       72  8 (bytes: 0)
 //! 37  1 family (4 | 6)                  20 16 NAT addr     80 16 outer src
 //!                                       36  2 NAT port(BE) 96 16 outer dst
 //!                                      112  2 GUE sport (BE)
@@ -16,6 +16,14 @@
 //!                                      116  1 outer family (4 | 6; 0: none)
 //! ```
 //! Native-endian fields are the host's (the program runs on it).
+//!
+//! What the program forwards is counted per real server and direction in
+//! `dest_map`, a per-CPU hash (key: dest id u32, reply u32; value per CPU:
+//! packets u64, bytes u64), made by the program at a real server's first
+//! fast packet. Reading it costs a walk proportional to the real servers;
+//! per-flow counters cost a walk of the flow map's every bucket (4M for the
+//! default capacity: ~1 % of a core every 2 s, idle, and a stall of the
+//! director's CPU while the kernel walks).
 //!
 //! A plain `HASH` map, never LRU: an entry disappears only when its shard
 //! removes it. One handle per shard ([`FlowCache`] is a cheap clone of the
@@ -36,6 +44,15 @@ use super::XdpError;
 pub const FLOW_KEY_SIZE: usize = 40;
 /// Value size in bytes.
 pub const FLOW_VALUE_SIZE: usize = 120;
+/// `dest_map` key size (`struct dest_key`).
+pub const DEST_KEY_SIZE: usize = 8;
+/// `dest_map` value size, one CPU's (`struct dest_ctr`).
+pub const DEST_VALUE_SIZE: usize = 16;
+/// Capacity of `dest_map`: real servers x directions with fast-path
+/// traffic (entries of real servers no longer configured are removed by
+/// the control loop). Full, a real server's fast packets take the AF_XDP
+/// path, where the engine counts them.
+pub const DEST_ENTRIES: u32 = 131_072;
 
 /// `enum flow_action` of `bpf/flow.h`.
 const ACTION_DR: u8 = 1;
@@ -45,8 +62,6 @@ const ACTION_IPIP: u8 = 4;
 const ACTION_GUE: u8 = 5;
 
 const OFF_LAST_SEEN: usize = 56;
-const OFF_PACKETS: usize = 64;
-const OFF_BYTES: usize = 72;
 const OFF_DEST: usize = 40;
 const OFF_TUN_SRC: usize = 80;
 const OFF_TUN_DST: usize = 96;
@@ -133,10 +148,9 @@ fn u64_at(b: &[u8; FLOW_VALUE_SIZE], off: usize) -> u64 {
 /// What the program recorded on one entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowUse {
-    /// `bpf_ktime_get_ns` of the last packet forwarded (0: none yet).
+    /// `bpf_ktime_get_ns` of the last packet forwarded (0: none yet), to
+    /// the millisecond: the program writes it when it moves by 1 ms or more.
     pub last_seen_ns: u64,
-    pub packets: u64,
-    pub bytes: u64,
     /// The real server's id.
     pub dest: u32,
     /// A NAT reply entry (real server -> client).
@@ -149,8 +163,6 @@ impl FlowUse {
         d.copy_from_slice(&b[OFF_DEST..OFF_DEST + 4]);
         FlowUse {
             last_seen_ns: u64_at(b, OFF_LAST_SEEN),
-            packets: u64_at(b, OFF_PACKETS),
-            bytes: u64_at(b, OFF_BYTES),
             dest: u32::from_ne_bytes(d),
             reply: b[18] == ACTION_SNAT,
         }
@@ -162,16 +174,51 @@ impl FlowUse {
     }
 }
 
-/// A shared handle to `flow_map`.
+/// What the fast path forwarded for one real server in one direction,
+/// summed over the CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestUse {
+    /// The real server's id.
+    pub dest: u32,
+    /// NAT replies (the engine's out counters).
+    pub reply: bool,
+    pub packets: u64,
+    /// IP bytes, as the engine counts.
+    pub bytes: u64,
+}
+
+impl DestUse {
+    fn of(key: &[u8], values: &[u8]) -> Option<DestUse> {
+        let w = |b: &[u8], at: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        let dest = u32::from_ne_bytes(key.get(0..4)?.try_into().ok()?);
+        let reply = u32::from_ne_bytes(key.get(4..8)?.try_into().ok()?) != 0;
+        let mut u = DestUse {
+            dest,
+            reply,
+            ..DestUse::default()
+        };
+        // One 16-byte value per possible CPU.
+        for cpu in values.chunks_exact(DEST_VALUE_SIZE) {
+            u.packets = u.packets.wrapping_add(w(cpu, 0)?);
+            u.bytes = u.bytes.wrapping_add(w(cpu, 8)?);
+        }
+        Some(u)
+    }
+}
+
+/// A shared handle to `flow_map` and `dest_map`.
 #[derive(Clone, Debug)]
 pub struct FlowCache {
     map: Arc<BpfMap>,
+    dests: Arc<BpfMap>,
 }
 
 impl FlowCache {
-    /// Create the map with room for `entries` flows. Memory is taken as
-    /// entries are installed (`BPF_F_NO_PREALLOC`), not for the whole
-    /// capacity up front.
+    /// Create the flow map with room for `entries` flows, and the per-real
+    /// server counters ([`DEST_ENTRIES`]). Memory is taken as entries are
+    /// made (`BPF_F_NO_PREALLOC`), not for the whole capacity up front.
     pub fn create(entries: u32) -> Result<FlowCache, XdpError> {
         let map = BpfMap::create_with_flags(
             MapType::Hash,
@@ -181,11 +228,59 @@ impl FlowCache {
             entries.max(1),
             sys::BPF_F_NO_PREALLOC,
         )?;
-        Ok(FlowCache { map: Arc::new(map) })
+        let dests = BpfMap::create_with_flags(
+            MapType::PercpuHash,
+            "xdpvs_dests",
+            DEST_KEY_SIZE as u32,
+            DEST_VALUE_SIZE as u32,
+            DEST_ENTRIES,
+            sys::BPF_F_NO_PREALLOC,
+        )?;
+        Ok(FlowCache {
+            map: Arc::new(map),
+            dests: Arc::new(dests),
+        })
     }
 
     pub(super) fn raw_fd(&self) -> RawFd {
         self.map.as_fd().as_raw_fd()
+    }
+
+    pub(super) fn dests_raw_fd(&self) -> RawFd {
+        self.dests.as_fd().as_raw_fd()
+    }
+
+    /// What the fast path forwarded, per real server and direction, since
+    /// the map was made (entries [`FlowCache::forget_dests`] removed aside).
+    pub fn dest_counters(&self) -> Result<Vec<DestUse>, XdpError> {
+        let mut out = Vec::new();
+        self.dests.for_each_batch(|k, v| {
+            if let Some(u) = DestUse::of(k, v) {
+                out.push(u);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Remove the counters of the real servers `keep` refuses (no longer
+    /// configured), returning what they held. A packet counted on another
+    /// CPU between the read and the removal is lost to the totals; one
+    /// counted after makes the entry again.
+    pub fn forget_dests(&self, keep: impl Fn(u32) -> bool) -> Result<Vec<DestUse>, XdpError> {
+        let mut gone = Vec::new();
+        for u in self.dest_counters()? {
+            if keep(u.dest) {
+                continue;
+            }
+            let mut key = [0u8; DEST_KEY_SIZE];
+            key[0..4].copy_from_slice(&u.dest.to_ne_bytes());
+            key[4..8].copy_from_slice(&u32::from(u.reply).to_ne_bytes());
+            let mut v = vec![0u8; self.dests.value_buf_size()];
+            if self.dests.lookup_and_delete(&key, &mut v)? {
+                gone.extend(DestUse::of(&key, &v));
+            }
+        }
+        Ok(gone)
     }
 
     /// Capacity in flows.

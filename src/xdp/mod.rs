@@ -179,6 +179,7 @@ impl XdpProgram {
             ("xsk_map", xsk_map.as_fd().as_raw_fd()),
             ("cfg_map", cfg_map.as_fd().as_raw_fd()),
             ("flow_map", flows.raw_fd()),
+            ("dest_map", flows.dests_raw_fd()),
         ]
         .into_iter()
         .collect();

@@ -163,6 +163,7 @@ mod tests {
             o.map_names(),
             [
                 "cfg_map",
+                "dest_map",
                 "flow_map",
                 "local_map",
                 "real_map",
@@ -178,7 +179,7 @@ mod tests {
             .map(|i| i.imm)
             .collect();
         assert_eq!(patched.len(), o.map_refs.len());
-        assert!(patched.iter().all(|fd| (100..106).contains(fd)));
+        assert!(patched.iter().all(|fd| (100..107).contains(fd)));
         assert!(insns.iter().any(|i| i.code == 0x95), "no exit");
     }
 

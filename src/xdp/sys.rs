@@ -57,6 +57,9 @@ pub enum MapType {
     Array,
     /// `BPF_MAP_TYPE_XSKMAP`: queue index -> AF_XDP socket.
     XskMap,
+    /// `BPF_MAP_TYPE_PERCPU_HASH`: one value per possible CPU; user space
+    /// reads and writes them all at once, each padded to 8 bytes.
+    PercpuHash,
 }
 
 impl MapType {
@@ -65,8 +68,33 @@ impl MapType {
             MapType::Hash => 1,
             MapType::Array => 2,
             MapType::XskMap => 17,
+            MapType::PercpuHash => 5,
         }
     }
+}
+
+/// Number of possible CPUs (`/sys/devices/system/cpu/possible`, "0-N" or
+/// a list of ranges): how many values a per-CPU map's element holds.
+pub fn possible_cpus() -> Result<usize, XdpError> {
+    const PATH: &str = "/sys/devices/system/cpu/possible";
+    let text = std::fs::read_to_string(PATH).map_err(|e| XdpError::sys("read", PATH, e))?;
+    parse_cpu_list(text.trim()).ok_or_else(|| {
+        XdpError::sys(
+            "parse",
+            PATH,
+            io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {text:?}")),
+        )
+    })
+}
+
+/// The highest CPU of a list such as "0-3,5" plus one.
+fn parse_cpu_list(s: &str) -> Option<usize> {
+    let mut top = None;
+    for part in s.split(',') {
+        let last = part.rsplit('-').next()?.trim().parse::<usize>().ok()?;
+        top = Some(top.unwrap_or(0).max(last + 1));
+    }
+    top
 }
 
 #[repr(C)]
@@ -221,7 +249,9 @@ pub struct BpfMap {
     fd: OwnedFd,
     name: String,
     key_size: usize,
-    value_size: usize,
+    /// Bytes of one element's value as user space passes it: `value_size`,
+    /// or for a per-CPU map one 8-byte-aligned value per possible CPU.
+    value_buf: usize,
     max_entries: u32,
 }
 
@@ -258,11 +288,15 @@ impl BpfMap {
         // SAFETY: the attribute holds no pointers.
         let ret = unsafe { bpf(BPF_MAP_CREATE, &mut attr) }
             .map_err(|e| XdpError::sys("BPF_MAP_CREATE", name, e))?;
+        let value_buf = match map_type {
+            MapType::PercpuHash => (value_size as usize).next_multiple_of(8) * possible_cpus()?,
+            _ => value_size as usize,
+        };
         Ok(BpfMap {
             fd: owned(ret, "BPF_MAP_CREATE", name)?,
             name: name.to_owned(),
             key_size: key_size as usize,
-            value_size: value_size as usize,
+            value_buf,
             max_entries,
         })
     }
@@ -282,6 +316,12 @@ impl BpfMap {
         self.key_size
     }
 
+    /// Bytes of a value buffer for [`BpfMap::lookup`], [`BpfMap::update`]
+    /// and [`BpfMap::for_each_batch`] (per-CPU maps: every CPU's value).
+    pub fn value_buf_size(&self) -> usize {
+        self.value_buf
+    }
+
     fn check(&self, what: &'static str, expected: usize, got: usize) -> Result<(), XdpError> {
         if expected == got {
             Ok(())
@@ -298,7 +338,7 @@ impl BpfMap {
     /// `BPF_MAP_UPDATE_ELEM` with `flags` ([`BPF_ANY`], [`BPF_NOEXIST`], [`BPF_EXIST`]).
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), XdpError> {
         self.check("key", self.key_size, key.len())?;
-        self.check("value", self.value_size, value.len())?;
+        self.check("value", self.value_buf, value.len())?;
         let mut attr = MapElemAttr {
             map_fd: fd_u32(self.fd.as_fd()),
             key: key.as_ptr() as u64,
@@ -307,7 +347,8 @@ impl BpfMap {
             ..Default::default()
         };
         // SAFETY: key and value are live buffers of exactly key_size and
-        // value_size bytes (checked above); the kernel only reads them.
+        // value_buf bytes (checked above: value_size, or for a per-CPU map
+        // one padded value per possible CPU); the kernel only reads them.
         unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }
             .map(drop)
             .map_err(|e| XdpError::sys("BPF_MAP_UPDATE_ELEM", self.name.as_str(), e))
@@ -354,7 +395,7 @@ impl BpfMap {
         value: &mut [u8],
     ) -> Result<bool, XdpError> {
         self.check("key", self.key_size, key.len())?;
-        self.check("value", self.value_size, value.len())?;
+        self.check("value", self.value_buf, value.len())?;
         let mut attr = MapElemAttr {
             map_fd: fd_u32(self.fd.as_fd()),
             key: key.as_ptr() as u64,
@@ -362,7 +403,7 @@ impl BpfMap {
             ..Default::default()
         };
         // SAFETY: key (read) and value (written) are live buffers of exactly
-        // key_size and value_size bytes; this is not a per-CPU map; `cmd` is
+        // key_size and value_buf bytes (a per-CPU map's every value); `cmd` is
         // one of the two element reads, which touch nothing else.
         match unsafe { bpf(cmd, &mut attr) } {
             Ok(_) => Ok(true),
@@ -376,7 +417,7 @@ impl BpfMap {
     /// `max_entries` entries are visited. Entries added or removed during
     /// the walk may or may not be seen, as with any walk of a live map.
     pub fn for_each_batch(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<usize, XdpError> {
-        let (ks, vs) = (self.key_size.max(1), self.value_size.max(1));
+        let (ks, vs) = (self.key_size.max(1), self.value_buf.max(1));
         let mut keys = vec![0u8; ks * BATCH];
         let mut values = vec![0u8; vs * BATCH];
         // Hash maps' batch token is a bucket index (u32); 8 bytes is room
@@ -399,7 +440,8 @@ impl BpfMap {
             // out_batch an 8-byte live buffer (written, at most the map's
             // token size, 4 bytes for hash maps); keys and values are live
             // buffers of `count` keys and values of this map's sizes, which
-            // the kernel fills with at most `count` entries. Not per-CPU.
+            // the kernel fills with at most `count` entries (a per-CPU
+            // map's value being value_buf bytes, every CPU's).
             let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
             let n = (attr.count as usize).min(BATCH);
             for i in 0..n {
@@ -677,6 +719,16 @@ pub fn obj_id(fd: BorrowedFd<'_>) -> Result<u32, XdpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_give_the_number_of_possible_cpus() {
+        for (text, n) in [("0", Some(1)), ("0-1", Some(2)), ("0-3,5", Some(6)), ("0,2-7", Some(8))] {
+            assert_eq!(parse_cpu_list(text), n, "{text}");
+        }
+        for bad in ["", "x", "0-", "1-a"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn attr_layouts_match_the_kernel() {

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use crate::service::model::{DestId, FwdMethod, Millis, Proto};
+use crate::service::model::{FwdMethod, Millis, Proto};
 use crate::shard::conn::{Conn, ConnHandle};
 use crate::shard::forward;
 use crate::shard::nexthop::NextHop;
@@ -153,21 +153,10 @@ impl Engine {
         out.append(&mut self.off.cmds);
     }
 
-    /// What the fast path counted on a removed entry: added to the real
-    /// server's counters, as if the packets had crossed the engine.
-    pub fn fold_fast_path(&mut self, dest: DestId, reply: bool, packets: u64, bytes: u64) {
-        self.off.stats.fast_packets += packets;
-        self.off.stats.fast_bytes += bytes;
-        if let Some(d) = self.dests.get_mut(&dest) {
-            if reply {
-                d.c.outpkts += packets;
-                d.c.outbytes += bytes;
-            } else {
-                d.c.inpkts += packets;
-                d.c.inbytes += bytes;
-            }
-        }
-        self.stale_view();
+    /// A removal found its entry in the cache (what the fast path counted
+    /// stays in the per-real server counters of the XDP side).
+    pub fn offload_removed(&mut self) {
+        self.off.stats.removed += 1;
     }
 
     /// The offload's counters.
