@@ -585,3 +585,41 @@ fn the_whole_cache_is_read_in_batches() {
     assert_eq!(by_dest.iter().sum::<usize>(), 2500);
     assert!(by_dest.iter().all(|&n| n >= 357), "{by_dest:?}");
 }
+
+#[test]
+fn installs_go_in_one_batch_and_a_full_cache_refuses_only_what_does_not_fit() {
+    if skip("installs_go_in_one_batch_and_a_full_cache_refuses_only_what_does_not_fit") {
+        return;
+    }
+    let (_, c) = cases().swap_remove(0);
+    let (_, entries) = establish(&c);
+    let flows = xdpvs::xdp::FlowCache::create(3).unwrap();
+    let mut batch = xdpvs::xdp::InstallBatch::default();
+    let mut e = entries[0];
+    let mut keys = Vec::new();
+    for i in 0..5u16 {
+        e.key.sport = 2000 + i;
+        keys.push(e.key);
+        batch.push(&e, 1);
+    }
+    assert_eq!(batch.len(), 5);
+    // Room for 3: the 4th and the 5th are refused, each counted.
+    assert_eq!(flows.install_batch(&mut batch), 2);
+    assert!(batch.is_empty());
+    let present: Vec<bool> = keys
+        .iter()
+        .map(|k| flows.get(k).unwrap().is_some())
+        .collect();
+    assert_eq!(present, [true, true, true, false, false]);
+    // Replacing entries that exist fits; a refusal in the middle does not
+    // stop the ones after it.
+    e.key = keys[0];
+    batch.push(&e, 2);
+    e.key = keys[3];
+    batch.push(&e, 2);
+    e.key = keys[1];
+    batch.push(&e, 2);
+    assert_eq!(flows.install_batch(&mut batch), 1);
+    assert!(flows.get(&keys[3]).unwrap().is_none());
+    assert_eq!(flows.all().unwrap().len(), 3);
+}

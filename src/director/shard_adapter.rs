@@ -16,7 +16,7 @@ use crate::shard::engine::{Engine, EngineConfig};
 use crate::shard::offload::OffloadCmd;
 use crate::shard::sync::SyncItem;
 use crate::shard::verdict::{Frame, Verdict};
-use crate::xdp::FlowCache;
+use crate::xdp::{FlowCache, InstallBatch};
 
 /// A shard's engine as the AF_XDP runtime drives it: the sans-IO
 /// [`Engine`] plus what the runtime adds around it (the published
@@ -41,6 +41,8 @@ pub struct ShardAdapter {
     /// and off by the snapshot's `fast_path`).
     flows: Option<FlowCache>,
     off_buf: Vec<OffloadCmd>,
+    /// Installs gathered for one `BPF_MAP_UPDATE_BATCH`.
+    off_batch: InstallBatch,
 }
 
 /// How a shard's tables get their memory (`[director] hugepages`,
@@ -118,6 +120,7 @@ impl ShardAdapter {
             sync_buf: Vec::new(),
             flows: None,
             off_buf: Vec::new(),
+            off_batch: InstallBatch::default(),
         }
     }
 
@@ -141,8 +144,9 @@ impl ShardAdapter {
         }
     }
 
-    /// Carry out the engine's install and remove commands (one batch: the
-    /// commands of the frames processed since the last call).
+    /// Carry out the engine's install and remove commands (the commands
+    /// of the frames processed since the last call), in their order: the
+    /// installs one `BPF_MAP_UPDATE_BATCH` call between two removals.
     fn offload_turn(&mut self) {
         let Some(flows) = &self.flows else {
             return;
@@ -154,17 +158,19 @@ impl ShardAdapter {
         let now_ns = crate::dataplane::monotonic_millis().saturating_mul(1_000_000);
         for cmd in self.off_buf.drain(..) {
             match cmd {
-                OffloadCmd::Install(e) => {
-                    if flows.install(&e, now_ns).is_err() {
+                OffloadCmd::Install(e) => self.off_batch.push(&e, now_ns),
+                OffloadCmd::Remove { key, .. } => {
+                    for _ in 0..flows.install_batch(&mut self.off_batch) {
                         self.engine.offload_refused();
                     }
-                }
-                OffloadCmd::Remove { key, .. } => {
                     if let Ok(Some(_)) = flows.remove(&key) {
                         self.engine.offload_removed();
                     }
                 }
             }
+        }
+        for _ in 0..flows.install_batch(&mut self.off_batch) {
+            self.engine.offload_refused();
         }
     }
 

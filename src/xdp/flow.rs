@@ -208,6 +208,29 @@ impl DestUse {
     }
 }
 
+/// Entries to install with one call ([`FlowCache::install_batch`]); its
+/// buffers keep their capacity between batches.
+#[derive(Debug, Default)]
+pub struct InstallBatch {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+}
+
+impl InstallBatch {
+    pub fn push(&mut self, e: &OffloadEntry, now_ns: u64) {
+        self.keys.extend_from_slice(&encode_key(&e.key));
+        self.values.extend_from_slice(&encode_entry(e, now_ns));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len() / FLOW_KEY_SIZE
+    }
+}
+
 /// A shared handle to `flow_map` and `dest_map`.
 #[derive(Clone, Debug)]
 pub struct FlowCache {
@@ -293,6 +316,29 @@ impl FlowCache {
     pub fn install(&self, e: &OffloadEntry, now_ns: u64) -> Result<(), XdpError> {
         self.map
             .update(&encode_key(&e.key), &encode_entry(e, now_ns), sys::BPF_ANY)
+    }
+
+    /// Install every entry of `batch` in order (`BPF_MAP_UPDATE_BATCH`: one
+    /// call for the lot), then empty it. Returns how many the kernel
+    /// refused (the map full): those flows stay on the AF_XDP path.
+    pub fn install_batch(&self, batch: &mut InstallBatch) -> u64 {
+        let mut refused = 0;
+        let (mut k, mut v) = (&batch.keys[..], &batch.values[..]);
+        while !k.is_empty() {
+            match self.map.update_batch(k, v, sys::BPF_ANY) {
+                (_, Ok(())) => break,
+                (done, Err(_)) => {
+                    // Element `done` was refused: skip it, go on.
+                    refused += 1;
+                    let (kd, vd) = ((done + 1) * FLOW_KEY_SIZE, (done + 1) * FLOW_VALUE_SIZE);
+                    k = k.get(kd..).unwrap_or_default();
+                    v = v.get(vd..).unwrap_or_default();
+                }
+            }
+        }
+        batch.keys.clear();
+        batch.values.clear();
+        refused
     }
 
     /// Remove the entry of `key`, returning what the program counted on it.

@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 pub use error::XdpError;
-pub use flow::FlowCache;
+pub use flow::{FlowCache, InstallBatch};
 pub use keys::AddrKey;
 
 /// XDP action: error, drop.

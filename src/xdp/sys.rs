@@ -21,6 +21,7 @@ const BPF_MAP_DELETE_ELEM: u32 = 3;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: u32 = 21;
 const BPF_MAP_LOOKUP_BATCH: u32 = 24;
+const BPF_MAP_UPDATE_BATCH: u32 = 26;
 /// `map_flags`: a hash map allocates entries as they are inserted instead of
 /// reserving its whole capacity at creation.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -464,6 +465,54 @@ impl BpfMap {
             token_in = token_out;
             first = false;
         }
+    }
+
+    /// `BPF_MAP_UPDATE_BATCH` (5.6+) with `flags` for every element: `keys`
+    /// and `values` hold the same number of keys and values back to back,
+    /// written in order. Returns how many were written before the first
+    /// refusal, and the refusal (the elements after it are not written).
+    pub fn update_batch(
+        &self,
+        keys: &[u8],
+        values: &[u8],
+        flags: u64,
+    ) -> (usize, Result<(), XdpError>) {
+        let n = keys.len() / self.key_size.max(1);
+        if n == 0 {
+            return (0, Ok(()));
+        }
+        if let Err(e) = self
+            .check("keys", n * self.key_size, keys.len())
+            .and_then(|()| self.check("values", n * self.value_buf, values.len()))
+        {
+            return (0, Err(e));
+        }
+        let Ok(count) = u32::try_from(n) else {
+            return (0, Err(XdpError::BufferSize {
+                map: self.name.clone(),
+                what: "batch",
+                expected: u32::MAX as usize,
+                got: n,
+            }));
+        };
+        let mut attr = MapBatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count,
+            map_fd: fd_u32(self.fd.as_fd()),
+            elem_flags: flags,
+            ..Default::default()
+        };
+        // SAFETY: keys and values are live buffers of exactly `count` keys
+        // of key_size bytes and `count` values of value_buf bytes (checked
+        // above), only read; no batch tokens (in/out_batch NULL).
+        let r = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
+        let done = (attr.count as usize).min(n);
+        (
+            done,
+            r.map(drop)
+                .map_err(|e| XdpError::sys("BPF_MAP_UPDATE_BATCH", self.name.as_str(), e)),
+        )
     }
 
     /// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first key when
