@@ -57,6 +57,11 @@
 # the lab's namespaces cannot collide with another lab on the machine. The lab
 # is torn down and every process stopped on exit (trap). Addresses only from
 # 198.18.0.0/15. Every loop is bounded in count and time.
+#
+# Knobs (environment): BENCH_PERF=1 records CPU 1 with perf around each
+# flat-out run ($OUT/perf-*.data); BENCH_FLOW_CAP=N sets xdpvs's
+# fast_path_capacity (default: its connection capacity); BENCH_GEN=afxdp,
+# BENCH_LAYOUT=b, XDPVS_CTRL_CPU, SHARD_RT, NAPI_RT: see below.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,7 +76,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --no-build) BUILD=0 ;;
-    -h | --help) sed -n '2,59p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,64p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -231,6 +236,7 @@ control_socket = "$SOCK"
 metrics = "off"
 log_level = "info"
 conn_capacity = 4194304
+${BENCH_FLOW_CAP:+fast_path_capacity = $BENCH_FLOW_CAP}
 # Tables faulted in at start: otherwise the first packets of new flows take
 # the page faults of a fresh 4M-entry table (~36 % of the shard's time while
 # the 16384 flows arrive, a ~100 ms backlog of several ms at 150 kpps).
@@ -533,15 +539,20 @@ measure() {
     local perf_pid=""
     if [ -n "${BENCH_PERF:-}" ] && [ "$phase" = max ]; then
         # BENCH_PERF=1: where the director's CPU goes during the flat-out run
-        # (perf record -a -g on it; report with perf report -i FILE).
-        perf record -q -C "$DIR_CPU" -g -o "$OUT/perf-$tag.data" -- sleep "$secs" >>"$LOG" 2>&1 &
+        # (perf record -g on that CPU while the generator runs, its start-up
+        # included: read the samples outside the idle loop; report with
+        # perf report -i FILE --no-children).
+        perf record -q -C "$DIR_CPU" -g -o "$OUT/perf-$tag.data" >>"$LOG" 2>&1 &
         perf_pid=$!
     fi
     lj=$(timeout $((secs + 15)) ip netns exec xdpvs-rt nice -n "$NICE" "$BIN/xdpvs-loadgen" --iface lan0 \
         --dst-mac "$DIR_MAC" --dst "$VIP" --dst-ports "$PORTS" --src 198.18.100.0/22 \
         --flows "$flows" --proto "$proto" --rate "$rate" --count "$count" --duration "$secs" \
         --run-id "$RUN_ID" --cpu "$GEN_CPU" --mode "$GEN_MODE" "$@" 2>>"$LOG") || die "loadgen failed ($tag)"
-    [ -z "$perf_pid" ] || wait "$perf_pid" 2>/dev/null || true
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     c1=$(cpu_snap)
     d1=$(dir_cpu_ns)
     n1=$(napi_cpu_ns)

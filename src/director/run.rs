@@ -28,6 +28,7 @@ use crate::dataplane::{RuntimeConfig, ShardRuntime, ShardStats};
 use crate::director::maps::{update_locals, update_maps, Attached};
 use crate::director::restart::{self, load_state, state_path, RestartState};
 use crate::director::shard_adapter::{ShardAdapter, TableMemory};
+use crate::service::model::DestId;
 use crate::service::snapshot::Snapshot;
 use crate::shard::engine::{Engine, EngineConfig};
 use crate::shard::restart::{RestoreStats, ShardState};
@@ -459,7 +460,10 @@ fn run(path: &Path, cfg: Config, duration: Option<u64>) -> Result<(), String> {
         ),
         Err(e) => error!("state not saved: {e}"),
     }
-    println!("{}", final_counters(&stats, &reports, &snaps.load()));
+    println!(
+        "{}",
+        final_counters(&stats, &reports, &snaps.load(), Some(&flows))
+    );
     // Last: a successor waiting for a takeover starts when this is gone.
     let _ = std::fs::remove_file(&cfg.director.control_socket);
     let _ = exit;
@@ -531,8 +535,14 @@ fn resolve_next_hops(
     }
 }
 
-/// The counters printed when the director stops.
-pub fn final_counters(stats: &[ShardStats], reports: &Reports, snap: &Snapshot) -> String {
+/// The counters printed when the director stops: the shards' plus what the
+/// fast path forwarded (`flows`' per-real server counters).
+pub fn final_counters(
+    stats: &[ShardStats],
+    reports: &Reports,
+    snap: &Snapshot,
+    flows: Option<&FlowCache>,
+) -> String {
     let mut s = String::from("final counters\n");
     for (i, st) in stats.iter().enumerate() {
         let _ = write!(
@@ -548,7 +558,18 @@ pub fn final_counters(stats: &[ShardStats], reports: &Reports, snap: &Snapshot) 
         }
         s.push('\n');
     }
-    let totals = dest_totals(reports);
+    let mut totals = dest_totals(reports);
+    for u in flows
+        .and_then(|f| f.dest_counters().ok())
+        .unwrap_or_default()
+    {
+        let t = totals.entry(DestId(u.dest)).or_default();
+        if u.reply {
+            t.outpkts += u.packets;
+        } else {
+            t.inpkts += u.packets;
+        }
+    }
     for svc in &snap.services {
         let _ = writeln!(s, "{} ({})", svc.key, svc.name);
         for d in &svc.dests {

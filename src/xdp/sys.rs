@@ -488,12 +488,15 @@ impl BpfMap {
             return (0, Err(e));
         }
         let Ok(count) = u32::try_from(n) else {
-            return (0, Err(XdpError::BufferSize {
-                map: self.name.clone(),
-                what: "batch",
-                expected: u32::MAX as usize,
-                got: n,
-            }));
+            return (
+                0,
+                Err(XdpError::BufferSize {
+                    map: self.name.clone(),
+                    what: "batch",
+                    expected: u32::MAX as usize,
+                    got: n,
+                }),
+            );
         };
         let mut attr = MapBatchAttr {
             keys: keys.as_ptr() as u64,
@@ -771,7 +774,12 @@ mod tests {
 
     #[test]
     fn cpu_lists_give_the_number_of_possible_cpus() {
-        for (text, n) in [("0", Some(1)), ("0-1", Some(2)), ("0-3,5", Some(6)), ("0,2-7", Some(8))] {
+        for (text, n) in [
+            ("0", Some(1)),
+            ("0-1", Some(2)),
+            ("0-3,5", Some(6)),
+            ("0,2-7", Some(8)),
+        ] {
             assert_eq!(parse_cpu_list(text), n, "{text}");
         }
         for bad in ["", "x", "0-", "1-a"] {
