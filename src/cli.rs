@@ -15,7 +15,7 @@ use crate::control::status::{render_conns, render_list, ListMode};
 /// Standard output for the commands' results. A reader that goes away
 /// (`xdpvs list --json | head`) ends the output quietly instead of a panic
 /// (`println!` panics on EPIPE; Rust ignores SIGPIPE).
-fn write_out(args: std::fmt::Arguments<'_>) {
+pub fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(args).and_then(|()| out.flush());

@@ -155,7 +155,7 @@ fn generate(what: GenerateCmd) -> ExitCode {
     match written {
         Ok(paths) => {
             for p in paths {
-                println!("{}", p.display());
+                xdpvs::cli::write_out(format_args!("{}\n", p.display()));
             }
             ExitCode::SUCCESS
         }
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
         Cmd::Check { config } => {
             match xdpvs::config::check(&config.unwrap_or_else(xdpvs::cli::default_config)) {
                 Ok(summary) => {
-                    println!("{summary}");
+                    xdpvs::cli::write_out(format_args!("{summary}\n"));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

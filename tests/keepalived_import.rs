@@ -883,3 +883,39 @@ fn import_from_text_resolves_includes_against_the_given_dir() {
     assert_eq!(i.config.services.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader that goes away before the output (`xdpvs import-keepalived
+/// ... | head -0`, `xdpvs check | true`): the commands end quietly, with no
+/// panic on EPIPE (`print!` panics there; Rust ignores SIGPIPE).
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runs: [Vec<std::ffi::OsString>; 2] = [
+        vec![
+            "import-keepalived".into(),
+            root.join("config/keepalived-example.conf").into(),
+            "--iptables".into(),
+            root.join("config/iptables-example.rules").into(),
+            "--tunnel-src4".into(),
+            "198.18.0.2".into(),
+        ],
+        vec![
+            "check".into(),
+            "--config".into(),
+            root.join("config/example.toml").into(),
+        ],
+    ];
+    for args in runs {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(exe())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {err}");
+    }
+}

@@ -2246,7 +2246,12 @@ pub fn run(args: &ImportArgs) -> ExitCode {
                         c.fwmarks.len()
                     );
                 }
-                None => print!("{}", imp.toml),
+                // Not print!: a reader that goes away (`| head`) must not
+                // make it panic on EPIPE.
+                None => {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().lock().write_all(imp.toml.as_bytes());
+                }
             }
             ExitCode::SUCCESS
         }
