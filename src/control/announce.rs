@@ -24,7 +24,7 @@
 //! is waited for first, each bounded by `timeout`), then the director
 //! waits `withdraw_delay` for the withdrawal to propagate.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::FromRawFd;
@@ -266,6 +266,9 @@ struct Slot {
     losses: u64,
     /// No longer configured (kept for its token; dropped from the status).
     gone: bool,
+    /// Quorum not evaluated yet (a new service): its first verdict is not
+    /// a change, and is not logged.
+    fresh: bool,
 }
 
 impl Slot {
@@ -282,6 +285,7 @@ impl Slot {
             has_quorum: false,
             losses: 0,
             gone: false,
+            fresh: true,
         }
     }
 
@@ -378,16 +382,22 @@ impl Announcer {
         for s in self.slots.iter_mut().skip(1) {
             s.gone = true;
         }
+        // By name: a reload of 10,000 services must not search the slots
+        // once per service.
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(self.slots.len());
+        for (i, s) in self.slots.iter().enumerate().skip(1) {
+            if let Some(n) = &s.service {
+                index.entry(n.clone()).or_insert(i);
+            }
+        }
         for svc in &cfg.services {
-            let i = match self
-                .slots
-                .iter()
-                .position(|s| s.service.as_deref() == Some(svc.name.as_str()))
-            {
-                Some(i) => i,
+            let i = match index.get(svc.name.as_str()) {
+                Some(&i) => i,
                 None => {
                     self.slots.push(Slot::new(Some(svc.name.clone())));
-                    self.slots.len() - 1
+                    let i = self.slots.len() - 1;
+                    index.insert(svc.name.clone(), i);
+                    i
                 }
             };
             if let Some(s) = self.slots.get_mut(i) {
@@ -404,14 +414,23 @@ impl Announcer {
     /// New live weights (a health check changed a verdict, or a reload):
     /// services that cross their quorum log it and want their command.
     pub fn set_live(&mut self, live: &[(String, u64)]) {
+        let mut by_name: HashMap<&str, u64> = HashMap::with_capacity(live.len());
+        for (n, w) in live {
+            by_name.entry(n.as_str()).or_insert(*w);
+        }
         for s in self.slots.iter_mut().skip(1).filter(|s| !s.gone) {
             let Some(name) = &s.service else { continue };
-            let Some((_, w)) = live.iter().find(|(n, _)| n == name) else {
+            let Some(&w) = by_name.get(name.as_str()) else {
                 continue;
             };
-            s.live = *w;
+            s.live = w;
             let has = quorum_next(s.has_quorum, s.live, s.quorum, s.hysteresis);
-            if has != s.has_quorum {
+            let fresh = std::mem::replace(&mut s.fresh, false);
+            if fresh && has {
+                // A new service with its quorum: nothing changed to log
+                // (a reload of 10,000 services wrote 10,000 lines).
+                s.has_quorum = true;
+            } else if has != s.has_quorum {
                 s.has_quorum = has;
                 let (q, h) = (s.quorum, s.hysteresis);
                 if has {

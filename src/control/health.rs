@@ -246,7 +246,7 @@ impl Health {
         // Entries an earlier sync removed but kept for their running probe:
         // if their check comes back now, it starts afresh (the control
         // state treats the server as newly checked too).
-        let was_gone: Vec<_> = self
+        let was_gone: std::collections::HashSet<_> = self
             .checked
             .iter()
             .filter(|(_, c)| c.gone)
