@@ -325,8 +325,22 @@ impl FlowCache {
         let mut refused = 0;
         let (mut k, mut v) = (&batch.keys[..], &batch.values[..]);
         while !k.is_empty() {
+            let n = k.len() / FLOW_KEY_SIZE;
             match self.map.update_batch(k, v, sys::BPF_ANY) {
                 (_, Ok(())) => break,
+                (done, Err(_)) if done >= n => {
+                    // Refused before any element (the count not written
+                    // back): one call per entry says which.
+                    for (key, value) in k
+                        .chunks_exact(FLOW_KEY_SIZE)
+                        .zip(v.chunks_exact(FLOW_VALUE_SIZE))
+                    {
+                        if self.map.update(key, value, sys::BPF_ANY).is_err() {
+                            refused += 1;
+                        }
+                    }
+                    break;
+                }
                 (done, Err(_)) => {
                     // Element `done` was refused: skip it, go on.
                     refused += 1;
